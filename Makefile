@@ -1,0 +1,160 @@
+# scavd — build, test, install, demo.
+#
+#   make            build everything into build/
+#   make check      every test: plain build, then ASan+UBSan build (build-san/)
+#   make demo       run the daemon with the default configuration and a demo client
+#   make bench      benchmarks against the peers; writes docs/benchmarks.md
+#   make install    DESTDIR= PREFIX= (default /usr/local)
+#   make deps       install missing build dependencies with apt-get
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= build
+SAN ?= 0
+
+CC ?= cc
+CLANG ?= clang
+PKG_CONFIG ?= pkg-config
+
+SO_VERSION := 0
+SO_MINOR := 0.1
+VERSION := 0.1
+
+# Debian packages a build and `make check` need (binary -> package pairs are in deps).
+DEB_BUILD := gcc make pkg-config clang bpftool libsystemd-dev libinih-dev libbpf-dev \
+	libclang-rt-14-dev systemd libcap2-bin util-linux procps
+DEB_BENCH := libjemalloc-dev libgoogle-perftools-dev libboost-dev golang-go gnuplot-nox
+
+PKGS := libsystemd inih libbpf
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASE_CFLAGS := -std=gnu17 $(WARN) -g -O2 -fPIC -D_GNU_SOURCE -pthread -Ilib -Iinclude -I$(BUILD)
+ifeq ($(SAN),1)
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+endif
+ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
+
+LIB_SRCS := $(sort $(wildcard lib/*.c lib/heap/*.c))
+DAEMON_SRCS := $(sort $(wildcard daemon/*.c))
+CTL_SRCS := $(sort $(wildcard daemon/ctl/*.c))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test-*.c))
+INTEG_SRCS := $(sort $(wildcard tests/integration/test-*.c))
+TESTLIB_SRCS := $(sort $(wildcard tests/lib/*.c))
+HELPER_SRCS := $(sort $(wildcard tests/integration/helper-*.c))
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
+CTL_OBJS := $(CTL_SRCS:%.c=$(BUILD)/%.o)
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+INTEG_BINS := $(INTEG_SRCS:%.c=$(BUILD)/%) $(HELPER_SRCS:%.c=$(BUILD)/%)
+
+LIBSCAV_A := $(BUILD)/libscav.a
+LIBSCAV_SO := $(BUILD)/libscav.so.$(SO_MINOR)
+
+.PHONY: all lib daemon tests check check-run deps bench-deps demo bench install clean fuzz
+all: lib daemon tests
+
+lib: $(LIBSCAV_A) $(LIBSCAV_SO) $(BUILD)/libscav.pc
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBSCAV_A): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBSCAV_SO): $(LIB_OBJS) lib/libscav.sym
+	$(CC) -shared -Wl,-soname,libscav.so.$(SO_VERSION) -Wl,--version-script=lib/libscav.sym \
+		-Wl,--no-undefined -o $@ $(LIB_OBJS) $(ALL_LDFLAGS)
+	ln -sf libscav.so.$(SO_MINOR) $(BUILD)/libscav.so.$(SO_VERSION)
+	ln -sf libscav.so.$(SO_VERSION) $(BUILD)/libscav.so
+
+$(BUILD)/libscav.pc: lib/libscav.pc.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# BPF programs and their skeletons (vmlinux.h, *.skel.h) come from this fragment.
+-include daemon/bpf/bpf.mk
+
+daemon: $(BUILD)/scavd $(BUILD)/scavctl
+
+$(BUILD)/scavd: $(DAEMON_OBJS) $(BPF_DAEMON_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $(DAEMON_OBJS) $(BPF_DAEMON_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+
+# scavctl links only libscav.
+$(BUILD)/scavctl: $(CTL_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $(CTL_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) -lm
+
+tests: $(UNIT_BINS) $(INTEG_BINS) $(TEST_EXTRA)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) -lm
+
+$(BUILD)/tests/integration/%: $(BUILD)/tests/integration/%.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) -lm
+
+# Objects of the daemon that unit tests may link (pure policy: pacer, config).
+$(BUILD)/daemon.a: $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
+	rm -f $@ && ar rcs $@ $^
+
+-include tests/fuzz/fuzz.mk
+-include tests/bench/bench.mk
+
+deps:
+	@missing=""; \
+	for p in $(DEB_BUILD); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: missing packages:$$missing (run as root)" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench-deps: deps
+	@missing=""; \
+	for p in $(DEB_BENCH); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Plain build, then AddressSanitizer+UndefinedBehaviorSanitizer build; one
+# closing line for both.
+check: deps
+	$(MAKE) all
+	$(MAKE) BUILD=build-san SAN=1 all
+	$(MAKE) fuzz
+	tests/run.sh build build-san
+
+demo: deps all
+	tests/demo.sh $(BUILD)
+
+bench: bench-deps all
+	$(MAKE) bench-run
+
+install: lib daemon
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(LIBSCAV_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libscav.so.$(SO_MINOR) $(DESTDIR)$(PREFIX)/lib/libscav.so.$(SO_VERSION)
+	ln -sf libscav.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libscav.so
+	install -m 0644 include/scav.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(BUILD)/libscav.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 0755 $(BUILD)/scavd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(BUILD)/scavctl $(DESTDIR)$(PREFIX)/bin/
+	$(MAKE) install-data
+
+-include systemd/install.mk
+
+clean:
+	rm -rf build build-san build-fuzz build-bench
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

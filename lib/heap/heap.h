@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The heap core: one pool's page allocator and scavenger over shared memory.
+ *
+ * A heap is two pieces of memory: the meta region (header, locks, bitmaps,
+ * summaries, allocation records, client slots, statistics) and the heap
+ * region (the pages themselves). In production both are memfds mapped
+ * MAP_SHARED by the daemon and by every client; in tests either may be a
+ * plain mapping. Everything in the meta region is addressed by offsets, never
+ * pointers, and every index read from it is checked before use: the daemon
+ * must not trust it.
+ *
+ * This layer knows nothing of sockets, sd-event or configuration files.
+ * Functions return 0 (or a count) on success and a negative errno on failure.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Go's pallocChunkPages: the unit of the bitmaps; 2 MiB with 4 KiB pages. */
+#define HEAP_CHUNK_PAGES 512u
+#define HEAP_CHUNK_WORDS (HEAP_CHUNK_PAGES / 64u)
+/* Go's pageCachePages: a page cache covers one 64-page aligned block. */
+#define HEAP_CACHE_PAGES 64u
+/* Allocations below this many pages go through a page cache (Go: pageCachePages/4). */
+#define HEAP_CACHE_MAX_ALLOC 16u
+/* Page caches per client slot: one per thread that allocates (libscav). */
+#define HEAP_SLOT_CACHES 16u
+/* Go's maxPagesPerPhysPage: fillAligned handles m up to 64. */
+#define HEAP_MAX_PAGES_PER_PHYS_PAGE 64u
+/* Go's scavengeReservationShards default. */
+#define HEAP_DEFAULT_RESERVATION_SHARDS 64u
+/* Go's retainExtraPercent default. */
+#define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
+
+#define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
+#define HEAP_LAYOUT_VERSION 1u
+
+/* No goal: the background scavenger is off (Go stores ^uint64(0)). */
+#define HEAP_GOAL_NONE UINT64_MAX
+
+/* Allocation flags, stored in the allocation record. */
+enum {
+        HEAP_ALLOC_ZERO = 1u << 0, /* memory reads as zero; clears only pages not released */
+        HEAP_ALLOC_KEEP = 1u << 1, /* outlives its client; any client may free it */
+};
+
+/* Parameters of a new heap; all fixed for the heap's lifetime. */
+struct heap_params {
+        uint64_t capacity;            /* bytes; rounded up to a whole chunk */
+        uint32_t page_size;           /* power of two >= 4096; default 4096 */
+        uint32_t phys_page_size;      /* kernel's release unit; default 4096 (shmem) */
+        uint32_t huge_page_size;      /* huge page to preserve when scavenging; 0 = none */
+        uint32_t max_slots;           /* client slots; default 64; slot 0 is the daemon's */
+        uint32_t reservation_shards;  /* default HEAP_DEFAULT_RESERVATION_SHARDS */
+};
+
+/* A heap as mapped in one process. Private to the process; not shared. */
+typedef struct heap heap;
+
+/*
+ * Releases [off, off+len) of the heap region to the kernel. The default
+ * punches a hole in the heap memfd (fallocate PUNCH_HOLE|KEEP_SIZE); tests
+ * replace it as the seed's p.test does. Returns 0 or a negative errno.
+ */
+typedef int (*heap_release_fn)(heap *h, uint64_t off, uint64_t len, void *userdata);
+
+/* Statistics, read without a lock (each field is consistent on its own). */
+struct heap_stats {
+        uint64_t capacity;
+        uint64_t page_size;
+        uint64_t heap_sys;        /* grown heap: chunks in use x chunk bytes */
+        uint64_t inuse;           /* bytes allocated, page caches included */
+        uint64_t released;        /* bytes of heap_sys released to the kernel */
+        uint64_t retained;        /* heap_sys - released (Go's heapRetained) */
+        uint64_t retained_goal;   /* HEAP_GOAL_NONE when the background scavenger is off */
+        uint64_t memory_limit;    /* 0 = none */
+        uint64_t peak_inuse;      /* highest inuse seen this generation */
+        uint64_t gen;             /* scavenge generation */
+        uint64_t gen_released;    /* bytes released this generation (Go's p.scav.released) */
+        uint64_t released_total;  /* bytes released since the heap was created */
+        uint64_t growth_scavenged;/* bytes released synchronously on heap growth */
+        uint64_t clients;         /* live client slots, the daemon's excluded */
+        uint64_t recoveries;      /* EOWNERDEAD recoveries completed */
+};
+
+/* Bytes the meta region needs for these parameters (sparse: backed only where used). */
+int heap_meta_size(const struct heap_params *p, uint64_t *ret);
+
+/*
+ * Lays out a new heap in meta (meta_size bytes, zero-filled) over a heap
+ * region of p->capacity bytes at base. heap_fd is the heap memfd for the
+ * default release function, or -1. The caller owns both mappings.
+ */
+int heap_create(void *meta, uint64_t meta_size, void *base, int heap_fd,
+                const struct heap_params *p, heap **ret);
+
+/*
+ * Attaches to an existing heap: validates magic, layout version and sizes
+ * against meta_size and the heap mapping. -EPROTO on another layout version,
+ * -EBADMSG on a header that does not describe a valid layout.
+ */
+int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, int heap_fd,
+                heap **ret);
+
+/* Frees the process-local handle; the shared memory is untouched. */
+void heap_detach(heap *h);
+
+void heap_set_release(heap *h, heap_release_fn fn, void *userdata);
+
+/* Heap geometry as this process sees it. */
+void *heap_base(heap *h);
+uint64_t heap_capacity(heap *h);
+uint32_t heap_page_size(heap *h);
+
+/*
+ * Client slots. Slot 0 belongs to the daemon. A slot owns allocations,
+ * page caches and at most one in-flight scavenge range.
+ */
+int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot);
+/* The slot's owner is known to be gone (or closed): gives back its page
+ * caches and every allocation it owns but those marked KEEP (which become
+ * ownerless), completes its in-flight scavenge, and frees the slot.
+ * Returns the number of pages given back. */
+int64_t heap_slot_reclaim(heap *h, uint32_t slot);
+/* Claims a specific slot that is still marked live for this pid (reconnect
+ * after a daemon restart). -ESTALE if the slot is free or someone else's. */
+int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid);
+
+/*
+ * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves
+ * npages < HEAP_CACHE_MAX_ALLOC from page cache `cache` of `slot` without
+ * any lock (refilling it under the lock when empty) and falls back to
+ * heap_alloc otherwise. Only one thread may use a given (slot, cache) at a
+ * time. KEEP allocations always take the locked path.
+ * -EINVAL bad npages/flags, -ENOMEM capacity exhausted.
+ */
+int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off);
+int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                     uint64_t *ret_off);
+
+/*
+ * Frees the allocation starting at off. Any slot may free any live
+ * allocation; ownership only decides where the pages go: allocations of
+ * `slot` lying in its page cache `cache` go back to that cache without a
+ * lock, everything else goes back to the heap under the lock. -EINVAL when
+ * off is not the start of a live allocation (double free, wrong offset);
+ * nothing changes then.
+ */
+int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
+
+/* Gives back the free pages of page cache `cache` of `slot` (thread exit). */
+int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache);
+
+/* Length in bytes of the live allocation starting at off, or -EINVAL. */
+int64_t heap_alloc_size(heap *h, uint64_t off);
+
+/*
+ * Scavenging (mgcscavenge.go). heap_scavenge releases up to nbytes of free,
+ * backed memory, highest addresses first, continuing from where the last
+ * call of this generation stopped; returns the bytes released. `slot` names
+ * the scavenger, for its crash intent. nbytes = UINT64_MAX releases all.
+ */
+int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes);
+
+/* Starts a new generation (scavengeStartGen). Reports the generation that
+ * ended and what it released, for the trace. */
+struct heap_gen_report {
+        uint64_t gen;          /* the generation that ended */
+        uint64_t released;     /* bytes it released */
+        uint64_t total;        /* released now (heap_released) */
+        uint64_t inuse;
+        uint64_t retained;
+        uint64_t peak_inuse;   /* peak in-use of the ended generation */
+};
+int heap_scavenge_start_gen(heap *h, struct heap_gen_report *ret);
+
+/* Sets the background goal (HEAP_GOAL_NONE: off) and the memory limit
+ * (0: none). Both are read by clients for heap-growth scavenging. */
+void heap_set_goal(heap *h, uint64_t retained_goal);
+void heap_set_memory_limit(heap *h, uint64_t limit);
+
+/*
+ * The retained goal (gcPaceScavenger, adapted): (100 + retain_extra_percent)%
+ * of the in-use estimate, aligned up to a physical page, at most 95% of a
+ * non-zero memory_limit; HEAP_GOAL_NONE when retained is already at or
+ * within one physical page of it. Pure.
+ */
+uint64_t heap_retained_goal(uint64_t inuse_estimate, uint64_t retained_now,
+                            uint32_t retain_extra_percent, uint64_t memory_limit,
+                            uint32_t phys_page_size);
+
+uint64_t heap_retained(heap *h);
+int heap_get_stats(heap *h, struct heap_stats *ret);
+
+/*
+ * Verifies every invariant: bitmaps against summaries, records and page
+ * caches against bitmaps, statistics against both. Returns 0, or -EUCLEAN
+ * with a description of the first broken invariant in buf.
+ */
+int heap_check(heap *h, char *buf, size_t len);
+
+/* Iterates over live slots (for scavctl clients). */
+struct heap_slot_info {
+        uint32_t slot, pid, uid;
+        uint64_t inuse_pages;  /* pages in records owned by the slot */
+        uint64_t cached_pages; /* pages held in its page caches */
+};
+int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret);
+uint32_t heap_max_slots(heap *h);

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The scavd wire protocol: SOCK_SEQPACKET, one message per packet, fixed
+ * little-endian layouts (both ends run on one machine), versioned. Every
+ * request is answered by exactly one reply of the matching type with
+ * `error` set (0 or a negative errno). The daemon validates every field of
+ * every message with scav_msg_parse(); a malformed message closes the
+ * connection with a logged reason.
+ *
+ * A client session: HELLO (pool name) -> HELLO_REPLY with the meta and heap
+ * memfds in SCM_RIGHTS and the client slot. The connection stays open for
+ * the whole session: hang-up means the client is gone and its slot is
+ * reclaimed. Control requests (scavctl) use the same socket without HELLO.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCAV_PROTO_MAGIC 0x56414353u /* "SCAV" */
+#define SCAV_PROTO_VERSION 1u
+#define SCAV_POOL_NAME_MAX 64u       /* including the NUL */
+#define SCAV_MSG_MAX 4096u           /* largest packet either side sends */
+
+enum scav_msg_type {
+        SCAV_MSG_HELLO = 1,        /* client -> daemon: join a pool */
+        SCAV_MSG_HELLO_REPLY,      /* + SCM_RIGHTS { meta_fd, heap_fd } */
+        SCAV_MSG_MAPPED,           /* client -> daemon: where it mapped the heap (for BPF) */
+        SCAV_MSG_MAPPED_REPLY,
+        SCAV_MSG_SCAVENGE,         /* force a scavenge of a pool */
+        SCAV_MSG_SCAVENGE_REPLY,
+        SCAV_MSG_POOLS,            /* list pools */
+        SCAV_MSG_POOLS_REPLY,
+        SCAV_MSG_STATUS,           /* one pool's statistics */
+        SCAV_MSG_STATUS_REPLY,
+        SCAV_MSG_CLIENTS,          /* one pool's client slots */
+        SCAV_MSG_CLIENTS_REPLY,
+        SCAV_MSG_CHECK,            /* heap_check() of one pool */
+        SCAV_MSG_CHECK_REPLY,
+        SCAV_MSG_RELOAD,           /* reload the configuration */
+        SCAV_MSG_RELOAD_REPLY,
+        _SCAV_MSG_MAX,
+};
+
+struct scav_msg_hdr {
+        uint32_t magic;
+        uint16_t version;
+        uint16_t type;
+        uint32_t len;   /* whole message, header included */
+        int32_t error;  /* replies: 0 or -errno */
+};
+
+/* HELLO: join `pool`. To re-claim a slot after a daemon restart, pass the
+ * slot and token of the earlier HELLO_REPLY (else slot = UINT32_MAX). */
+struct scav_msg_hello {
+        struct scav_msg_hdr hdr;
+        char pool[SCAV_POOL_NAME_MAX];
+        uint32_t slot;
+        uint32_t flags;
+        uint64_t token;
+};
+
+struct scav_msg_hello_reply {
+        struct scav_msg_hdr hdr;
+        uint32_t slot;
+        uint32_t page_size;
+        uint64_t token;
+        uint64_t meta_size;
+        uint64_t capacity;
+};
+
+struct scav_msg_mapped {
+        struct scav_msg_hdr hdr;
+        uint64_t addr;  /* where this process mapped the heap */
+        uint64_t len;
+};
+
+/* Requests naming a pool: SCAVENGE, STATUS, CLIENTS, CHECK. */
+struct scav_msg_pool_req {
+        struct scav_msg_hdr hdr;
+        char pool[SCAV_POOL_NAME_MAX];
+        uint64_t bytes;  /* SCAVENGE: 0 = everything free */
+};
+
+/* Replies whose payload is text (POOLS: one name a line; CHECK: the
+ * first broken invariant; RELOAD: the error) or a fixed struct. */
+struct scav_msg_reply {
+        struct scav_msg_hdr hdr;
+        uint64_t value;  /* SCAVENGE: bytes released */
+        uint32_t count;  /* number of entries / text bytes following */
+        uint32_t _pad;
+        /* followed by payload */
+};
+
+/* Fills in a header for sending. */
+void scav_msg_init(struct scav_msg_hdr *h, enum scav_msg_type type, size_t len);
+
+/*
+ * Validates a received packet of n bytes: magic, version (-EPROTO on a
+ * mismatch), a known type, a length that matches the type's layout, pool
+ * names NUL-terminated within bounds and made of [A-Za-z0-9_.-]. Returns
+ * the type, or a negative errno with a reason for the log in *reason.
+ */
+int scav_msg_parse(const void *buf, size_t n, const char **reason);
