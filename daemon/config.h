@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * scavd's configuration: /etc/scavd/scavd.conf plus scavd.conf.d/*.conf in
+ * lexical order (later wins), parsed with inih. Errors name file:line and
+ * the key. See scavd.conf(5).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+#define CONFIG_MAX_POOLS 256
+#define CONFIG_MAX_IDS 64
+
+enum config_tristate { CONFIG_AUTO, CONFIG_ON, CONFIG_OFF };
+enum config_pressure { PRESSURE_AUTO, PRESSURE_BPF, PRESSURE_PSI, PRESSURE_OFF };
+
+struct pool_config {
+        char name[SCAV_POOL_NAME_MAX];
+        uint64_t capacity;               /* bytes, whole chunks */
+        uint32_t page_size;              /* default 4096 */
+        double scavenge_percent;         /* <0: unset (daemon's); can only lower the pool's share */
+        uint32_t retain_extra_percent;   /* default 10 */
+        uint32_t reservation_shards;     /* default 64 */
+        uint64_t memory_limit;           /* 0: none */
+        uint32_t max_clients;            /* default 64 */
+        uint32_t n_allow_users, n_allow_groups;
+        uid_t allow_users[CONFIG_MAX_IDS];
+        gid_t allow_groups[CONFIG_MAX_IDS];
+        bool allow_all;                  /* neither list given: everyone who can reach the socket */
+        bool huge_pages;                 /* preserve 2 MiB huge pages when scavenging */
+        unsigned line;                   /* where the section started, for messages */
+        char file[256];
+};
+
+struct daemon_config {
+        char socket[108];                /* sun_path */
+        unsigned scavtrace;              /* 0, 1, 2 */
+        double scavenge_percent;         /* CPU budget of all background scavenging; default 1 */
+        uint64_t generation_interval_usec; /* default 1 s */
+        enum config_tristate bpf;        /* default auto */
+        enum config_pressure pressure;   /* default auto */
+        double pressure_cpu_percent;     /* CPU cap of unpaced release under pressure; default 50 */
+        unsigned n_pools;
+        struct pool_config pools[CONFIG_MAX_POOLS];
+};
+
+void config_defaults(struct daemon_config *c);
+void pool_config_defaults(struct pool_config *p);
+
+/*
+ * Parses path and then path's ".d" directory (path without ".conf" + ".conf.d/*.conf").
+ * On error returns a negative errno and writes "file:line: reason" into err.
+ */
+int config_load(const char *path, struct daemon_config *c, char *err, size_t errlen);
+
+/* Parses one buffer (for the fuzzer and tests); name is used in messages. */
+int config_parse_string(const char *name, const char *text, struct daemon_config *c,
+                        char *err, size_t errlen);
+
+/* "64M" -> bytes; K/M/G/T suffixes (binary), -EINVAL/-ERANGE. */
+int config_parse_size(const char *s, uint64_t *ret);

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The background scavenger on sd-event (issue 4): per-pool generation
+ * timers, one paced background scavenger shared by all pools (the budget
+ * is the daemon's), forced scavenges. Policy lives in pacer.c (pure); this
+ * file only carries it out.
+ */
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+
+struct pool;
+typedef struct scavenger scavenger;
+
+int scavenger_new(sd_event *e, const struct daemon_config *cfg, scavenger **ret);
+scavenger *scavenger_free(scavenger *s);
+
+/* Applies reloaded tunables (scavtrace, scavenge_percent, generation_interval). */
+void scavenger_reconfigure(scavenger *s, const struct daemon_config *cfg);
+
+/* Pools come and go; the pool outlives its registration. */
+int scavenger_add_pool(scavenger *s, struct pool *p);
+void scavenger_remove_pool(scavenger *s, struct pool *p);
+
+/* Something changed (client freed a lot, pressure): re-evaluate now. */
+void scavenger_wake(scavenger *s, struct pool *p);
+
+/* Releases everything free (bytes = 0) or up to bytes, unpaced; traces "(forced)". */
+int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char *why);
+
+/* One-line summary for sd_notify STATUS=. */
+void scavenger_status(scavenger *s, char *buf, size_t len);
