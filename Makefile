@@ -103,7 +103,7 @@ $(BUILD)/daemon.a: $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
 	rm -f $@ && ar rcs $@ $^
 
 -include tests/fuzz/fuzz.mk
--include tests/bench/bench.mk
+-include $(sort $(wildcard tests/bench/*.mk))
 
 deps:
 	@missing=""; \
