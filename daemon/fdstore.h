@@ -3,9 +3,10 @@
 
 /*
  * Restart without loss (issue 5): each pool's meta and heap memfds go to the
- * service manager's file descriptor store (FDSTORE=1, FDNAME=pool:<name>:meta
- * and pool:<name>:heap); on start, what sd_listen_fds_with_names() hands back
- * is adopted.
+ * service manager's file descriptor store (FDSTORE=1, FDNAME=pool/<name>/meta
+ * and pool/<name>/heap: systemd refuses ':' in FDNAME=, it separates
+ * $LISTEN_FDNAMES); on start, what sd_listen_fds_with_names() hands back is
+ * adopted.
  */
 
 #include <stdbool.h>
