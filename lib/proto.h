@@ -93,6 +93,64 @@ struct scav_msg_reply {
         /* followed by payload */
 };
 
+/* HELLO flags: none defined yet; a daemon refuses unknown bits (-EINVAL). */
+#define SCAV_HELLO_FLAGS_KNOWN 0u
+/* HELLO.slot when not re-claiming a slot. */
+#define SCAV_SLOT_NONE UINT32_MAX
+
+/*
+ * Payloads of the replies (after struct scav_msg_reply), by type:
+ *   POOLS_REPLY     text, one pool name a line ('\n' after each); count = bytes
+ *   STATUS_REPLY    one struct scav_msg_pool_status; count = 1
+ *   CLIENTS_REPLY   count x struct scav_msg_client (live slots, the daemon's excluded;
+ *                   value = number of live slots, which may exceed count if truncated)
+ *   CHECK_REPLY     error 0, or -EUCLEAN and text naming the broken invariant; count = bytes
+ *   RELOAD_REPLY    error 0, or the error and text "file:line: reason"; count = bytes
+ *   SCAVENGE_REPLY  value = bytes released; count = 0
+ *   MAPPED_REPLY    count = 0
+ * Pool name fields are zero-padded after their NUL (scav_msg_parse refuses
+ * anything else). Text is not NUL-terminated. Errors: -ENOENT unknown pool, -EACCES peer not
+ * allowed for that pool (or RELOAD by someone else than root or the daemon's user).
+ */
+enum {
+        SCAV_POOL_QUARANTINED = 1u << 0, /* heap_check failed: served no more */
+        SCAV_POOL_DRAINING = 1u << 1,    /* removed from configuration, clients remain */
+};
+
+struct scav_msg_pool_status {
+        char name[SCAV_POOL_NAME_MAX];
+        uint32_t flags;           /* SCAV_POOL_* */
+        uint32_t page_size;
+        uint64_t capacity;
+        uint64_t heap_sys;
+        uint64_t inuse;
+        uint64_t released;
+        uint64_t retained;
+        uint64_t retained_goal;   /* UINT64_MAX: background scavenger idle */
+        uint64_t memory_limit;
+        uint64_t peak_inuse;
+        uint64_t gen;
+        uint64_t gen_released;
+        uint64_t released_total;
+        uint64_t growth_scavenged;
+        uint64_t clients;         /* live client slots */
+        uint64_t connections;     /* connected sessions */
+        uint64_t max_clients;
+        uint64_t recoveries;
+        uint64_t faults;          /* 0 when unknown */
+        uint64_t pressure_events;
+};
+
+struct scav_msg_client {
+        uint32_t slot;
+        uint32_t pid;
+        uint32_t uid;
+        uint32_t connected;       /* 1: a session holds the slot now */
+        uint64_t inuse_pages;
+        uint64_t cached_pages;
+        uint64_t faults;          /* 0 when unknown */
+};
+
 /* Fills in a header for sending. */
 void scav_msg_init(struct scav_msg_hdr *h, enum scav_msg_type type, size_t len);
 
