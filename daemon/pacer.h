@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * How fast the background scavenger may work: the seed's scavengerState
+ * policy as pure functions of time and counters (no clock, no I/O), so that
+ * it can be tested with a fake clock as Go's TestScavenger does. scavenger.c
+ * measures time and releases memory; this file only decides.
+ *
+ * Times are nanoseconds. A CPU fraction is of the machine's capacity: worked
+ * / ((worked + slept) * CPUs), CPUs being those the daemon may run on (the
+ * seed's GOMAXPROCS).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Go's startingScavSleepRatio: conservative start, and the fallback after a reset. */
+#define PACER_STARTING_SLEEP_RATIO 0.001
+/* Go's minScavWorkTime: shorter bursts make sleeps too short to be reliable. */
+#define PACER_MIN_WORK_NS 1e6
+/* Go's scavengeQuantum: latency over throughput (about 10 µs of punch-hole). */
+#define PACER_QUANTUM (UINT64_C(64) << 10)
+/* Go's approxWorkedNSPerPhysicalPage: cost assumed when the clock saw nothing. */
+#define PACER_APPROX_NS_PER_PHYS_PAGE 10e3
+/* How long the controller is bypassed after it failed. */
+#define PACER_COOLDOWN_NS INT64_C(5000000000)
+
+/* Ports piController (mgcpacer.go). */
+struct pacer_pi {
+        double kp, ti, tt;   /* proportional gain, integral time, anti-windup reset time */
+        double min, max;     /* output clamp */
+        double err_integral;
+        bool err_overflow, input_overflow;
+};
+
+/* The scavenger's tuning of piController (scavengerState.init). */
+void pacer_pi_init(struct pacer_pi *c);
+/* Feeds one sample; false (and the controller reset, *ret = min) when the
+ * output or the integral is not finite. */
+bool pacer_pi_next(struct pacer_pi *c, double input, double setpoint, double period, double *ret);
+void pacer_pi_reset(struct pacer_pi *c);
+
+/* The sleep half of scavengerState. */
+struct pacer {
+        struct pacer_pi controller;
+        double target;            /* ideal CPU fraction, scavenge_percent / 100 */
+        double sleep_ratio;       /* worked : slept; higher = more aggressive */
+        int64_t cooldown_ns;      /* controller bypassed while > 0 */
+        bool controller_reset;    /* not yet reported by the trace */
+        double last_fraction;     /* last measured CPU fraction, for scavtrace = 2 */
+};
+
+void pacer_init(struct pacer *p, double scavenge_percent);
+/* Live reload: the controller keeps its state, only the setpoint moves. */
+void pacer_set_percent(struct pacer *p, double scavenge_percent);
+
+/* A burst shorter than PACER_MIN_WORK_NS is counted as that long (scavengerState.sleep). */
+double pacer_credit(double worked);
+/* How long to sleep after `credited` ns of work (from pacer_credit). */
+int64_t pacer_sleep_ns(const struct pacer *p, double credited);
+/* After the sleep: feeds the measured fraction to the controller, or
+ * counts down the cooldown; a non-finite output resets the controller. */
+void pacer_slept(struct pacer *p, double credited, int64_t slept, unsigned cpus);
+/* Whether the next trace line should say "[controller reset]"; clears it. */
+bool pacer_take_reset(struct pacer *p);
+
+/*
+ * One burst (scavengerState.run). scavenge releases at most nbytes from the
+ * pool that should be served next and stores the time it took in *ret_ns
+ * (0 if the clock did not move); it returns the bytes released, 0 when no
+ * pool has work, or a negative errno. The burst ends after
+ * PACER_MIN_WORK_NS of work or when nothing is left.
+ */
+typedef int64_t (*pacer_scavenge_fn)(void *userdata, uint64_t nbytes, int64_t *ret_ns);
+
+struct pacer_burst {
+        uint64_t released;
+        double worked;       /* ns */
+        int error;           /* first negative errno of scavenge, 0 if none */
+};
+
+void pacer_run(struct pacer_burst *b, pacer_scavenge_fn scavenge, void *userdata,
+               uint64_t phys_page_size);
+
+/*
+ * Sharing the daemon's budget between pools. One background scavenger
+ * serves the pools over their goals, the furthest over first. A pool whose
+ * own scavenge_percent is below the daemon's gets at most that fraction of
+ * the machine: after a burst of w ns on it, it waits until w / (share *
+ * CPUs) ns after the burst began before it is served again.
+ */
+struct pacer_pool {
+        uint64_t retained;   /* current, refreshed by the caller */
+        uint64_t goal;       /* HEAP_GOAL_NONE (UINT64_MAX): nothing to do */
+        double share;        /* own cap as a fraction; < 0: none (the daemon's) */
+        bool exhausted;      /* scavenge found nothing more this generation */
+        int64_t eligible_at; /* ns; before this the pool has used its share */
+};
+
+/* How far over its goal a pool is (0 if not over or nothing to do). */
+uint64_t pacer_pool_excess(const struct pacer_pool *pp);
+/* Whether the pool has work the background scavenger may do at now. */
+bool pacer_pool_ready(const struct pacer_pool *pp, int64_t now);
+/* The pool to serve next (furthest over goal among the ready), or -1. */
+ssize_t pacer_pick(struct pacer_pool *const *pools, size_t n, int64_t now);
+/* Earliest time a pool with work becomes ready, INT64_MAX if none will. */
+int64_t pacer_next_ready(struct pacer_pool *const *pools, size_t n, int64_t now);
+/* Charges a burst of worked ns that began at start to the pool's share. */
+void pacer_pool_charge(struct pacer_pool *pp, int64_t start, double worked, unsigned cpus);
+/* A pool's share from its scavenge_percent and the daemon's (< 0: unset). */
+double pacer_pool_share(double pool_percent, double daemon_percent);
