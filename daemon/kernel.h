@@ -8,6 +8,7 @@
  * daemon/bpf/.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
@@ -29,11 +30,23 @@ kernel_watch *kernel_watch_free(kernel_watch *k);
 int kernel_watch_add_mapping(kernel_watch *k, pid_t tgid, uint64_t addr, uint64_t len,
                              uint32_t pool_id, uint32_t slot);
 void kernel_watch_remove_process(kernel_watch *k, pid_t tgid);
+/* One client left one pool (the process may stay in others). */
+int kernel_watch_remove_mapping(kernel_watch *k, pid_t tgid, uint32_t pool_id, uint32_t slot);
+/* The pool is gone: its ranges in every process and its counters. */
+void kernel_watch_remove_pool(kernel_watch *k, uint32_t pool_id);
 
 /* Page faults counted so far in a pool (all clients) and in one slot. */
 uint64_t kernel_watch_faults(kernel_watch *k, uint32_t pool_id);
 uint64_t kernel_watch_slot_faults(kernel_watch *k, uint32_t pool_id, uint32_t slot);
-/* Reclaim/PSI events seen. */
+/* Faults in the pool since *mark, which it then advances: per-generation
+ * counts for the scavenger, which knows what it released and when and so
+ * can call those faults refaults. */
+uint64_t kernel_watch_faults_since(kernel_watch *k, uint32_t pool_id, uint64_t *mark);
+/* Reclaim/PSI events seen (as delivered to kernel_pressure_fn). */
 uint64_t kernel_watch_pressure_events(kernel_watch *k);
-/* "bpf", "psi" or "off": what the daemon actually uses. */
+/* Reclaim entries the BPF programs saw, including those rate-limited away. */
+uint64_t kernel_watch_reclaim_seen(kernel_watch *k);
+/* The BPF programs are loaded (fault counters are live). */
+bool kernel_watch_has_bpf(kernel_watch *k);
+/* "bpf", "psi" or "off": where pressure comes from. */
 const char *kernel_watch_mode(kernel_watch *k);

@@ -1,0 +1,40 @@
+# BPF programs of the daemon (issue 6), included by the Makefile before the
+# scavd link rule.
+#
+#   $(BUILD)/vmlinux.h          the running kernel's types, from its BTF (CO-RE)
+#   $(BUILD)/daemon/bpf/*.bpf.o programs (clang -target bpf)
+#   $(BUILD)/*.skel.h           libbpf skeletons embedding those objects
+#
+# The skeletons carry the BPF objects inside kernel.o, so nothing extra is
+# linked into scavd (BPF_DAEMON_OBJS stays empty).
+
+BPFTOOL ?= bpftool
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I$(BUILD) -Idaemon/bpf
+
+BPF_SRCS := $(sort $(wildcard daemon/bpf/*.bpf.c))
+BPF_OBJS := $(BPF_SRCS:%.c=$(BUILD)/%.o)
+BPF_SKELS := $(patsubst daemon/bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
+BPF_DAEMON_OBJS +=
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(dir $@)
+	$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/daemon/bpf/%.bpf.o: daemon/bpf/%.bpf.c daemon/bpf/kernel-abi.h $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Skeleton struct names: kernel.bpf.c -> struct kernel_bpf, kernel_bpf__open() ...
+$(BUILD)/%.skel.h: $(BUILD)/daemon/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp && mv $@.tmp $@
+
+.SECONDARY: $(BPF_OBJS)
+
+$(BUILD)/daemon/kernel.o: $(BPF_SKELS)
+
+# Tests of the kernel awareness link daemon/kernel.o (and libsystemd, libbpf),
+# which the generic integration-test rule does not.
+KERNEL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-kernel-*.c))
+$(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/daemon/kernel.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(BUILD)/daemon/kernel.o $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
