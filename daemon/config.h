@@ -2,7 +2,7 @@
 #pragma once
 
 /*
- * scavd's configuration: /etc/scavd/scavd.conf plus scavd.conf.d/*.conf in
+ * scavd's configuration: /etc/scavd/scavd.conf plus scavd.conf.d/NAME.conf in
  * lexical order (later wins), parsed with inih. Errors name file:line and
  * the key. See scavd.conf(5).
  */
@@ -53,7 +53,7 @@ void config_defaults(struct daemon_config *c);
 void pool_config_defaults(struct pool_config *p);
 
 /*
- * Parses path and then path's ".d" directory (path without ".conf" + ".conf.d/*.conf").
+ * Parses path and then path's ".d" directory (FILE.d/NAME.conf, e.g. scavd.conf.d/ for scavd.conf).
  * On error returns a negative errno and writes "file:line: reason" into err.
  */
 int config_load(const char *path, struct daemon_config *c, char *err, size_t errlen);
