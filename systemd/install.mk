@@ -1,0 +1,73 @@
+# Installs what makes scavd a system service: the units, the sysusers.d and
+# tmpfiles.d entries, the journal catalog, the default configuration and the
+# man pages. Called by `make install` (DESTDIR=, PREFIX=).
+#
+# Directories come from `pkg-config systemd`. When PREFIX is not systemd's
+# own prefix (the default /usr/local), they are rebased under PREFIX
+# (/usr/local/lib/systemd/system, /usr/local/lib/sysusers.d, ...), all of
+# which systemd searches. The configuration always goes to $(SYSCONFDIR)
+# (/etc), since the daemon reads /etc/scavd/scavd.conf.
+
+SYSCONFDIR ?= /etc
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+
+SYSTEMD_PREFIX := $(shell $(PKG_CONFIG) --variable=prefix systemd 2>/dev/null)
+ifeq ($(PREFIX),$(SYSTEMD_PREFIX))
+SYSTEMD_PC = $(PKG_CONFIG) systemd
+else
+SYSTEMD_PC = $(PKG_CONFIG) systemd --define-variable=prefix=$(PREFIX) \
+	--define-variable=root_prefix=$(PREFIX) --define-variable=rootprefix=$(PREFIX)
+endif
+# Fallbacks when systemd.pc is missing: systemd's own defaults under PREFIX.
+pc_or = $(or $(shell $(SYSTEMD_PC) --variable=$(1) 2>/dev/null),$(2))
+UNITDIR ?= $(call pc_or,systemdsystemunitdir,$(PREFIX)/lib/systemd/system)
+SYSUSERSDIR ?= $(call pc_or,sysusersdir,$(PREFIX)/lib/sysusers.d)
+TMPFILESDIR ?= $(call pc_or,tmpfilesdir,$(PREFIX)/lib/tmpfiles.d)
+CATALOGDIR ?= $(call pc_or,catalogdir,$(PREFIX)/lib/systemd/catalog)
+
+MAN_PAGES := $(sort $(wildcard docs/man/*.[1358]))
+
+.PHONY: install-data
+
+# ExecStart= names the installed daemon, so scavd.service is made from its
+# template at install time, for this SBINDIR.
+install-data:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf.d
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' systemd/scavd.service.in \
+		> $(DESTDIR)$(UNITDIR)/scavd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/scavd.service
+	install -m 0644 systemd/scavd.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/scavd.sysusers $(DESTDIR)$(SYSUSERSDIR)/scavd.conf
+	install -m 0644 systemd/scavd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/scavd.conf
+	@if [ -f systemd/scavd.catalog ]; then \
+		echo install -m 0644 systemd/scavd.catalog $(DESTDIR)$(CATALOGDIR)/scavd.catalog; \
+		install -d $(DESTDIR)$(CATALOGDIR) && \
+		install -m 0644 systemd/scavd.catalog $(DESTDIR)$(CATALOGDIR)/scavd.catalog; \
+	else echo "install-data: systemd/scavd.catalog missing, not installed" >&2; fi
+	@# An administrator's edited configuration is kept; the default goes beside it.
+	@if [ ! -f conf/scavd.conf ]; then \
+		echo "install-data: conf/scavd.conf missing, not installed" >&2; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf ] && \
+	     ! cmp -s conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf; then \
+		echo "install-data: keeping $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf, new default as scavd.conf.default"; \
+		install -m 0644 conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf.default; \
+	else \
+		echo install -m 0644 conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf; \
+		install -m 0644 conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf; \
+	fi
+	@for m in $(MAN_PAGES); do \
+		s=$${m##*.}; \
+		echo install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
+		install -d $(DESTDIR)$(MANDIR)/man$$s && install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; \
+	done
+	@# On a live system (no DESTDIR, systemd running) make the user, the
+	@# runtime directory and the catalog take effect now.
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/scavd.conf; \
+		systemd-tmpfiles --create $(TMPFILESDIR)/scavd.conf; \
+		journalctl --update-catalog 2>/dev/null || true; \
+		systemctl daemon-reload || true; \
+	fi
