@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-thread page caches. Each thread that allocates from a pool gets one of
+ * the HEAP_SLOT_CACHES page caches of the process's slot, as the Go runtime
+ * gives each P its own pageCache: small allocations then take no lock at
+ * all. Threads past the last free index share the last cache under a mutex.
+ *
+ * A thread remembers its caches in a small TLS table naming pools by their
+ * process-unique id (never dereferencing a pool it did not get from the
+ * caller), so a closed pool's entries are merely stale. A pthread key's
+ * destructor gives the caches back when the thread exits.
+ */
+
+#include <pthread.h>
+#include <string.h>
+
+#include "macro.h"
+#include "scav-internal.h"
+
+/* Pools one thread can hold caches in at once; more go to the shared cache. */
+#define SCAV_TLS_POOLS 8
+
+struct tls_entry {
+        const scav_pool *pool;  /* compared, never dereferenced */
+        uint64_t id;
+        uint32_t cache;
+};
+
+static __thread struct tls_entry tls_entries[SCAV_TLS_POOLS];
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static bool tls_key_ok;
+
+static void thread_exit(void *unused) {
+        scav_registry_lock();
+        scav_thread_caches_release_locked();
+        scav_registry_unlock();
+}
+
+static void tls_init(void) {
+        tls_key_ok = pthread_key_create(&tls_key, thread_exit) == 0;
+}
+
+static struct tls_entry *tls_find(scav_pool *p) {
+        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++)
+                if (tls_entries[i].pool == p && tls_entries[i].id == p->id)
+                        return &tls_entries[i];
+        return NULL;
+}
+
+uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared) {
+        struct tls_entry *e = tls_find(p);
+
+        if (!e) {
+                *shared = true;
+                return SCAV_SHARED_CACHE;
+        }
+        *shared = e->cache == SCAV_SHARED_CACHE;
+        return e->cache;
+}
+
+static uint32_t cache_claim(scav_pool *p) {
+        uint32_t used = atomic_load(&p->caches_used);
+
+        for (;;) {
+                uint32_t free_bits = ~used & ((1u << SCAV_SHARED_CACHE) - 1);
+                if (!free_bits)
+                        return SCAV_SHARED_CACHE;
+                uint32_t c = (uint32_t) __builtin_ctz(free_bits);
+                if (atomic_compare_exchange_weak(&p->caches_used, &used, used | (1u << c)))
+                        return c;
+        }
+}
+
+static void cache_unclaim(scav_pool *p, uint32_t c) {
+        if (c < SCAV_SHARED_CACHE)
+                atomic_fetch_and(&p->caches_used, ~(1u << c));
+}
+
+uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
+        struct tls_entry *e = tls_find(p);
+        uint32_t c;
+
+        if (_likely_(e != NULL)) {
+                *shared = e->cache == SCAV_SHARED_CACHE;
+                return e->cache;
+        }
+
+        pthread_once(&tls_once, tls_init);
+        /* Reuse an entry of a pool that was closed since. */
+        scav_registry_lock();
+        for (unsigned i = 0; i < SCAV_TLS_POOLS && !e; i++) {
+                struct tls_entry *t = &tls_entries[i];
+                if (!t->pool || !scav_registry_find_locked(t->id))
+                        e = t;
+        }
+        scav_registry_unlock();
+
+        if (!e || !tls_key_ok) {
+                *shared = true;
+                return SCAV_SHARED_CACHE;
+        }
+        c = cache_claim(p);
+        *e = (struct tls_entry) { .pool = p, .id = p->id, .cache = c };
+        /* Any non-NULL value makes the destructor run at thread exit. */
+        (void) pthread_setspecific(tls_key, (void *) 1);
+        *shared = c == SCAV_SHARED_CACHE;
+        return c;
+}
+
+void scav_thread_cache_drop(scav_pool *p) {
+        struct tls_entry *e = tls_find(p);
+
+        if (e)
+                memset(e, 0, sizeof(*e));
+}
+
+/* Called with the registry lock held. */
+void scav_thread_caches_release_locked(void) {
+        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++) {
+                struct tls_entry *e = &tls_entries[i];
+                scav_pool *p;
+
+                if (!e->pool)
+                        continue;
+                p = scav_registry_find_locked(e->id);
+                if (p && !scav_pool_forked(p) && e->cache != SCAV_SHARED_CACHE) {
+                        (void) heap_cache_flush(p->heap, atomic_load(&p->slot), e->cache);
+                        cache_unclaim(p, e->cache);
+                }
+                memset(e, 0, sizeof(*e));
+        }
+}

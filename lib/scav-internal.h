@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * libscav's private state: the pool handle, the process's registry of open
+ * pools (for thread-exit cache flushes, fork and the reconnect thread), and
+ * the per-thread page cache indexes.
+ *
+ * Lock order: registry lock before a pool's shared-cache lock. The session
+ * socket of a registered pool belongs to the reconnect thread alone.
+ */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "heap/heap.h"
+#include "proto.h"
+#include "scav.h"
+
+/* The last cache index of a slot is shared, under a lock, by the threads
+ * that came after the others were taken. */
+#define SCAV_SHARED_CACHE (HEAP_SLOT_CACHES - 1)
+
+struct scav_pool {
+        uint64_t id;                  /* unique in the process: TLS entries name pools by it */
+        unsigned fork_gen;            /* scav_fork_gen when opened: another value means a child */
+        char name[SCAV_POOL_NAME_MAX];
+
+        heap *heap;
+        void *meta, *base;
+        uint64_t meta_size, capacity;
+        uint32_t page_size;
+        int meta_fd, heap_fd;
+
+        _Atomic uint32_t slot;        /* changes only if a reconnect had to take a new slot */
+        uint64_t token;
+        int sock;                     /* session; -1 while the daemon is away */
+        atomic_bool lost;             /* the daemon came back with another heap */
+
+        _Atomic uint32_t caches_used; /* bit i: cache i belongs to a thread */
+        pthread_mutex_t shared_lock;  /* cache SCAV_SHARED_CACHE */
+        pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
+
+        /* Under the registry lock. */
+        struct scav_pool *next;
+        bool busy;                    /* the reconnect thread is working on it */
+        bool disconnected;
+        unsigned backoff_ms;
+        uint64_t retry_at_ms;         /* CLOCK_MONOTONIC */
+};
+
+extern _Atomic unsigned scav_fork_gen;
+
+static inline bool scav_pool_forked(scav_pool *p) {
+        return p->fork_gen != atomic_load_explicit(&scav_fork_gen, memory_order_relaxed);
+}
+
+/* scav-registry.c: the process's open pools, fork handling, reconnect thread. */
+int scav_registry_add(scav_pool *p);
+/* Unlinks p and waits until the reconnect thread no longer uses it. */
+void scav_registry_remove(scav_pool *p);
+/* Tells the reconnect thread its list changed (scav_close shut a session). */
+void scav_registry_changed(void);
+void scav_registry_lock(void);
+void scav_registry_unlock(void);
+/* Called with the registry lock held. NULL if no open pool has that id. */
+scav_pool *scav_registry_find_locked(uint64_t id);
+
+/* scav-cache.c: which page cache of the slot this thread uses. Sets
+ * *shared when it is the shared one (the caller takes p->shared_lock). */
+uint32_t scav_thread_cache(scav_pool *p, bool *shared);
+/* The cache this thread already has, without claiming one. */
+uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared);
+/* Forgets this thread's entry for p (scav_close). */
+void scav_thread_cache_drop(scav_pool *p);
+/* Called with the registry lock held: flushes and frees the caches this
+ * thread holds in registered pools (thread exit). */
+void scav_thread_caches_release_locked(void);
+
+/* scav-session.c: HELLO (new or re-claiming slot), MAPPED. */
+struct scav_session {
+        int sock, meta_fd, heap_fd;
+        uint32_t slot, page_size;
+        uint64_t token, meta_size, capacity;
+};
+int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct scav_session *ret);
+int scav_session_mapped(int sock, const void *addr, uint64_t len);
+void scav_session_close(struct scav_session *s);
+/* Re-establishes p's session after the daemon went away (reconnect thread). */
+int scav_pool_reconnect(scav_pool *p);

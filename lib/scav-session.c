@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A client session with scavd: HELLO takes (or re-claims) a slot and brings
+ * the pool's memfds; MAPPED tells the daemon where the heap is mapped, for
+ * its page-fault accounting. The connection then stays open and silent: its
+ * hang-up is how the daemon learns the client is gone.
+ */
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "scav-conn.h"
+#include "scav-internal.h"
+
+void scav_session_close(struct scav_session *s) {
+        closep(&s->sock);
+        closep(&s->meta_fd);
+        closep(&s->heap_fd);
+        s->sock = s->meta_fd = s->heap_fd = -1;
+}
+
+int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct scav_session *ret) {
+        struct scav_session s = { .sock = -1, .meta_fd = -1, .heap_fd = -1 };
+        struct scav_msg_hello req = {};
+        struct scav_msg_hello_reply rep = {};
+        int fds[2], r;
+
+        if (!scav_pool_name_valid(pool))
+                return -EINVAL;
+
+        r = scav_conn_connect(NULL, &s.sock);
+        if (r < 0)
+                return r;
+
+        scav_msg_init(&req.hdr, SCAV_MSG_HELLO, sizeof(req));
+        strncpy(req.pool, pool, sizeof(req.pool) - 1);
+        req.slot = slot;
+        req.token = token;
+
+        r = scav_conn_call(s.sock, &req, sizeof(req), &rep, sizeof(rep), fds, 2);
+        if (r < 0)
+                goto fail;
+        s.meta_fd = fds[0];
+        s.heap_fd = fds[1];
+        if (rep.hdr.error < 0) {
+                r = rep.hdr.error;
+                goto fail;
+        }
+        if ((size_t) r != sizeof(rep) || s.meta_fd < 0 || s.heap_fd < 0 || rep.page_size == 0 ||
+            rep.meta_size == 0 || rep.capacity == 0) {
+                r = -EBADMSG;
+                goto fail;
+        }
+        s.slot = rep.slot;
+        s.token = rep.token;
+        s.page_size = rep.page_size;
+        s.meta_size = rep.meta_size;
+        s.capacity = rep.capacity;
+        *ret = s;
+        return 0;
+fail:
+        scav_session_close(&s);
+        return r;
+}
+
+int scav_session_mapped(int sock, const void *addr, uint64_t len) {
+        struct scav_msg_mapped req = {};
+        struct scav_msg_reply rep = {};
+        int r;
+
+        scav_msg_init(&req.hdr, SCAV_MSG_MAPPED, sizeof(req));
+        req.addr = (uint64_t) (uintptr_t) addr;
+        req.len = len;
+        r = scav_conn_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0);
+        if (r < 0)
+                return r;
+        /* The daemon may not watch faults (no BPF): that is not our failure. */
+        return 0;
+}
+
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+
+        if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
+                return false;
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/*
+ * The daemon went away and is back (or still away: then this fails and the
+ * reconnect thread tries again later). Re-claims the slot with its token; if
+ * the daemon reclaimed it meanwhile, takes a fresh one, since the old one's
+ * allocations and caches are gone either way. A daemon that came back with
+ * another heap (it lost its memfds) leaves the pool lost: our mapping is not
+ * the pool anymore.
+ */
+int scav_pool_reconnect(scav_pool *p) {
+        struct scav_session s;
+        int r;
+
+        r = scav_session_hello(p->name, atomic_load(&p->slot), p->token, &s);
+        if (r == -ESTALE || r == -EPERM)
+                r = scav_session_hello(p->name, UINT32_MAX, 0, &s);
+        if (r < 0)
+                return r;
+
+        if (!same_file(s.heap_fd, p->heap_fd) || s.meta_size != p->meta_size ||
+            s.capacity != p->capacity) {
+                atomic_store(&p->lost, true);
+                scav_session_close(&s);
+                return -ESTALE;
+        }
+
+        r = scav_session_mapped(s.sock, p->base, p->capacity);
+        if (r < 0) {
+                scav_session_close(&s);
+                return r;
+        }
+
+        atomic_store(&p->slot, s.slot);
+        p->token = s.token;
+        p->sock = TAKE_FD(s.sock);
+        scav_session_close(&s);
+        return 0;
+}

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libscav's public functions (scav.h): open a pool through the daemon, then
+ * allocate in shared memory with no round trip. Small allocations go through
+ * the calling thread's page cache (no lock), the rest through the heap lock.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "scav-conn.h"
+#include "scav-internal.h"
+
+#define SCAV_ALLOC_FLAGS (SCAV_ALLOC_ZERO | SCAV_ALLOC_KEEP)
+
+static void pool_unmap(scav_pool *p) {
+        if (p->heap)
+                heap_detach(p->heap);
+        if (p->base && p->base != MAP_FAILED)
+                munmap(p->base, p->capacity);
+        if (p->meta && p->meta != MAP_FAILED)
+                munmap(p->meta, p->meta_size);
+        closep(&p->meta_fd);
+        closep(&p->heap_fd);
+        pthread_mutex_destroy(&p->shared_lock);
+        pthread_mutex_destroy(&p->scavenge_lock);
+        free(p);
+}
+
+_public_ int scav_open(const char *pool, scav_pool **out) {
+        struct scav_session s;
+        scav_pool *p;
+        int r;
+
+        if (!out || !pool)
+                return -EINVAL;
+        if (!scav_pool_name_valid(pool))
+                return -EINVAL;
+
+        r = scav_session_hello(pool, UINT32_MAX, 0, &s);
+        if (r < 0)
+                return r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p) {
+                scav_session_close(&s);
+                return -ENOMEM;
+        }
+        strncpy(p->name, pool, sizeof(p->name) - 1);
+        pthread_mutex_init(&p->shared_lock, NULL);
+        pthread_mutex_init(&p->scavenge_lock, NULL);
+        p->meta_fd = TAKE_FD(s.meta_fd);
+        p->heap_fd = TAKE_FD(s.heap_fd);
+        p->sock = -1;
+        p->meta_size = s.meta_size;
+        p->capacity = s.capacity;
+        p->page_size = s.page_size;
+        p->token = s.token;
+        atomic_init(&p->slot, s.slot);
+
+        /* The pool may be terabytes of address space: reserve nothing. */
+        p->meta = mmap(NULL, p->meta_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                       p->meta_fd, 0);
+        if (p->meta == MAP_FAILED) {
+                r = negative_errno();
+                goto fail;
+        }
+        p->base = mmap(NULL, p->capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                       p->heap_fd, 0);
+        if (p->base == MAP_FAILED) {
+                r = negative_errno();
+                goto fail;
+        }
+        r = heap_attach(p->meta, p->meta_size, p->base, p->capacity, p->heap_fd, &p->heap);
+        if (r < 0)
+                goto fail;
+        if (heap_page_size(p->heap) != p->page_size || heap_capacity(p->heap) != p->capacity ||
+            s.slot == 0 || s.slot >= heap_max_slots(p->heap)) {
+                r = -EPROTO;
+                goto fail;
+        }
+
+        r = scav_session_mapped(s.sock, p->base, p->capacity);
+        if (r < 0)
+                goto fail;
+
+        p->sock = TAKE_FD(s.sock);
+        scav_registry_add(p);
+        *out = p;
+        return 0;
+fail:
+        /* Hanging up gives the slot back: the daemon reclaims it. */
+        scav_session_close(&s);
+        pool_unmap(p);
+        return r;
+}
+
+_public_ void scav_close(scav_pool *p) {
+        bool child;
+
+        if (!p)
+                return;
+        scav_registry_remove(p);
+        scav_thread_cache_drop(p);
+        child = scav_pool_forked(p);
+
+        if (!child) {
+                /* Give the slot back ourselves, so that scav_close() returning
+                 * means the memory is free; the daemon sees the hang-up after. */
+                (void) heap_slot_reclaim(p->heap, atomic_load(&p->slot));
+                if (p->sock >= 0) {
+                        shutdown(p->sock, SHUT_RDWR);
+                        close(p->sock);
+                }
+                scav_registry_changed();
+        }
+        /* A child only drops its view: the slot and session are the parent's. */
+        pool_unmap(p);
+}
+
+static inline unsigned heap_flags(unsigned flags) {
+        return (flags & SCAV_ALLOC_ZERO ? HEAP_ALLOC_ZERO : 0) |
+               (flags & SCAV_ALLOC_KEEP ? HEAP_ALLOC_KEEP : 0);
+}
+
+_public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
+        uint64_t npages;
+        uint32_t slot, cache;
+        bool shared;
+        int r;
+
+        if (!p || !off || size == 0 || (flags & ~SCAV_ALLOC_FLAGS))
+                return -EINVAL;
+        if (_unlikely_(scav_pool_forked(p)))
+                return -ECHILD;
+        if (_unlikely_(atomic_load_explicit(&p->lost, memory_order_relaxed)))
+                return -ESTALE;
+        if (size > p->capacity)
+                return -ENOMEM;
+
+        npages = DIV_ROUND_UP((uint64_t) size, p->page_size);
+        slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
+
+        if (npages >= HEAP_CACHE_MAX_ALLOC || (flags & SCAV_ALLOC_KEEP))
+                return heap_alloc(p->heap, slot, npages, heap_flags(flags), off);
+
+        cache = scav_thread_cache(p, &shared);
+        if (_likely_(!shared))
+                return heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
+        pthread_mutex_lock(&p->shared_lock);
+        r = heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
+        pthread_mutex_unlock(&p->shared_lock);
+        return r;
+}
+
+_public_ int scav_free(scav_pool *p, uint64_t off) {
+        uint32_t slot, cache;
+        bool shared;
+        int r;
+
+        if (!p)
+                return -EINVAL;
+        if (_unlikely_(scav_pool_forked(p)))
+                return -ECHILD;
+        if (off >= p->capacity || (off & (p->page_size - 1)))
+                return -EINVAL;
+
+        slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
+        cache = scav_thread_cache_peek(p, &shared);
+        if (_likely_(!shared))
+                return heap_free(p->heap, slot, cache, off);
+        pthread_mutex_lock(&p->shared_lock);
+        r = heap_free(p->heap, slot, cache, off);
+        pthread_mutex_unlock(&p->shared_lock);
+        return r;
+}
+
+_public_ void *scav_ptr(scav_pool *p, uint64_t off) {
+        if (!p || off >= p->capacity)
+                return NULL;
+        return (uint8_t *) p->base + off;
+}
+
+_public_ int scav_offset(scav_pool *p, const void *ptr, uint64_t *off) {
+        uintptr_t a = (uintptr_t) ptr, b;
+
+        if (!p || !off)
+                return -EINVAL;
+        b = (uintptr_t) p->base;
+        if (a < b || a - b >= p->capacity)
+                return -EINVAL;
+        *off = a - b;
+        return 0;
+}
+
+_public_ int scav_stats(scav_pool *p, struct scav_stats *st) {
+        struct heap_stats hs;
+        int r;
+
+        if (!p || !st)
+                return -EINVAL;
+        r = heap_get_stats(p->heap, &hs);
+        if (r < 0)
+                return r;
+        *st = (struct scav_stats) {
+                .capacity = hs.capacity,
+                .page_size = hs.page_size,
+                .heap_sys = hs.heap_sys,
+                .inuse = hs.inuse,
+                .released = hs.released,
+                .retained = hs.retained,
+                .retained_goal = hs.retained_goal,
+                .gen = hs.gen,
+                .released_total = hs.released_total,
+                .clients = hs.clients,
+                .memory_limit = hs.memory_limit,
+                .peak_inuse = hs.peak_inuse,
+                .growth_scavenged = hs.growth_scavenged,
+        };
+        return 0;
+}
+
+/*
+ * Like Go's debug.FreeOSMemory. The daemon does it when it can (its own
+ * slot scavenges, and the trace marks it forced); while it is away the
+ * process does it itself, one scavenger at a time since a slot has a
+ * single scavenge intent.
+ */
+_public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
+        union {
+                struct scav_msg_reply rep;
+                char buf[SCAV_MSG_MAX];
+        } u;
+        int64_t released;
+        int r;
+
+        if (!p)
+                return -EINVAL;
+        if (scav_pool_forked(p))
+                return -ECHILD;
+
+        r = scav_ctl_request(NULL, SCAV_MSG_SCAVENGE, p->name, bytes, &u, sizeof(u));
+        if (r >= 0)
+                return (int64_t) MIN(u.rep.value, (uint64_t) INT64_MAX);
+        if (r != -ECONNREFUSED && r != -ECONNRESET && r != -EACCES && r != -EPERM)
+                return r;
+
+        pthread_mutex_lock(&p->scavenge_lock);
+        released = heap_scavenge(p->heap, atomic_load(&p->slot), bytes ? bytes : UINT64_MAX);
+        pthread_mutex_unlock(&p->scavenge_lock);
+        return released;
+}
+
+_public_ int scav_heap_fd(scav_pool *p) {
+        if (!p)
+                return -EINVAL;
+        return p->heap_fd;
+}
