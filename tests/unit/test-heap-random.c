@@ -1,0 +1,1162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Randomized test of the heap core against a reference model, through the
+ * public API of lib/heap/heap.h only.
+ *
+ * The model knows, per page, whether one of our allocations holds it, or it
+ * is free and backed, or free and released; per allocation, its owner slot,
+ * flags and the data pattern written into it. After every step heap_check()
+ * must pass and the statistics must agree with the model (within the pages
+ * page caches may hold, which the public API does not show); at checkpoints,
+ * with every page cache flushed, they must agree exactly, and retained memory
+ * must equal what the kernel says is backed (fstat(heap_fd).st_blocks).
+ *
+ * Releases are learned two ways: through a fake release function that checks
+ * each range against the model before punching it, and, when the library's
+ * own punch-hole runs, from mincore() on the heap mapping.
+ *
+ * SCAV_SEED=<n> replays a run; SCAV_STEPS=<n> changes its length.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "heap/heap.h"
+#include "macro.h"
+#include "../lib/test.h"
+
+TEST_DEFINE_GLOBALS;
+
+#define MAX_LIVE_SLOTS 6u
+#define CACHES_USED 4u /* page caches per slot the test drives */
+#define NO_OWNER UINT32_MAX
+#define RECENT_FREES 64u
+#define HISTORY 24u
+
+enum page_state {
+        PAGE_RELEASED = 0, /* free, not backed (new chunks start so) */
+        PAGE_BACKED,       /* free, backed: a scavenger candidate */
+        PAGE_ALLOC,        /* held by one of our allocations */
+};
+
+struct alloc {
+        uint64_t off, npages;
+        uint32_t owner, cache;
+        unsigned flags;
+        uint64_t tag;
+};
+
+struct slot {
+        bool live;
+        uint32_t id;
+};
+
+struct model {
+        /* the heap under test */
+        int meta_fd, heap_fd;
+        void *meta, *base;
+        uint64_t meta_size, capacity, cap_pages;
+        uint32_t ps, phys, huge;
+        heap *h_real; /* releases with the library's punch-hole */
+        heap *h_fake; /* same heap, our release function */
+        heap *h;      /* the one in use */
+
+        /* the reference */
+        uint8_t *page;      /* enum page_state per page */
+        int64_t *start_idx; /* index into live[] at an allocation's first page, else -1 */
+        struct alloc *live;
+        size_t nlive, live_max;
+        uint64_t alloc_pages;    /* pages in live[] */
+        uint64_t released_pages; /* PAGE_RELEASED pages below heap_sys */
+        uint64_t heap_sys;
+        uint64_t gen, gen_released, released_total, growth_scavenged;
+        uint64_t peak_seen;
+        struct slot slots[MAX_LIVE_SLOTS];
+        uint64_t recent_free[RECENT_FREES];
+        unsigned nrecent;
+        uint64_t next_tag;
+
+        /* what the fake release function saw during the current step */
+        uint64_t cb_pages;
+        uint64_t cb_ranges[256][2];
+        unsigned ncb;
+        int64_t scav_expect; /* bytes heap_scavenge said it released this step, or -1 */
+        bool alloc_step;     /* releases this step are heap-growth scavenging */
+        bool checkpoint_now;
+
+        /* diagnosis */
+        uint64_t step;
+        char history[HISTORY][128];
+        unsigned nhistory;
+        unsigned char *mincore_vec;
+
+        /* counters for the closing line */
+        uint64_t n_alloc, n_cache_alloc, n_enomem, n_free, n_bad_free, n_scav, n_gen,
+                n_claim, n_reclaim, n_flush, n_checkpoints, scav_bytes, n_real_scav, n_fake_scav;
+};
+
+static uint64_t rng_state;
+
+/* splitmix64: small, fast, and every seed is a good one. */
+static uint64_t rnd(void) {
+        uint64_t z = (rng_state += UINT64_C(0x9e3779b97f4a7c15));
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+static uint64_t rnd_below(uint64_t n) {
+        return n ? rnd() % n : 0;
+}
+
+static bool chance(unsigned percent) {
+        return rnd_below(100) < percent;
+}
+
+/* Failures stop the run at the first step that diverges: later ones only echo it. */
+#define FAILF(m, ...)                                                                 \
+        do {                                                                          \
+                fprintf(stderr, "%s:%d: step %" PRIu64 ": ", __FILE__, __LINE__,      \
+                        (m)->step);                                                   \
+                fprintf(stderr, __VA_ARGS__);                                         \
+                fputc('\n', stderr);                                                  \
+                test_failures++;                                                      \
+        } while (0)
+
+static void note(struct model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct model *m, const char *fmt, ...) {
+        va_list ap;
+        char *line = m->history[m->nhistory++ % HISTORY];
+        int n = snprintf(line, 128, "%" PRIu64 ": ", m->step);
+
+        va_start(ap, fmt);
+        vsnprintf(line + n, 128 - n, fmt, ap);
+        va_end(ap);
+}
+
+static void print_history(struct model *m) {
+        unsigned first = m->nhistory > HISTORY ? m->nhistory - HISTORY : 0;
+
+        fprintf(stderr, "last steps:\n");
+        for (unsigned i = first; i < m->nhistory; i++)
+                fprintf(stderr, "  %s\n", m->history[i % HISTORY]);
+}
+
+static uint64_t *word_at(struct model *m, uint64_t off) {
+        return (uint64_t *) ((char *) m->base + off);
+}
+
+/* Three words per page (start, middle, end): cheap, and catches stray zeroing. */
+static uint64_t pattern(uint64_t tag, uint64_t page, unsigned pos) {
+        return (tag * UINT64_C(0x100000001b3)) ^ (page << 8) ^ pos ^ UINT64_C(0xa5a5a5a500000000);
+}
+
+static void write_pattern(struct model *m, const struct alloc *a) {
+        for (uint64_t i = 0; i < a->npages; i++) {
+                uint64_t off = a->off + i * m->ps;
+                *word_at(m, off) = pattern(a->tag, i, 0);
+                *word_at(m, off + m->ps / 2) = pattern(a->tag, i, 1);
+                *word_at(m, off + m->ps - 8) = pattern(a->tag, i, 2);
+        }
+}
+
+static bool verify_pattern(struct model *m, const struct alloc *a, const char *when) {
+        for (uint64_t i = 0; i < a->npages; i++) {
+                uint64_t off = a->off + i * m->ps;
+                uint64_t pos[3] = { off, off + m->ps / 2, off + m->ps - 8 };
+
+                for (unsigned k = 0; k < 3; k++) {
+                        uint64_t got = *word_at(m, pos[k]), want = pattern(a->tag, i, k);
+                        if (got != want) {
+                                FAILF(m,
+                                      "%s: data of allocation %#" PRIx64 " (%" PRIu64
+                                      " pages, owner %d, flags %#x) changed at page %" PRIu64
+                                      " word %u: got %#" PRIx64 " want %#" PRIx64,
+                                      when, a->off, a->npages,
+                                      a->owner == NO_OWNER ? -1 : (int) a->owner, a->flags, i,
+                                      k, got, want);
+                                return false;
+                        }
+                }
+        }
+        return true;
+}
+
+/* A ZERO allocation reads zero: every byte of small ones, three words per page of big ones. */
+static bool verify_zero(struct model *m, uint64_t off, uint64_t npages) {
+        for (uint64_t i = 0; i < npages; i++) {
+                const uint64_t *p = word_at(m, off + i * m->ps);
+                size_t words = m->ps / 8;
+
+                if (npages <= 4 || i == npages / 2) {
+                        for (size_t w = 0; w < words; w++)
+                                if (p[w] != 0) {
+                                        FAILF(m, "ZERO allocation %#" PRIx64 " (%" PRIu64
+                                              " pages): page %" PRIu64 " word %zu is %#" PRIx64,
+                                              off, npages, i, w, p[w]);
+                                        return false;
+                                }
+                } else if (p[0] != 0 || p[words / 2] != 0 || p[words - 1] != 0) {
+                        FAILF(m, "ZERO allocation %#" PRIx64 " (%" PRIu64
+                              " pages): page %" PRIu64 " is not zero",
+                              off, npages, i);
+                        return false;
+                }
+        }
+        return true;
+}
+
+static int run_check(struct model *m, const char *what) {
+        char buf[512] = "";
+        int r = heap_check(m->h, buf, sizeof(buf));
+
+        if (r < 0) {
+                FAILF(m, "heap_check after %s: %d: %s", what, r, buf);
+                return r;
+        }
+        return 0;
+}
+
+
+/*
+ * The fake release function: the scavenger may only release pages that are
+ * free and backed in the model. It punches the hole itself, so that the
+ * kernel's view (st_blocks, mincore, zero reads) stays the truth either way.
+ */
+static int fake_release(heap *h, uint64_t off, uint64_t len, void *userdata) {
+        struct model *m = userdata;
+
+        if (off % m->ps || len % m->ps || len == 0 || off > m->capacity ||
+            len > m->capacity - off) {
+                FAILF(m, "release of a bad range [%#" PRIx64 ", +%#" PRIx64 ")", off, len);
+                return -EINVAL;
+        }
+        for (uint64_t p = off / m->ps; p < (off + len) / m->ps; p++)
+                if (m->page[p] != PAGE_BACKED) {
+                        FAILF(m, "release of [%#" PRIx64 ", +%#" PRIx64 "): page %#" PRIx64
+                              " is %s in the model",
+                              off, len, p * m->ps,
+                              m->page[p] == PAGE_ALLOC ? "allocated" : "already released");
+                        return -EINVAL;
+                }
+        if (fallocate(m->heap_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) off,
+                      (off_t) len) < 0)
+                return negative_errno();
+        for (uint64_t p = off / m->ps; p < (off + len) / m->ps; p++)
+                m->page[p] = PAGE_RELEASED;
+        m->released_pages += len / m->ps;
+        m->cb_pages += len / m->ps;
+        if (m->ncb < ELEMENTSOF(m->cb_ranges)) {
+                m->cb_ranges[m->ncb][0] = off;
+                m->cb_ranges[m->ncb][1] = off + len;
+        }
+        m->ncb++;
+        return 0;
+}
+
+static int get_stats(struct model *m, struct heap_stats *st) {
+        int r = heap_get_stats(m->h, st);
+        if (r < 0)
+                FAILF(m, "heap_get_stats: %d", r);
+        return r;
+}
+
+/* Pages of the model's free and backed pages that the kernel no longer has. */
+static int64_t learn_releases(struct model *m) {
+        uint64_t npages = m->heap_sys / m->ps, n = 0;
+
+        if (npages == 0)
+                return 0;
+        if (mincore(m->base, m->heap_sys, m->mincore_vec) < 0) {
+                FAILF(m, "mincore: %m");
+                return -errno;
+        }
+        for (uint64_t p = 0; p < npages; p++)
+                if (m->page[p] == PAGE_BACKED && !(m->mincore_vec[p] & 1)) {
+                        m->page[p] = PAGE_RELEASED;
+                        n++;
+                }
+        m->released_pages += n;
+        return (int64_t) n;
+}
+
+static uint32_t live_slot_count(struct model *m) {
+        uint32_t n = 0;
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                n += m->slots[i].live;
+        return n;
+}
+
+static struct slot *random_live_slot(struct model *m) {
+        uint32_t k = (uint32_t) rnd_below(live_slot_count(m));
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                if (m->slots[i].live && k-- == 0)
+                        return &m->slots[i];
+        return NULL;
+}
+
+static bool slot_is_live(struct model *m, uint32_t id) {
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                if (m->slots[i].live && m->slots[i].id == id)
+                        return true;
+        return false;
+}
+
+/* Pages page caches may hold beyond our allocations: the model cannot see them. */
+static uint64_t cache_slack_pages(struct model *m) {
+        return (uint64_t) live_slot_count(m) * CACHES_USED * HEAP_CACHE_PAGES;
+}
+
+static void model_add(struct model *m, uint64_t off, uint64_t npages, uint32_t owner,
+                      uint32_t cache, unsigned flags) {
+        struct alloc *a;
+
+        if (m->nlive == m->live_max) {
+                m->live_max = m->live_max ? m->live_max * 2 : 256;
+                m->live = realloc(m->live, m->live_max * sizeof(*m->live));
+                if (!m->live)
+                        abort();
+        }
+        a = &m->live[m->nlive];
+        *a = (struct alloc) { .off = off, .npages = npages, .owner = owner, .cache = cache,
+                              .flags = flags, .tag = ++m->next_tag };
+        m->start_idx[off / m->ps] = (int64_t) m->nlive++;
+        for (uint64_t p = off / m->ps; p < off / m->ps + npages; p++) {
+                if (m->page[p] == PAGE_RELEASED)
+                        m->released_pages--;
+                m->page[p] = PAGE_ALLOC;
+        }
+        m->alloc_pages += npages;
+        write_pattern(m, a);
+}
+
+static void model_remove(struct model *m, size_t i) {
+        struct alloc a = m->live[i];
+
+        for (uint64_t p = a.off / m->ps; p < a.off / m->ps + a.npages; p++)
+                m->page[p] = PAGE_BACKED;
+        m->start_idx[a.off / m->ps] = -1;
+        m->alloc_pages -= a.npages;
+        m->recent_free[m->nrecent++ % RECENT_FREES] = a.off;
+        if (i != m->nlive - 1) {
+                m->live[i] = m->live[m->nlive - 1];
+                m->start_idx[m->live[i].off / m->ps] = (int64_t) i;
+        }
+        m->nlive--;
+}
+
+static uint64_t pick_npages(void) {
+        unsigned k = (unsigned) rnd_below(100);
+        if (k < 60)
+                return 1 + rnd_below(HEAP_CACHE_MAX_ALLOC - 1);
+        if (k < 90)
+                return HEAP_CACHE_MAX_ALLOC + rnd_below(128 - HEAP_CACHE_MAX_ALLOC + 1);
+        return 129 + rnd_below(1024 - 129 + 1);
+}
+
+static void op_alloc(struct model *m) {
+        struct slot *s = random_live_slot(m);
+        uint32_t cache = (uint32_t) rnd_below(CACHES_USED);
+        uint64_t npages = pick_npages(), off = UINT64_MAX;
+        unsigned flags = (chance(25) ? HEAP_ALLOC_ZERO : 0) | (chance(10) ? HEAP_ALLOC_KEEP : 0);
+        bool cached = chance(70);
+        struct heap_stats st;
+        int r;
+
+        note(m, "%s slot %u cache %u npages %" PRIu64 " flags %#x",
+             cached ? "heap_cache_alloc" : "heap_alloc", s->id, cache, npages, flags);
+        if (cached) {
+                m->n_cache_alloc++;
+                r = heap_cache_alloc(m->h, s->id, cache, npages, flags, &off);
+        } else {
+                m->n_alloc++;
+                r = heap_alloc(m->h, s->id, npages, flags, &off);
+        }
+        if (r == -ENOMEM) {
+                m->n_enomem++;
+                return;
+        }
+        if (r < 0) {
+                FAILF(m, "allocating %" PRIu64 " pages: %d", npages, r);
+                return;
+        }
+        note(m, "  -> %#" PRIx64, off);
+        if (get_stats(m, &st) < 0)
+                return;
+        if (off % m->ps || off >= st.heap_sys || npages > (st.heap_sys - off) / m->ps) {
+                FAILF(m, "allocation of %" PRIu64 " pages at %#" PRIx64
+                      " is outside the grown heap (heap_sys %#" PRIx64 ")",
+                      npages, off, st.heap_sys);
+                return;
+        }
+        for (unsigned i = 0; i < m->ncb && i < ELEMENTSOF(m->cb_ranges); i++)
+                if (m->cb_ranges[i][0] < off + npages * m->ps && off < m->cb_ranges[i][1]) {
+                        FAILF(m, "heap-growth scavenging released [%#" PRIx64 ", %#" PRIx64
+                              ") inside the allocation it made at %#" PRIx64,
+                              m->cb_ranges[i][0], m->cb_ranges[i][1], off);
+                        return;
+                }
+        for (uint64_t p = off / m->ps; p < off / m->ps + npages; p++)
+                if (m->page[p] == PAGE_ALLOC) {
+                        uint64_t q = p;
+                        while (m->start_idx[q] < 0)
+                                q--;
+                        FAILF(m, "allocation [%#" PRIx64 ", +%" PRIu64
+                              " pages) overlaps live allocation at %#" PRIx64 " (%" PRIu64
+                              " pages, owner %d)",
+                              off, npages, q * m->ps, m->live[m->start_idx[q]].npages,
+                              (int) m->live[m->start_idx[q]].owner);
+                        return;
+                }
+        if (heap_alloc_size(m->h, off) != (int64_t) (npages * m->ps)) {
+                FAILF(m, "heap_alloc_size(%#" PRIx64 ") = %" PRId64 ", want %" PRIu64, off,
+                      heap_alloc_size(m->h, off), npages * m->ps);
+                return;
+        }
+        if ((flags & HEAP_ALLOC_ZERO) && !verify_zero(m, off, npages))
+                return;
+        model_add(m, off, npages, s->id, cache, flags);
+}
+
+static void op_free(struct model *m) {
+        size_t i;
+        struct alloc *a;
+        uint32_t slot, cache;
+        int r;
+
+        if (m->nlive == 0)
+                return;
+        i = rnd_below(m->nlive);
+        a = &m->live[i];
+        if (a->owner != NO_OWNER && slot_is_live(m, a->owner) && chance(85)) {
+                slot = a->owner;
+                cache = chance(80) ? a->cache : (uint32_t) rnd_below(CACHES_USED);
+        } else {
+                slot = random_live_slot(m)->id;
+                cache = (uint32_t) rnd_below(CACHES_USED);
+        }
+        note(m, "heap_free slot %u cache %u off %#" PRIx64 " (%" PRIu64 " pages, owner %d)", slot,
+             cache, a->off, a->npages, a->owner == NO_OWNER ? -1 : (int) a->owner);
+        m->n_free++;
+        if (!verify_pattern(m, a, "before free"))
+                return;
+        r = heap_free(m->h, slot, cache, a->off);
+        if (r < 0) {
+                FAILF(m, "heap_free of live allocation %#" PRIx64 ": %d", a->off, r);
+                return;
+        }
+        if (heap_alloc_size(m->h, a->off) != -EINVAL)
+                FAILF(m, "heap_alloc_size(%#" PRIx64 ") after free = %" PRId64 ", want -EINVAL",
+                      a->off, heap_alloc_size(m->h, a->off));
+        model_remove(m, i);
+}
+
+static bool stats_equal(const struct heap_stats *a, const struct heap_stats *b) {
+        return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+/* A free of something that is not a live allocation start: -EINVAL, nothing changes. */
+static void op_bad_free(struct model *m) {
+        struct heap_stats before, after;
+        uint64_t off = UINT64_MAX;
+        const char *what = NULL;
+        struct slot *s = random_live_slot(m);
+        uint32_t slot = s->id, cache = (uint32_t) rnd_below(CACHES_USED);
+        bool want_einval = true;
+        int64_t keep = -1; /* a live allocation that must survive */
+        unsigned variant = (unsigned) rnd_below(8);
+        int r;
+
+        switch (variant) {
+        case 0: /* double free */
+                if (m->nrecent > 0) {
+                        off = m->recent_free[rnd_below(MIN(m->nrecent, RECENT_FREES))];
+                        if (m->start_idx[off / m->ps] < 0)
+                                what = "double free";
+                }
+                break;
+        case 1: /* inside a live allocation */
+                if (m->nlive > 0) {
+                        keep = (int64_t) rnd_below(m->nlive);
+                        if (m->live[keep].npages > 1) {
+                                off = m->live[keep].off +
+                                      (1 + rnd_below(m->live[keep].npages - 1)) * m->ps;
+                                what = "free inside an allocation";
+                        }
+                }
+                break;
+        case 2: /* unaligned */
+                if (m->nlive > 0) {
+                        keep = (int64_t) rnd_below(m->nlive);
+                        off = m->live[keep].off + 1 + rnd_below(m->ps - 1);
+                        what = "unaligned free";
+                }
+                break;
+        case 3: /* a page that is no allocation's start */
+                if (m->heap_sys > 0) {
+                        off = rnd_below(m->heap_sys / m->ps) * m->ps;
+                        if (m->start_idx[off / m->ps] < 0)
+                                what = "free of a page that starts nothing";
+                }
+                break;
+        case 4: { /* out of range */
+                const uint64_t offs[] = { m->heap_sys, m->capacity, m->capacity + m->ps,
+                                          UINT64_MAX & ~(uint64_t) (m->ps - 1), UINT64_MAX,
+                                          m->capacity * 2 };
+                off = offs[rnd_below(ELEMENTSOF(offs))];
+                if (off >= m->heap_sys)
+                        what = "free out of range";
+                break;
+        }
+        case 5: /* a slot that does not exist */
+        case 6: /* a cache that does not exist */
+                if (m->nlive > 0) {
+                        keep = (int64_t) rnd_below(m->nlive);
+                        off = m->live[keep].off;
+                        if (variant == 5) {
+                                slot = heap_max_slots(m->h) + (uint32_t) rnd_below(3);
+                                what = "free with a bad slot";
+                        } else {
+                                cache = HEAP_SLOT_CACHES + (uint32_t) rnd_below(3);
+                                what = "free with a bad cache";
+                        }
+                        want_einval = false; /* any error will do */
+                }
+                break;
+        default: /* a free page of the grown heap */
+                if (m->heap_sys > 0) {
+                        uint64_t p = rnd_below(m->heap_sys / m->ps);
+                        if (m->page[p] != PAGE_ALLOC) {
+                                off = p * m->ps;
+                                what = "free of a free page";
+                        }
+                }
+                break;
+        }
+        if (!what) {
+                off = m->capacity;
+                what = "free at capacity";
+        }
+        note(m, "bad free (%s) slot %u cache %u off %#" PRIx64, what, slot, cache, off);
+        m->n_bad_free++;
+        if (get_stats(m, &before) < 0)
+                return;
+        r = heap_free(m->h, slot, cache, off);
+        if (want_einval ? r != -EINVAL : r >= 0) {
+                FAILF(m, "%s: heap_free(slot %u, cache %u, %#" PRIx64 ") = %d, want %s", what,
+                      slot, cache, off, r, want_einval ? "-EINVAL" : "an error");
+                if (r == 0 && keep >= 0)
+                        model_remove(m, (size_t) keep); /* keep the model honest */
+                return;
+        }
+        if (get_stats(m, &after) < 0)
+                return;
+        if (!stats_equal(&before, &after))
+                FAILF(m, "%s changed the statistics (inuse %" PRIu64 " -> %" PRIu64
+                      ", released %" PRIu64 " -> %" PRIu64 ")",
+                      what, before.inuse, after.inuse, before.released, after.released);
+        if (keep >= 0) {
+                struct alloc *a = &m->live[keep];
+                if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
+                        FAILF(m, "%s destroyed the live allocation at %#" PRIx64, what, a->off);
+        }
+}
+
+static void op_bad_alloc(struct model *m) {
+        struct slot *s = random_live_slot(m);
+        struct heap_stats before, after;
+        uint64_t off = 0;
+        int r;
+
+        if (get_stats(m, &before) < 0)
+                return;
+        switch (rnd_below(4)) {
+        case 0:
+                note(m, "heap_alloc of 0 pages");
+                r = heap_alloc(m->h, s->id, 0, 0, &off);
+                if (r != -EINVAL)
+                        FAILF(m, "heap_alloc of 0 pages = %d, want -EINVAL", r);
+                break;
+        case 1:
+                note(m, "heap_cache_alloc of 0 pages");
+                r = heap_cache_alloc(m->h, s->id, 0, 0, 0, &off);
+                if (r != -EINVAL)
+                        FAILF(m, "heap_cache_alloc of 0 pages = %d, want -EINVAL", r);
+                break;
+        case 2:
+                note(m, "heap_alloc with unknown flags");
+                r = heap_alloc(m->h, s->id, 1, 1u << 7, &off);
+                if (r != -EINVAL)
+                        FAILF(m, "heap_alloc with flags 0x80 = %d, want -EINVAL", r);
+                break;
+        default:
+                note(m, "heap_alloc beyond capacity");
+                r = heap_alloc(m->h, s->id, m->cap_pages + 1, 0, &off);
+                if (r != -ENOMEM && r != -EINVAL)
+                        FAILF(m, "heap_alloc of capacity+1 pages = %d, want -ENOMEM", r);
+                break;
+        }
+        if (r >= 0)
+                return; /* reported; the model no longer knows the heap */
+        if (get_stats(m, &after) < 0)
+                return;
+        /* A failed allocation may not change what is allocated or released. */
+        if (before.inuse != after.inuse || before.released != after.released)
+                FAILF(m, "a refused allocation changed inuse %" PRIu64 " -> %" PRIu64
+                      " or released %" PRIu64 " -> %" PRIu64,
+                      before.inuse, after.inuse, before.released, after.released);
+}
+
+static void op_scavenge(struct model *m) {
+        uint32_t slot = chance(50) ? 0 : random_live_slot(m)->id;
+        uint64_t nbytes, bound;
+        int64_t r;
+
+        switch (rnd_below(10)) {
+        case 0:
+                nbytes = UINT64_MAX;
+                break;
+        case 1: case 2:
+                nbytes = 1 + rnd_below(3 * m->ps); /* a page or three, unaligned */
+                break;
+        default:
+                nbytes = 1 + rnd_below(8u << 20);
+                break;
+        }
+        note(m, "heap_scavenge slot %u nbytes %#" PRIx64 " (%s)", slot, nbytes,
+             m->h == m->h_fake ? "fake release" : "punch-hole");
+        m->n_scav++;
+        if (m->h == m->h_fake)
+                m->n_fake_scav++;
+        else
+                m->n_real_scav++;
+        r = heap_scavenge(m->h, slot, nbytes);
+        if (r < 0) {
+                FAILF(m, "heap_scavenge(%#" PRIx64 "): %" PRId64, nbytes, r);
+                return;
+        }
+        note(m, "  -> %" PRId64, r);
+        m->scav_bytes += (uint64_t) r;
+        bound = nbytes == UINT64_MAX ? UINT64_MAX
+                                     : ALIGN_UP(ALIGN_UP(nbytes, (uint64_t) m->ps), (uint64_t) m->phys) + m->huge;
+        if ((uint64_t) r > bound)
+                FAILF(m, "heap_scavenge(%#" PRIx64 ") released %" PRId64 " bytes, more than %" PRIu64,
+                      nbytes, r, bound);
+        /* post_step() checks r against what the kernel and the fake saw. */
+        m->scav_expect = r;
+}
+
+static void op_start_gen(struct model *m) {
+        struct heap_gen_report rep;
+        struct heap_stats st;
+        int r;
+
+        note(m, "heap_scavenge_start_gen");
+        m->n_gen++;
+        r = heap_scavenge_start_gen(m->h, &rep);
+        if (r < 0) {
+                FAILF(m, "heap_scavenge_start_gen: %d", r);
+                return;
+        }
+        if (get_stats(m, &st) < 0)
+                return;
+        if (rep.gen != m->gen)
+                FAILF(m, "generation report: gen %" PRIu64 ", want %" PRIu64, rep.gen, m->gen);
+        if (rep.released != m->gen_released)
+                FAILF(m, "generation report: released %" PRIu64 ", the model saw %" PRIu64,
+                      rep.released, m->gen_released);
+        if (rep.total != st.released || rep.inuse != st.inuse || rep.retained != st.retained)
+                FAILF(m, "generation report: total/inuse/retained %" PRIu64 "/%" PRIu64 "/%" PRIu64
+                      ", stats say %" PRIu64 "/%" PRIu64 "/%" PRIu64,
+                      rep.total, rep.inuse, rep.retained, st.released, st.inuse, st.retained);
+        if (rep.peak_inuse < m->peak_seen)
+                FAILF(m, "generation report: peak_inuse %" PRIu64 " below an in-use seen (%" PRIu64 ")",
+                      rep.peak_inuse, m->peak_seen);
+        m->gen++;
+        m->gen_released = 0;
+        m->peak_seen = st.inuse;
+}
+
+static void op_claim(struct model *m) {
+        uint32_t id = UINT32_MAX;
+        unsigned i;
+        int r;
+
+        for (i = 0; i < MAX_LIVE_SLOTS; i++)
+                if (!m->slots[i].live)
+                        break;
+        if (i == MAX_LIVE_SLOTS)
+                return;
+        note(m, "heap_slot_claim");
+        m->n_claim++;
+        r = heap_slot_claim(m->h, (uint32_t) getpid(), (uint32_t) getuid(), &id);
+        if (r < 0) {
+                FAILF(m, "heap_slot_claim: %d", r);
+                return;
+        }
+        note(m, "  -> slot %u", id);
+        if (id == 0 || id >= heap_max_slots(m->h) || slot_is_live(m, id)) {
+                FAILF(m, "heap_slot_claim gave slot %u (0 is the daemon's, max %u, live: %s)", id,
+                      heap_max_slots(m->h), slot_is_live(m, id) ? "yes" : "no");
+                return;
+        }
+        m->slots[i] = (struct slot) { .live = true, .id = id };
+}
+
+static void op_reclaim(struct model *m) {
+        struct slot *s;
+        struct heap_stats before, after;
+        struct heap_slot_info info;
+        uint64_t own = 0;
+        int64_t r;
+
+        if (live_slot_count(m) < 2)
+                return;
+        s = random_live_slot(m);
+        for (size_t i = 0; i < m->nlive; i++)
+                if (m->live[i].owner == s->id && !(m->live[i].flags & HEAP_ALLOC_KEEP)) {
+                        if (!verify_pattern(m, &m->live[i], "before reclaim"))
+                                return;
+                        own += m->live[i].npages;
+                }
+        note(m, "heap_slot_reclaim slot %u (%" PRIu64 " pages owned)", s->id, own);
+        m->n_reclaim++;
+        if (get_stats(m, &before) < 0)
+                return;
+        r = heap_slot_reclaim(m->h, s->id);
+        if (r < 0) {
+                FAILF(m, "heap_slot_reclaim(%u): %" PRId64, s->id, r);
+                return;
+        }
+        if (get_stats(m, &after) < 0)
+                return;
+        if ((uint64_t) r < own || (uint64_t) r > own + HEAP_SLOT_CACHES * HEAP_CACHE_PAGES)
+                FAILF(m, "heap_slot_reclaim(%u) gave back %" PRId64 " pages; it owned %" PRIu64
+                      " in allocations (plus at most a page cache's worth each)",
+                      s->id, r, own);
+        if (before.inuse - after.inuse != (uint64_t) r * m->ps)
+                FAILF(m, "heap_slot_reclaim(%u) returned %" PRId64 " pages but inuse fell by %" PRId64
+                      " pages", s->id, r, (int64_t) (before.inuse - after.inuse) / (int64_t) m->ps);
+        for (size_t i = 0; i < m->nlive;) {
+                struct alloc *a = &m->live[i];
+                if (a->owner != s->id) {
+                        i++;
+                        continue;
+                }
+                if (a->flags & HEAP_ALLOC_KEEP) {
+                        /* KEEP outlives its client: still live, now ownerless. */
+                        if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
+                                FAILF(m, "reclaim of slot %u freed KEEP allocation %#" PRIx64,
+                                      s->id, a->off);
+                        a->owner = NO_OWNER;
+                        i++;
+                        continue;
+                }
+                if (heap_alloc_size(m->h, a->off) != -EINVAL)
+                        FAILF(m, "reclaim of slot %u left allocation %#" PRIx64 " live", s->id,
+                              a->off);
+                model_remove(m, i);
+        }
+        s->live = false;
+        if (heap_slot_info(m->h, s->id, &info) >= 0)
+                FAILF(m, "heap_slot_info of reclaimed slot %u succeeded", s->id);
+        m->checkpoint_now = chance(20);
+}
+
+static void op_flush(struct model *m) {
+        struct slot *s = random_live_slot(m);
+        uint32_t cache = (uint32_t) rnd_below(CACHES_USED);
+        struct heap_stats before, after;
+        int r;
+
+        note(m, "heap_cache_flush slot %u cache %u", s->id, cache);
+        m->n_flush++;
+        if (get_stats(m, &before) < 0)
+                return;
+        r = heap_cache_flush(m->h, s->id, cache);
+        if (r < 0) {
+                FAILF(m, "heap_cache_flush(%u, %u): %d", s->id, cache, r);
+                return;
+        }
+        if (get_stats(m, &after) < 0)
+                return;
+        if (after.inuse > before.inuse || before.inuse - after.inuse > HEAP_CACHE_PAGES * m->ps)
+                FAILF(m, "heap_cache_flush(%u, %u) took inuse from %" PRIu64 " to %" PRIu64,
+                      s->id, cache, before.inuse, after.inuse);
+}
+
+static void op_probe(struct model *m) {
+        uint64_t off;
+
+        note(m, "heap_alloc_size probes");
+        if (m->nlive > 0) {
+                struct alloc *a = &m->live[rnd_below(m->nlive)];
+                if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
+                        FAILF(m, "heap_alloc_size(%#" PRIx64 ") = %" PRId64 ", want %" PRIu64,
+                              a->off, heap_alloc_size(m->h, a->off), a->npages * m->ps);
+        }
+        off = rnd_below(m->cap_pages) * m->ps;
+        if (m->start_idx[off / m->ps] < 0 && heap_alloc_size(m->h, off) != -EINVAL)
+                FAILF(m, "heap_alloc_size(%#" PRIx64 ") of no allocation = %" PRId64, off,
+                      heap_alloc_size(m->h, off));
+        if (heap_alloc_size(m->h, m->capacity) != -EINVAL ||
+            heap_alloc_size(m->h, UINT64_MAX) != -EINVAL)
+                FAILF(m, "heap_alloc_size beyond capacity is not -EINVAL");
+}
+
+static void op_goal(struct model *m) {
+        uint64_t goal = chance(50) ? HEAP_GOAL_NONE : rnd_below(m->capacity / 2);
+        uint64_t limit = chance(70) ? 0 : m->capacity / 4 + rnd_below(m->capacity);
+
+        note(m, "heap_set_goal %#" PRIx64 " memory_limit %#" PRIx64, goal, limit);
+        heap_set_goal(m->h, goal);
+        heap_set_memory_limit(m->h, limit);
+}
+
+/* What must hold after every step, page caches or not. */
+static void post_step(struct model *m, const char *what) {
+        struct heap_stats st;
+        uint64_t slack = cache_slack_pages(m) * m->ps, delta;
+        int64_t learned;
+
+        if (run_check(m, what) < 0 || get_stats(m, &st) < 0)
+                return;
+        if (st.heap_sys < m->heap_sys || st.heap_sys > m->capacity ||
+            st.heap_sys % ((uint64_t) HEAP_CHUNK_PAGES * m->ps)) {
+                FAILF(m, "heap_sys %#" PRIx64 " (was %#" PRIx64 ", capacity %#" PRIx64 ")",
+                      st.heap_sys, m->heap_sys, m->capacity);
+                return;
+        }
+        /* New chunks start free and released. */
+        m->released_pages += (st.heap_sys - m->heap_sys) / m->ps;
+        m->heap_sys = st.heap_sys;
+
+        /* Every release the scavenger made: the fake saw some, the kernel the rest. */
+        if (st.released_total < m->released_total) {
+                FAILF(m, "released_total went down: %" PRIu64 " -> %" PRIu64, m->released_total,
+                      st.released_total);
+                return;
+        }
+        delta = st.released_total - m->released_total;
+        learned = 0;
+        if (delta > 0 || m->cb_pages > 0 || m->scav_expect > 0) {
+                learned = learn_releases(m);
+                if (learned < 0)
+                        return;
+        }
+        if ((m->cb_pages + (uint64_t) learned) * m->ps != delta)
+                FAILF(m, "after %s: released_total grew by %" PRIu64 " bytes, but %" PRIu64
+                      " went through the release function and %" PRId64
+                      " more pages are gone from the heap memfd",
+                      what, delta, m->cb_pages * m->ps, learned);
+        if (m->scav_expect >= 0 && (uint64_t) m->scav_expect != delta)
+                FAILF(m, "heap_scavenge returned %" PRId64 " but released_total grew by %" PRIu64,
+                      m->scav_expect, delta);
+        m->released_total += delta;
+        m->gen_released += delta;
+        if (m->alloc_step)
+                m->growth_scavenged += delta;
+        else if (delta > 0 && m->scav_expect < 0)
+                FAILF(m, "%s released %" PRIu64 " bytes", what, delta);
+
+        if (st.gen != m->gen || st.gen_released != m->gen_released ||
+            st.released_total != m->released_total || st.growth_scavenged != m->growth_scavenged)
+                FAILF(m, "gen/gen_released/released_total/growth_scavenged %" PRIu64 "/%" PRIu64
+                      "/%" PRIu64 "/%" PRIu64 ", model %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64,
+                      st.gen, st.gen_released, st.released_total, st.growth_scavenged, m->gen,
+                      m->gen_released, m->released_total, m->growth_scavenged);
+        if (st.inuse < m->alloc_pages * m->ps || st.inuse > m->alloc_pages * m->ps + slack)
+                FAILF(m, "inuse %" PRIu64 " pages; the model has %" PRIu64
+                      " allocated (page caches may hold %" PRIu64 " more)",
+                      st.inuse / m->ps, m->alloc_pages, slack / m->ps);
+        if (st.released > m->released_pages * m->ps ||
+            st.released + slack < m->released_pages * m->ps)
+                FAILF(m, "released %" PRIu64 " pages; the model has %" PRIu64
+                      " (page caches may hold %" PRIu64 ")",
+                      st.released / m->ps, m->released_pages, slack / m->ps);
+        if (st.retained != st.heap_sys - st.released || heap_retained(m->h) != st.retained)
+                FAILF(m, "retained %" PRIu64 " (heap_retained %" PRIu64 "), heap_sys - released = %" PRIu64,
+                      st.retained, heap_retained(m->h), st.heap_sys - st.released);
+        if (st.peak_inuse < st.inuse)
+                FAILF(m, "peak_inuse %" PRIu64 " < inuse %" PRIu64, st.peak_inuse, st.inuse);
+        if (st.clients != live_slot_count(m))
+                FAILF(m, "clients %" PRIu64 ", the model has %u live slots", st.clients,
+                      live_slot_count(m));
+        if (st.inuse > m->peak_seen)
+                m->peak_seen = st.inuse;
+}
+
+/*
+ * With every page cache flushed the statistics must match the model exactly,
+ * and what the kernel has backed must be exactly what is retained.
+ */
+static void checkpoint(struct model *m) {
+        struct heap_stats st;
+        struct stat sb;
+        int64_t learned;
+
+        note(m, "checkpoint");
+        m->n_checkpoints++;
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                for (uint32_t c = 0; m->slots[i].live && c < CACHES_USED; c++) {
+                        int r = heap_cache_flush(m->h, m->slots[i].id, c);
+                        if (r < 0)
+                                FAILF(m, "heap_cache_flush(%u, %u): %d", m->slots[i].id, c, r);
+                }
+        if (run_check(m, "flushing every cache") < 0 || get_stats(m, &st) < 0)
+                return;
+        learned = learn_releases(m);
+        if (learned != 0)
+                FAILF(m, "%" PRId64 " free pages are gone from the heap memfd unaccounted", learned);
+        if (st.inuse != m->alloc_pages * m->ps)
+                FAILF(m, "caches flushed: inuse %" PRIu64 " pages, the model has %" PRIu64,
+                      st.inuse / m->ps, m->alloc_pages);
+        if (st.released != m->released_pages * m->ps)
+                FAILF(m, "caches flushed: released %" PRIu64 " pages, the model has %" PRIu64,
+                      st.released / m->ps, m->released_pages);
+        if (fstat(m->heap_fd, &sb) < 0) {
+                FAILF(m, "fstat: %m");
+                return;
+        }
+        if ((uint64_t) sb.st_blocks * 512 != st.retained)
+                FAILF(m, "heap memfd has %" PRIu64 " bytes backed (st_blocks), retained is %" PRIu64
+                      " (heap_sys %" PRIu64 " - released %" PRIu64 ")",
+                      (uint64_t) sb.st_blocks * 512, st.retained, st.heap_sys, st.released);
+        /* mincore: allocated and free-backed pages are resident, released ones not. */
+        for (uint64_t p = 0; p < m->heap_sys / m->ps; p++)
+                if ((m->page[p] == PAGE_RELEASED) == (m->mincore_vec[p] & 1)) {
+                        FAILF(m, "page %#" PRIx64 " is %s in the model but %sresident", p * m->ps,
+                              m->page[p] == PAGE_RELEASED ? "released"
+                              : m->page[p] == PAGE_ALLOC  ? "allocated"
+                                                          : "free and backed",
+                              m->mincore_vec[p] & 1 ? "" : "not ");
+                        break;
+                }
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++) {
+                struct heap_slot_info info;
+                uint64_t own = 0;
+                int r;
+
+                if (!m->slots[i].live)
+                        continue;
+                for (size_t k = 0; k < m->nlive; k++)
+                        if (m->live[k].owner == m->slots[i].id)
+                                own += m->live[k].npages;
+                r = heap_slot_info(m->h, m->slots[i].id, &info);
+                if (r < 0)
+                        FAILF(m, "heap_slot_info(%u): %d", m->slots[i].id, r);
+                else if (info.inuse_pages != own || info.cached_pages != 0)
+                        FAILF(m, "slot %u: inuse_pages %" PRIu64 " cached_pages %" PRIu64
+                              ", the model has %" PRIu64 " and 0 (caches flushed)",
+                              m->slots[i].id, info.inuse_pages, info.cached_pages, own);
+        }
+        for (size_t k = 0; k < m->nlive && !test_failures; k++) {
+                struct alloc *a = &m->live[k];
+                if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
+                        FAILF(m, "live allocation %#" PRIx64 ": heap_alloc_size %" PRId64, a->off,
+                              heap_alloc_size(m->h, a->off));
+                verify_pattern(m, a, "checkpoint");
+        }
+}
+
+struct config {
+        const char *name;
+        struct heap_params params;
+        uint64_t steps;
+};
+
+static int setup(struct model *m, const struct heap_params *p) {
+        uint64_t cap_pages = p->capacity / p->page_size;
+        int r;
+
+        r = heap_meta_size(p, &m->meta_size);
+        if (r < 0)
+                return r;
+        m->meta_fd = memfd_create("test-heap-random-meta", MFD_CLOEXEC);
+        m->heap_fd = memfd_create("test-heap-random-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (m->meta_fd < 0 || m->heap_fd < 0)
+                return negative_errno();
+        if (ftruncate(m->meta_fd, (off_t) m->meta_size) < 0 ||
+            ftruncate(m->heap_fd, (off_t) p->capacity) < 0)
+                return negative_errno();
+        m->meta = mmap(NULL, m->meta_size, PROT_READ | PROT_WRITE, MAP_SHARED, m->meta_fd, 0);
+        m->base = mmap(NULL, p->capacity, PROT_READ | PROT_WRITE, MAP_SHARED, m->heap_fd, 0);
+        if (m->meta == MAP_FAILED || m->base == MAP_FAILED)
+                return negative_errno();
+        r = heap_create(m->meta, m->meta_size, m->base, m->heap_fd, p, &m->h_real);
+        if (r < 0)
+                return r;
+        r = heap_attach(m->meta, m->meta_size, m->base, p->capacity, m->heap_fd, &m->h_fake);
+        if (r < 0)
+                return r;
+        heap_set_release(m->h_fake, fake_release, m);
+        m->h = m->h_real;
+
+        m->capacity = heap_capacity(m->h);
+        m->ps = heap_page_size(m->h);
+        m->cap_pages = cap_pages;
+        m->phys = p->phys_page_size ? p->phys_page_size : m->ps;
+        m->huge = p->huge_page_size > m->ps && p->huge_page_size > m->phys ? p->huge_page_size : 0;
+        m->page = calloc(cap_pages, 1);
+        m->start_idx = malloc(cap_pages * sizeof(*m->start_idx));
+        m->mincore_vec = malloc(cap_pages);
+        if (!m->page || !m->start_idx || !m->mincore_vec)
+                return -ENOMEM;
+        for (uint64_t i = 0; i < cap_pages; i++)
+                m->start_idx[i] = -1;
+        return 0;
+}
+
+static void teardown(struct model *m) {
+        heap_detach(m->h_fake);
+        heap_detach(m->h_real);
+        munmap(m->meta, m->meta_size);
+        munmap(m->base, m->capacity);
+        close(m->meta_fd);
+        close(m->heap_fd);
+        free(m->page);
+        free(m->start_idx);
+        free(m->mincore_vec);
+        free(m->live);
+}
+
+static int run(const struct config *cfg, uint64_t seed) {
+        struct model m = { .scav_expect = -1 };
+        struct heap_stats st;
+        int r;
+
+        rng_state = seed;
+        r = setup(&m, &cfg->params);
+        if (r < 0) {
+                fprintf(stderr, "%s: setting up the heap: %s\n", cfg->name, strerror(-r));
+                test_failures++;
+                return r;
+        }
+        if (cfg->params.capacity != m.capacity)
+                FAILF(&m, "heap_capacity %" PRIu64 ", asked for %" PRIu64, m.capacity,
+                      cfg->params.capacity);
+        if (get_stats(&m, &st) < 0)
+                goto out;
+        m.gen = st.gen;
+        m.heap_sys = st.heap_sys;
+        m.released_pages = st.released / m.ps;
+        /* Heap-growth scavenging runs against this goal while the heap grows. */
+        heap_set_goal(m.h, 4u << 20);
+        for (unsigned i = 0; i < 3; i++)
+                op_claim(&m);
+        post_step(&m, "setup");
+
+        for (m.step = 1; m.step <= cfg->steps && !test_failures; m.step++) {
+                double occ = (double) m.alloc_pages / (double) m.cap_pages;
+                unsigned w_alloc = occ < 0.85 ? 40 : 8, w_free = occ > 0.5 ? 40 : 22;
+                unsigned k;
+                const char *what;
+
+                m.cb_pages = 0;
+                m.ncb = 0;
+                m.scav_expect = -1;
+                m.alloc_step = false;
+                m.checkpoint_now = m.step % 1000 == 0;
+
+                if (m.step % 3000 == 0) {
+                        m.h = m.h == m.h_real ? m.h_fake : m.h_real;
+                        note(&m, "now releasing through %s",
+                             m.h == m.h_fake ? "the fake" : "the library's punch-hole");
+                }
+                k = (unsigned) rnd_below(w_alloc + w_free + 20);
+                if (k < w_alloc) {
+                        what = "alloc";
+                        m.alloc_step = true;
+                        op_alloc(&m);
+                } else if ((k -= w_alloc) < w_free) {
+                        what = "free";
+                        op_free(&m);
+                } else {
+                        k = (unsigned) rnd_below(20);
+                        if (k < 5) {
+                                what = "bad free";
+                                op_bad_free(&m);
+                        } else if (k < 10) {
+                                what = "scavenge";
+                                op_scavenge(&m);
+                        } else if (k < 12) {
+                                what = "start gen";
+                                op_start_gen(&m);
+                        } else if (k < 13) {
+                                what = "claim";
+                                op_claim(&m);
+                        } else if (k < 14) {
+                                what = "reclaim";
+                                op_reclaim(&m);
+                        } else if (k < 16) {
+                                what = "flush";
+                                op_flush(&m);
+                        } else if (k < 18) {
+                                what = "probe";
+                                op_probe(&m);
+                        } else if (k < 19) {
+                                what = "bad alloc";
+                                op_bad_alloc(&m);
+                        } else {
+                                what = "goal";
+                                op_goal(&m);
+                        }
+                }
+                if (!test_failures)
+                        post_step(&m, what);
+                if (!test_failures && m.checkpoint_now)
+                        checkpoint(&m);
+        }
+        if (!test_failures)
+                checkpoint(&m);
+        if (test_failures) {
+                print_history(&m);
+                fprintf(stderr, "%s: FAILED at step %" PRIu64 "; replay with SCAV_SEED=%" PRIu64 "\n",
+                        cfg->name, m.step, seed);
+        }
+        get_stats(&m, &st);
+        printf("%s: %" PRIu64 " steps: %" PRIu64 " locked + %" PRIu64 " cache allocs (%" PRIu64
+               " ENOMEM), %" PRIu64 " frees, %" PRIu64 " bad frees, %" PRIu64 " scavenges (%" PRIu64
+               " fake, %" PRIu64 " punch-hole; %" PRIu64 " MiB), %" PRIu64 " generations, %" PRIu64
+               " claims, %" PRIu64 " reclaims, %" PRIu64 " flushes, %" PRIu64
+               " checkpoints; growth scavenged %" PRIu64 " KiB; heap_sys %" PRIu64 " MiB\n",
+               cfg->name, m.step - 1, m.n_alloc, m.n_cache_alloc, m.n_enomem, m.n_free,
+               m.n_bad_free, m.n_scav, m.n_fake_scav, m.n_real_scav, m.scav_bytes >> 20, m.n_gen,
+               m.n_claim, m.n_reclaim, m.n_flush, m.n_checkpoints, m.growth_scavenged >> 10,
+               st.heap_sys >> 20);
+out:
+        teardown(&m);
+        return test_failures ? -EUCLEAN : 0;
+}
+
+int main(void) {
+        const char *e = getenv("SCAV_SEED"), *n = getenv("SCAV_STEPS");
+        uint64_t seed = e ? strtoull(e, NULL, 0) : UINT64_C(20260425);
+        uint64_t steps = n ? strtoull(n, NULL, 0) : 100000;
+        const struct config cfgs[] = {
+                { .name = "4k pages",
+                  .params = { .capacity = 64u << 20, .page_size = 4096, .phys_page_size = 4096,
+                              .max_slots = 16, .reservation_shards = HEAP_DEFAULT_RESERVATION_SHARDS },
+                  .steps = steps },
+                /* minPages = 4 and huge-page preservation: the seed's other scavenging paths. */
+                { .name = "16k phys, 2M huge",
+                  .params = { .capacity = 32u << 20, .page_size = 4096, .phys_page_size = 16384,
+                              .huge_page_size = 2u << 20, .max_slots = 16,
+                              .reservation_shards = 8 },
+                  .steps = steps / 5 },
+        };
+
+        printf("seed %" PRIu64 " (set SCAV_SEED to replay, SCAV_STEPS to change the length)\n", seed);
+        for (size_t i = 0; i < ELEMENTSOF(cfgs) && !test_failures; i++)
+                run(&cfgs[i], seed + i);
+        return TEST_END();
+}
