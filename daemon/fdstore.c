@@ -15,7 +15,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "fdstore.h"
+#include "log.h"
 #include "macro.h"
 
 #define FDNAME_PREFIX "pool/"
@@ -52,18 +52,6 @@ struct stored {
  * may coexist for a while. The unit's FileDescriptorStoreMax=1024 matches
  * (two descriptors a pool). */
 static struct stored stored[512];
-
-static _printf_(2, 3) int fdstore_log(int level, const char *fmt, ...) {
-        va_list ap;
-
-        /* "<N>" prefixes are read as the syslog level by journald on stderr. */
-        fprintf(stderr, "<%d>fdstore: ", level);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return 0;
-}
 
 static struct stored *stored_find(const char *pool) {
         for (size_t i = 0; i < ELEMENTSOF(stored); i++)
@@ -130,8 +118,8 @@ static int notify_remove(const char *pool, enum fdstore_role role) {
                  role_names[role]);
         r = sd_notify(0, msg);
         if (r < 0)
-                fdstore_log(3, "pool %s: failed to remove %s memfd from the store: %s", pool,
-                            role_names[role], strerror(-r));
+                return log_error_errno(r, "pool %s: failed to remove %s memfd from the store: %m",
+                                       pool, role_names[role]);
         return r;
 }
 
@@ -143,8 +131,8 @@ static int notify_store(const char *pool, enum fdstore_role role, int fd) {
                  role_names[role]);
         r = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
         if (r < 0)
-                fdstore_log(3, "pool %s: failed to store %s memfd: %s", pool, role_names[role],
-                            strerror(-r));
+                return log_error_errno(r, "pool %s: failed to store %s memfd: %m", pool,
+                                       role_names[role]);
         return r;
 }
 
@@ -241,7 +229,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
         *ret_listen_fd = -1;
         n = sd_listen_fds_with_names(1, &names);
         if (n < 0)
-                return fdstore_log(3, "cannot read passed file descriptors: %s", strerror(-n)), n;
+                return log_error_errno(n, "cannot read passed file descriptors: %m");
 
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
@@ -257,7 +245,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                                 listen_fd = fd;
                                 continue;
                         }
-                        fdstore_log(4, "closing passed descriptor %d \"%s\": %s", fd, fdname,
+                        log_warning("closing passed descriptor %d \"%s\": %s", fd, fdname,
                                     fd_is_listening_seqpacket(fd) ? "a second listening socket"
                                                                   : "not a listening seqpacket socket nor a pool memfd");
                         close(fd);
@@ -265,7 +253,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                 }
 
                 if (!fd_is_regular(fd, &st)) {
-                        fdstore_log(4, "pool %s: stored %s descriptor is not a memfd, closing it",
+                        log_warning("pool %s: stored %s descriptor is not a memfd, closing it",
                                     pool, role_names[role]);
                         close(fd);
                         continue;
@@ -276,7 +264,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                                 fp = &ret_pools[j];
                 if (!fp) {
                         if (n_pools >= max) {
-                                fdstore_log(3, "pool %s: more stored pools than %d, closing its %s memfd",
+                                log_error("pool %s: more stored pools than %d, closing its %s memfd",
                                             pool, max, role_names[role]);
                                 close(fd);
                                 continue;
@@ -288,7 +276,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
 
                 int *slot = role == ROLE_META ? &fp->meta_fd : &fp->heap_fd;
                 if (*slot >= 0) {
-                        fdstore_log(4, "pool %s: second stored %s memfd, keeping the first", pool,
+                        log_warning("pool %s: second stored %s memfd, keeping the first", pool,
                                     role_names[role]);
                         close(fd);
                         continue;
@@ -315,7 +303,7 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                         continue;
                 }
 
-                fdstore_log(4, "pool %s: stored without its %s memfd, dropping it", fp->name,
+                log_warning("pool %s: stored without its %s memfd, dropping it", fp->name,
                             fp->meta_fd < 0 ? "meta" : "heap");
                 if (fp->meta_fd >= 0)
                         close(fp->meta_fd);
