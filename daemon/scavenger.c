@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The background scavenger on sd-event: carries out what pacer.c decides.
+ *
+ * Per pool, a generation timer (generation_interval) ends a generation
+ * (scavengeStartGen), traces it, and sets the next goal. One background
+ * scavenger serves every pool: it wakes when a generation finds a pool over
+ * its goal, works a burst (>= 1 ms in 64 KiB quanta, bgscavenge's run), sleeps
+ * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
+ * when no pool has work. The seed's goroutine park/ready/sleep becomes the
+ * states of that one timer.
+ */
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "pacer.h"
+#include "pool.h"
+#include "scavenger.h"
+#include "trace.h"
+
+/* The daemon's slot in every heap, the scavenger's crash intent lives there. */
+#define DAEMON_SLOT 0u
+
+enum scav_state {
+        SCAV_PARKED,    /* no timer: nothing to do until a generation or a wake-up */
+        SCAV_SLEEPING,  /* paced sleep after a burst; the controller learns from it */
+        SCAV_WAITING,   /* pools with work have used their own share; not a paced sleep */
+        SCAV_RUNNABLE,  /* woken: run at the next loop iteration */
+};
+
+struct pool_scav {
+        scavenger *s;
+        struct pool *pool;
+        sd_event_source *gen_timer;
+        struct pacer_pool pp;
+        uint64_t forced_this_gen;  /* forced bytes already traced as "(forced)" */
+        double burst_worked;       /* ns of this burst spent on this pool */
+};
+
+struct scavenger {
+        sd_event *event;
+        struct trace trace;
+        struct pacer pacer;
+        double percent;            /* the daemon's scavenge_percent */
+        uint64_t gen_interval_usec;
+        uint32_t phys_page_size;
+
+        sd_event_source *timer;    /* the background scavenger's one timer */
+        enum scav_state state;
+        int64_t sleep_start;       /* CLOCK_MONOTONIC ns */
+        double credited;           /* the burst's work as the controller counts it */
+        int64_t burst_start;
+
+        struct pool_scav **pools;
+        struct pacer_pool **pps;   /* pools[i]->pp, the view pacer_pick takes */
+        size_t n_pools;
+
+        uint64_t bursts, background_released;
+};
+
+static int64_t clock_ns(clockid_t id) {
+        struct timespec ts;
+
+        if (clock_gettime(id, &ts) < 0)
+                return 0;
+        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The seed's GOMAXPROCS: the CPUs this daemon may run on. */
+static unsigned daemon_cpus(void) {
+        cpu_set_t set;
+        int n;
+
+        if (sched_getaffinity(0, sizeof(set), &set) < 0)
+                return 1;
+        n = CPU_COUNT(&set);
+        return n > 0 ? (unsigned) n : 1;
+}
+
+static uint64_t ns_to_usec_up(int64_t ns) {
+        return ns <= 0 ? 0 : (uint64_t) DIV_ROUND_UP(ns, 1000);
+}
+
+static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* Arms the background scavenger's timer for CLOCK_MONOTONIC time at_ns. */
+static int bg_arm(scavenger *s, int64_t at_ns) {
+        uint64_t usec = ns_to_usec_up(at_ns);
+        int r;
+
+        if (!s->timer) {
+                /* 1 µs accuracy: sleeps are tens of ms, and sd-event's default slack is 250 ms. */
+                r = sd_event_add_time(s->event, &s->timer, CLOCK_MONOTONIC, usec, 1, bg_timer_cb, s);
+                if (r < 0)
+                        return log_error_errno(r, "scavenger: failed to add timer: %m");
+                (void) sd_event_source_set_description(s->timer, "scavenger");
+                return 0;
+        }
+        r = sd_event_source_set_time(s->timer, usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return log_error_errno(r, "scavenger: failed to arm timer: %m");
+        return 0;
+}
+
+static void bg_park(scavenger *s) {
+        s->state = SCAV_PARKED;
+        if (s->timer)
+                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+}
+
+/* Ports scavengerState.wake: a parked (or share-waiting) scavenger runs now. */
+static void bg_wake(scavenger *s) {
+        if (s->state != SCAV_PARKED && s->state != SCAV_WAITING)
+                return;
+        if (bg_arm(s, clock_ns(CLOCK_MONOTONIC)) >= 0)
+                s->state = SCAV_RUNNABLE;
+}
+
+static void pool_quarantine(struct pool *p, int r, const char *what) {
+        if (p->quarantined)
+                return;
+        p->quarantined = true;
+        log_error_errno(r, "pool %s: %s failed, quarantined: %m", p->cfg.name, what);
+}
+
+/*
+ * One quantum for pacer_run: from the pool furthest over its goal among
+ * those ready at the start of the burst. A pool whose scavenge returns less
+ * than asked has nothing more this generation (the seed's "heap exhausted").
+ * The time is the thread's CPU time: what the budget limits is CPU, and on
+ * a loaded machine the wall clock would count others' time as ours.
+ */
+static int64_t bg_scavenge_one(void *userdata, uint64_t nbytes, int64_t *ret_ns) {
+        scavenger *s = userdata;
+
+        for (;;) {
+                struct pool_scav *ps;
+                int64_t r, t0, t1;
+                ssize_t i;
+
+                i = pacer_pick(s->pps, s->n_pools, s->burst_start);
+                if (i < 0)
+                        return 0;
+                ps = s->pools[i];
+
+                t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+                r = heap_scavenge(ps->pool->heap, DAEMON_SLOT, nbytes);
+                t1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+                if (r < 0) {
+                        if (r == -EUCLEAN)
+                                pool_quarantine(ps->pool, (int) r, "scavenging");
+                        else
+                                log_warning_errno((int) r, "pool %s: scavenging failed: %m",
+                                                  ps->pool->cfg.name);
+                        ps->pp.exhausted = true;
+                        continue;
+                }
+                ps->pp.retained = heap_retained(ps->pool->heap);
+                if ((uint64_t) r < nbytes)
+                        ps->pp.exhausted = true;
+                if (r == 0)
+                        continue;
+                *ret_ns = t1 > t0 ? t1 - t0 : 0;
+                ps->burst_worked += *ret_ns > 0 ? (double) *ret_ns
+                                                : PACER_APPROX_NS_PER_PHYS_PAGE * (double) ((uint64_t) r / s->phys_page_size);
+                return r;
+        }
+}
+
+static void pools_refresh(scavenger *s) {
+        for (size_t i = 0; i < s->n_pools; i++) {
+                struct pool_scav *ps = s->pools[i];
+
+                if (ps->pool->quarantined) {
+                        ps->pp.goal = HEAP_GOAL_NONE;
+                        continue;
+                }
+                ps->pp.retained = heap_retained(ps->pool->heap);
+                ps->pp.share = pacer_pool_share(ps->pool->cfg.scavenge_percent, s->percent);
+        }
+}
+
+/*
+ * bgscavenge's loop body, one turn per timer expiry: account the sleep that
+ * ended (scavengerState.sleep's second half), run a burst, then sleep,
+ * wait for a pool's share, or park.
+ */
+static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
+        scavenger *s = userdata;
+        struct pacer_burst b;
+        unsigned cpus = daemon_cpus();
+        int64_t now, next;
+
+        now = clock_ns(CLOCK_MONOTONIC);
+        if (s->state == SCAV_SLEEPING) {
+                pacer_slept(&s->pacer, s->credited, now - s->sleep_start, cpus);
+        }
+
+        pools_refresh(s);
+        s->burst_start = now;
+        pacer_run(&b, bg_scavenge_one, s, s->phys_page_size);
+        for (size_t i = 0; i < s->n_pools; i++) {
+                pacer_pool_charge(&s->pools[i]->pp, s->burst_start, s->pools[i]->burst_worked, cpus);
+                s->pools[i]->burst_worked = 0;
+        }
+
+        if (b.released == 0) {
+                next = pacer_next_ready(s->pps, s->n_pools, clock_ns(CLOCK_MONOTONIC));
+                if (next == INT64_MAX) {
+                        bg_park(s);
+                        return 0;
+                }
+                if (bg_arm(s, next) < 0) {
+                        bg_park(s);
+                        return 0;
+                }
+                s->state = SCAV_WAITING;
+                return 0;
+        }
+
+        s->bursts++;
+        s->background_released += b.released;
+        s->credited = pacer_credit(b.worked);
+        s->sleep_start = clock_ns(CLOCK_MONOTONIC);
+        if (bg_arm(s, s->sleep_start + pacer_sleep_ns(&s->pacer, s->credited)) < 0) {
+                bg_park(s);
+                return 0;
+        }
+        s->state = SCAV_SLEEPING;
+        return 0;
+}
+
+/*
+ * Ends a generation: scavengeStartGen, the trace line of the generation
+ * that ended (printScavTrace from scavengeStartGen), and the goal for the
+ * next one (gcPaceScavenger: peak in-use of the ended generation plus
+ * retain_extra_percent, at most 95% of memory_limit).
+ */
+static int pool_new_generation(struct pool_scav *ps) {
+        scavenger *s = ps->s;
+        struct pool *p = ps->pool;
+        struct heap_gen_report rep = {};
+        uint64_t goal, work;
+        int r;
+
+        if (p->quarantined)
+                return -EUCLEAN;
+        r = heap_scavenge_start_gen(p->heap, &rep);
+        if (r < 0) {
+                if (r == -EUCLEAN)
+                        pool_quarantine(p, r, "starting a scavenge generation");
+                else
+                        log_warning_errno(r, "pool %s: starting a scavenge generation failed: %m",
+                                          p->cfg.name);
+                return r;
+        }
+
+        /* Forced scavenges of the generation were traced on their own lines. */
+        work = rep.released - MIN(ps->forced_this_gen, rep.released);
+        ps->forced_this_gen = 0;
+        trace_gen(&s->trace, &(struct trace_gen) {
+                .pool = p->cfg.name,
+                .gen = rep.gen,
+                .work = work,
+                .total = rep.total,
+                .inuse = rep.inuse,
+                .retained = rep.retained,
+                .controller_reset = s->trace.level > 0 && pacer_take_reset(&s->pacer),
+        });
+
+        goal = heap_retained_goal(rep.peak_inuse, heap_retained(p->heap), p->cfg.retain_extra_percent,
+                                  p->cfg.memory_limit, s->phys_page_size);
+        heap_set_memory_limit(p->heap, p->cfg.memory_limit);
+        heap_set_goal(p->heap, goal);
+        ps->pp.goal = goal;
+        ps->pp.exhausted = false;
+        ps->pp.retained = heap_retained(p->heap);
+        ps->pp.share = pacer_pool_share(p->cfg.scavenge_percent, s->percent);
+
+        trace_pacing(&s->trace, &(struct trace_pacing) {
+                .pool = p->cfg.name,
+                .gen = rep.gen + 1,
+                .goal = goal,
+                .retained = ps->pp.retained,
+                .sleep_ratio = s->pacer.sleep_ratio,
+                .cpu_fraction = s->pacer.last_fraction,
+        });
+
+        if (pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
+                bg_wake(s);
+        return 0;
+}
+
+static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
+        struct pool_scav *ps = userdata;
+        scavenger *s = ps->s;
+
+        (void) pool_new_generation(ps);
+        if (ps->pool->quarantined) {
+                (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
+                return 0;
+        }
+        (void) sd_event_source_set_time_relative(src, s->gen_interval_usec);
+        (void) sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+int scavenger_new(sd_event *e, const struct daemon_config *cfg, scavenger **ret) {
+        scavenger *s;
+        long pg;
+
+        assert(e);
+        assert(cfg);
+        assert(ret);
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(e);
+        pg = sysconf(_SC_PAGESIZE);
+        s->phys_page_size = pg > 0 ? (uint32_t) pg : 4096;
+        s->state = SCAV_PARKED;
+        pacer_init(&s->pacer, cfg->scavenge_percent);
+        scavenger_reconfigure(s, cfg);
+        *ret = s;
+        return 0;
+}
+
+static void pool_scav_free(struct pool_scav *ps) {
+        if (!ps)
+                return;
+        sd_event_source_disable_unref(ps->gen_timer);
+        if (ps->pool)
+                ps->pool->scav = NULL;
+        free(ps);
+}
+
+scavenger *scavenger_free(scavenger *s) {
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < s->n_pools; i++)
+                pool_scav_free(s->pools[i]);
+        free(s->pools);
+        free(s->pps);
+        sd_event_source_disable_unref(s->timer);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+void scavenger_reconfigure(scavenger *s, const struct daemon_config *cfg) {
+        uint64_t old_interval = s->gen_interval_usec;
+
+        assert(s);
+        assert(cfg);
+
+        trace_init(&s->trace, cfg->scavtrace);
+        s->percent = cfg->scavenge_percent;
+        pacer_set_percent(&s->pacer, cfg->scavenge_percent);
+        s->gen_interval_usec = cfg->generation_interval_usec > 0 ? cfg->generation_interval_usec : 1000000;
+
+        if (old_interval != s->gen_interval_usec)
+                for (size_t i = 0; i < s->n_pools; i++) {
+                        if (!s->pools[i]->gen_timer || s->pools[i]->pool->quarantined)
+                                continue;
+                        (void) sd_event_source_set_time_relative(s->pools[i]->gen_timer, s->gen_interval_usec);
+                        (void) sd_event_source_set_enabled(s->pools[i]->gen_timer, SD_EVENT_ONESHOT);
+                }
+
+        /* A pool's share, or the budget itself, may have changed. */
+        pools_refresh(s);
+        if (s->n_pools > 0)
+                bg_wake(s);
+}
+
+int scavenger_add_pool(scavenger *s, struct pool *p) {
+        _cleanup_free_ struct pool_scav *ps = NULL;
+        struct pool_scav **pools;
+        struct pacer_pool **pps;
+        uint64_t now;
+        int r;
+
+        assert(s);
+        assert(p);
+        assert(!p->scav);
+
+        ps = calloc(1, sizeof(*ps));
+        if (!ps)
+                return -ENOMEM;
+        ps->s = s;
+        ps->pool = p;
+        ps->pp = (struct pacer_pool) {
+                .goal = HEAP_GOAL_NONE,
+                .share = pacer_pool_share(p->cfg.scavenge_percent, s->percent),
+        };
+
+        pools = reallocarray(s->pools, s->n_pools + 1, sizeof(*pools));
+        if (!pools)
+                return -ENOMEM;
+        s->pools = pools;
+        pps = reallocarray(s->pps, s->n_pools + 1, sizeof(*pps));
+        if (!pps)
+                return -ENOMEM;
+        s->pps = pps;
+
+        r = sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+        if (r < 0)
+                return log_error_errno(r, "pool %s: failed to read the event clock: %m", p->cfg.name);
+        r = sd_event_add_time(s->event, &ps->gen_timer, CLOCK_MONOTONIC, now + s->gen_interval_usec,
+                              s->gen_interval_usec / 50, gen_timer_cb, ps);
+        if (r < 0)
+                return log_error_errno(r, "pool %s: failed to add the generation timer: %m", p->cfg.name);
+        (void) sd_event_source_set_description(ps->gen_timer, "scavenger-generation");
+
+        /* The memory limit binds clients from the start, not from the first generation. */
+        heap_set_memory_limit(p->heap, p->cfg.memory_limit);
+
+        s->pools[s->n_pools] = ps;
+        s->pps[s->n_pools] = &ps->pp;
+        s->n_pools++;
+        p->scav = TAKE_PTR(ps);
+        return 0;
+}
+
+void scavenger_remove_pool(scavenger *s, struct pool *p) {
+        assert(s);
+        assert(p);
+
+        for (size_t i = 0; i < s->n_pools; i++) {
+                if (s->pools[i]->pool != p)
+                        continue;
+                pool_scav_free(s->pools[i]);
+                memmove(s->pools + i, s->pools + i + 1, (s->n_pools - i - 1) * sizeof(*s->pools));
+                memmove(s->pps + i, s->pps + i + 1, (s->n_pools - i - 1) * sizeof(*s->pps));
+                s->n_pools--;
+                break;
+        }
+        p->scav = NULL;
+        if (s->n_pools == 0)
+                bg_park(s);
+}
+
+void scavenger_wake(scavenger *s, struct pool *p) {
+        struct pool_scav *ps;
+
+        assert(s);
+        if (p) {
+                ps = p->scav;
+                if (!ps || p->quarantined)
+                        return;
+                /* Freed memory may lie where this generation already searched:
+                 * let the next burst try once more. */
+                ps->pp.exhausted = false;
+                ps->pp.retained = heap_retained(p->heap);
+                if (!pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
+                        return;
+        }
+        bg_wake(s);
+}
+
+/*
+ * Ports mheap.scavengeAll: a new generation so that the whole heap is
+ * walked, then release unpaced, and a "(forced)" trace line. Used for
+ * scavctl scavenge / scav_scavenge and for memory pressure.
+ */
+int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char *why) {
+        struct heap_stats st = {};
+        struct pool_scav *ps;
+        int64_t r;
+        int k;
+
+        assert(s);
+        assert(p);
+
+        ps = p->scav;
+        if (!ps)
+                return -ENOENT;
+        if (p->quarantined)
+                return -EUCLEAN;
+
+        k = pool_new_generation(ps);
+        if (k < 0)
+                return k;
+        r = heap_scavenge(p->heap, DAEMON_SLOT, bytes > 0 ? bytes : UINT64_MAX);
+        if (r < 0) {
+                if (r == -EUCLEAN)
+                        pool_quarantine(p, (int) r, "forced scavenging");
+                return log_warning_errno((int) r, "pool %s: forced scavenge (%s) failed: %m", p->cfg.name,
+                                         why ?: "request");
+        }
+        ps->forced_this_gen += (uint64_t) r;
+        ps->pp.retained = heap_retained(p->heap);
+
+        (void) heap_get_stats(p->heap, &st);
+        trace_gen(&s->trace, &(struct trace_gen) {
+                .pool = p->cfg.name,
+                .gen = st.gen,
+                .work = (uint64_t) r,
+                .total = st.released,
+                .inuse = st.inuse,
+                .retained = st.retained,
+                .forced = true,
+        });
+        log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, why ?: "request", r);
+        return r;
+}
+
+static void format_size(char *buf, size_t len, uint64_t bytes) {
+        if (bytes >= (UINT64_C(1) << 30))
+                snprintf(buf, len, "%.1fG", (double) bytes / (double) (UINT64_C(1) << 30));
+        else
+                snprintf(buf, len, "%.1fM", (double) bytes / (double) (UINT64_C(1) << 20));
+}
+
+void scavenger_status(scavenger *s, char *buf, size_t len) {
+        uint64_t inuse = 0, retained = 0, released = 0, gen = 0;
+        unsigned quarantined = 0;
+        char a[32], b[32], c[32];
+
+        assert(s);
+        if (len == 0)
+                return;
+        for (size_t i = 0; i < s->n_pools; i++) {
+                struct pool *p = s->pools[i]->pool;
+                struct heap_stats st = {};
+
+                if (p->quarantined) {
+                        quarantined++;
+                        continue;
+                }
+                if (heap_get_stats(p->heap, &st) < 0)
+                        continue;
+                inuse += st.inuse;
+                retained += st.retained;
+                released += st.released;
+                gen = MAX(gen, st.gen);
+        }
+        format_size(a, sizeof(a), inuse);
+        format_size(b, sizeof(b), retained);
+        format_size(c, sizeof(c), released);
+        snprintf(buf, len, "%zu pool%s%s, %s in use, %s retained, %s released, gen %" PRIu64 "%s", s->n_pools,
+                 s->n_pools == 1 ? "" : "s", quarantined ? " (some quarantined)" : "", a, b, c, gen,
+                 s->state == SCAV_PARKED ? "" : ", scavenging");
+}
