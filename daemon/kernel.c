@@ -73,19 +73,20 @@ _printf_(3, 4) static int kernel_log_errno(int level, int error, const char *fmt
         return error < 0 ? error : -error;
 }
 
-/* libbpf talks a lot while probing; keep its last warning to explain a
- * failed load in one line instead of letting it print. */
-static char libbpf_last_warning[256];
+/* libbpf talks a lot while probing; keep its first warning (the cause; the
+ * later ones are consequences) to explain a failed load in one line
+ * instead of letting it print. */
+static char libbpf_warning[256];
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
         size_t n;
 
-        if (level != LIBBPF_WARN)
+        if (level != LIBBPF_WARN || libbpf_warning[0])
                 return 0;
-        vsnprintf(libbpf_last_warning, sizeof(libbpf_last_warning), fmt, ap);
-        n = strlen(libbpf_last_warning);
-        while (n > 0 && libbpf_last_warning[n - 1] == '\n')
-                libbpf_last_warning[--n] = 0;
+        vsnprintf(libbpf_warning, sizeof(libbpf_warning), fmt, ap);
+        n = strlen(libbpf_warning);
+        while (n > 0 && libbpf_warning[n - 1] == '\n')
+                libbpf_warning[--n] = 0;
         return 0;
 }
 
@@ -93,19 +94,26 @@ static bool pressure_wants_bpf(enum config_pressure pressure) {
         return pressure == PRESSURE_BPF || pressure == PRESSURE_AUTO;
 }
 
-static int kernel_bpf_load(kernel_watch *k, bool with_pressure) {
+/* On failure writes the cause, for a person, into why. */
+static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_t whylen) {
         struct kernel_bpf *skel;
         int r;
 
-        if (access(KERNEL_BTF_PATH, R_OK) < 0)
-                return negative_errno();
+        if (access(KERNEL_BTF_PATH, R_OK) < 0) {
+                r = negative_errno();
+                snprintf(why, whylen, "kernel without BTF: %s: %s", KERNEL_BTF_PATH, strerror(-r));
+                return r;
+        }
 
         libbpf_set_print(libbpf_print);
-        libbpf_last_warning[0] = 0;
+        libbpf_warning[0] = 0;
 
         skel = kernel_bpf__open();
-        if (!skel)
-                return negative_errno();
+        if (!skel) {
+                r = negative_errno();
+                snprintf(why, whylen, "opening the BPF object: %s", strerror(-r));
+                return r;
+        }
 
         if (!with_pressure) {
                 bpf_program__set_autoload(skel->progs.scav_direct_reclaim, false);
@@ -132,6 +140,11 @@ static int kernel_bpf_load(kernel_watch *k, bool with_pressure) {
 
 fail:
         kernel_bpf__destroy(skel);
+        if (r == -EPERM || r == -EACCES)
+                snprintf(why, whylen, "not permitted: needs CAP_BPF and CAP_PERFMON");
+        else
+                snprintf(why, whylen, "%s%s%s", strerror(-r), libbpf_warning[0] ? "; libbpf: " : "",
+                         libbpf_warning);
         return r;
 }
 
@@ -269,20 +282,17 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
         k->mode = "off";
 
         if (bpf != CONFIG_OFF) {
-                r = kernel_bpf_load(k, pressure_wants_bpf(pressure));
+                char why[512];
+
+                r = kernel_bpf_load(k, pressure_wants_bpf(pressure), why, sizeof(why));
                 if (r < 0) {
                         if (bpf == CONFIG_ON) {
-                                kernel_log_errno(LOG_ERR, r,
-                                                 "kernel: bpf=on but the BPF programs cannot be loaded: %m%s%s "
-                                                 "(needs CAP_BPF and CAP_PERFMON, and BTF at " KERNEL_BTF_PATH ")",
-                                                 libbpf_last_warning[0] ? ": " : "", libbpf_last_warning);
+                                kernel_log_errno(LOG_ERR, r, "kernel: bpf=on but BPF is unavailable: %s", why);
                                 kernel_watch_free(k);
                                 return -EOPNOTSUPP;
                         }
-                        kernel_log_errno(LOG_NOTICE, r,
-                                         "kernel: BPF unavailable (%m%s%s); page faults are not counted%s",
-                                         libbpf_last_warning[0] ? ": " : "", libbpf_last_warning,
-                                         pressure == PRESSURE_AUTO ? ", pressure comes from PSI" : "");
+                        kernel_log_errno(LOG_NOTICE, r, "kernel: BPF unavailable (%s); page faults are not counted%s",
+                                         why, pressure == PRESSURE_AUTO ? ", pressure comes from PSI" : "");
                 }
         }
 

@@ -33,8 +33,9 @@ $(BUILD)/%.skel.h: $(BUILD)/daemon/bpf/%.bpf.o
 
 $(BUILD)/daemon/kernel.o: $(BPF_SKELS)
 
-# Tests of the kernel awareness link daemon/kernel.o (and libsystemd, libbpf),
-# which the generic integration-test rule does not.
-KERNEL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-kernel-*.c))
-$(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/daemon/kernel.o $(TESTLIB_OBJS) $(LIBSCAV_A)
-	$(CC) -o $@ $< $(BUILD)/daemon/kernel.o $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+# Tests of kernel.c alone link daemon/kernel.o with libsystemd and libbpf
+# (the generic integration-test rule links neither).
+KERNEL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-kernel-faults.c \
+	tests/integration/test-kernel-pressure-*.c tests/integration/test-kernel-fallback.c))
+$(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/daemon/kernel.o
+	$(CC) -o $@ $< $(BUILD)/daemon/kernel.o $(ALL_LDFLAGS) $(PKG_LIBS) -lm
