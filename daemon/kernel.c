@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -28,6 +27,7 @@
 #include "bpf/kernel-abi.h"
 #include "kernel.h"
 #include "kernel.skel.h"
+#include "log.h"
 #include "macro.h"
 
 #define KERNEL_BTF_PATH "/sys/kernel/btf/vmlinux"
@@ -59,19 +59,6 @@ static const char *const reason_names[_KW_REASON_MAX] = {
         [KW_REASON_KSWAPD] = "kswapd",
         [KW_REASON_MEMCG_RECLAIM] = "memcg reclaim",
 };
-
-/* journald reads the <N> prefix as the syslog level of the line. */
-_printf_(3, 4) static int kernel_log_errno(int level, int error, const char *fmt, ...) {
-        va_list ap;
-
-        errno = error < 0 ? -error : error;
-        fprintf(stderr, "<%d>", level);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return error < 0 ? error : -error;
-}
 
 /* libbpf talks a lot while probing; keep its first warning (the cause; the
  * later ones are consequences) to explain a failed load in one line
@@ -174,7 +161,7 @@ static int on_ring_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         k->pending = 0;
         r = ring_buffer__consume(k->rb);
         if (r < 0)
-                kernel_log_errno(LOG_WARNING, r, "kernel: reading the reclaim ring buffer failed: %m");
+                log_full_errno(LOG_WARNING, r, "kernel: reading the reclaim ring buffer failed: %m");
 
         for (unsigned i = 0; i < _KW_REASON_MAX; i++)
                 if (k->pending & (1u << i))
@@ -235,7 +222,7 @@ static int on_psi_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
         if (revents & EPOLLERR) {
                 /* The trigger's file went away (cannot happen for /proc, can
                  * for a cgroup's memory.pressure): stop listening, say so. */
-                kernel_log_errno(LOG_WARNING, EIO, "kernel: PSI trigger failed; no pressure response from now on");
+                log_full_errno(LOG_WARNING, -EIO, "kernel: PSI trigger failed; no pressure response from now on");
                 k->psi_source = sd_event_source_disable_unref(k->psi_source);
                 k->mode = "off";
                 return 0;
@@ -287,11 +274,11 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                 r = kernel_bpf_load(k, pressure_wants_bpf(pressure), why, sizeof(why));
                 if (r < 0) {
                         if (bpf == CONFIG_ON) {
-                                kernel_log_errno(LOG_ERR, r, "kernel: bpf=on but BPF is unavailable: %s", why);
+                                log_full_errno(LOG_ERR, r, "kernel: bpf=on but BPF is unavailable: %s", why);
                                 kernel_watch_free(k);
                                 return -EOPNOTSUPP;
                         }
-                        kernel_log_errno(LOG_NOTICE, r, "kernel: BPF unavailable (%s); page faults are not counted%s",
+                        log_full_errno(LOG_NOTICE, r, "kernel: BPF unavailable (%s); page faults are not counted%s",
                                          why, pressure == PRESSURE_AUTO ? ", pressure comes from PSI" : "");
                 }
         }
@@ -303,14 +290,14 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                 else {
                         kernel_bpf_pressure_stop(k);
                         if (pressure == PRESSURE_BPF) {
-                                kernel_log_errno(LOG_ERR, r, "kernel: pressure=bpf but the reclaim tracepoints cannot be attached: %m");
+                                log_full_errno(LOG_ERR, r, "kernel: pressure=bpf but the reclaim tracepoints cannot be attached: %m");
                                 kernel_watch_free(k);
                                 return -EOPNOTSUPP;
                         }
-                        kernel_log_errno(LOG_NOTICE, r, "kernel: reclaim tracepoints cannot be attached (%m), pressure comes from PSI");
+                        log_full_errno(LOG_NOTICE, r, "kernel: reclaim tracepoints cannot be attached (%m), pressure comes from PSI");
                 }
         } else if (pressure == PRESSURE_BPF) {
-                kernel_log_errno(LOG_ERR, EOPNOTSUPP, "kernel: pressure=bpf needs BPF, which is %s",
+                log_full_errno(LOG_ERR, -EOPNOTSUPP, "kernel: pressure=bpf needs BPF, which is %s",
                                  bpf == CONFIG_OFF ? "turned off (bpf=off)" : "unavailable");
                 kernel_watch_free(k);
                 return -EOPNOTSUPP;
@@ -321,11 +308,11 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                 if (r >= 0)
                         k->mode = "psi";
                 else if (pressure == PRESSURE_PSI) {
-                        kernel_log_errno(LOG_ERR, r, "kernel: pressure=psi but no trigger on " KERNEL_PSI_PATH ": %m");
+                        log_full_errno(LOG_ERR, r, "kernel: pressure=psi but no trigger on " KERNEL_PSI_PATH ": %m");
                         kernel_watch_free(k);
                         return -EOPNOTSUPP;
                 } else
-                        kernel_log_errno(LOG_NOTICE, r,
+                        log_full_errno(LOG_NOTICE, r,
                                          "kernel: PSI unavailable (" KERNEL_PSI_PATH ": %m); no response to memory pressure");
         }
 

@@ -33,9 +33,10 @@ $(BUILD)/%.skel.h: $(BUILD)/daemon/bpf/%.bpf.o
 
 $(BUILD)/daemon/kernel.o: $(BPF_SKELS)
 
-# Tests of kernel.c alone link daemon/kernel.o with libsystemd and libbpf
-# (the generic integration-test rule links neither).
+# Tests of kernel.c alone link daemon/kernel.o and log.o with libsystemd and
+# libbpf (the generic integration-test rule links neither).
 KERNEL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-kernel-faults.c \
 	tests/integration/test-kernel-pressure-*.c tests/integration/test-kernel-fallback.c))
-$(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/daemon/kernel.o
-	$(CC) -o $@ $< $(BUILD)/daemon/kernel.o $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+KERNEL_TEST_OBJS := $(BUILD)/daemon/kernel.o $(BUILD)/daemon/log.o
+$(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(KERNEL_TEST_OBJS)
+	$(CC) -o $@ $< $(KERNEL_TEST_OBJS) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
