@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The set of pools and how it changes: at start (created, or adopted from
+ * the file descriptor store), on reload (tunables applied live, new pools
+ * added, removed ones drained), and when a draining pool's last client
+ * leaves. A pool is never dropped silently: each step is logged.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "fdstore.h"
+#include "log.h"
+#include "manager.h"
+#include "server.h"
+
+struct pool *manager_find_pool(struct manager *m, const char *name) {
+        for (unsigned i = 0; i < m->n_pools; i++)
+                if (strcmp(m->pools[i]->cfg.name, name) == 0)
+                        return m->pools[i];
+        return NULL;
+}
+
+static void pool_register(struct manager *m, struct pool *p) {
+        int r;
+
+        if (p->quarantined || p->scavenging || !m->scavenger)
+                return;
+        r = scavenger_add_pool(m->scavenger, p);
+        if (r < 0)
+                log_error_errno(r, "pool %s: cannot schedule its scavenger: %m", p->cfg.name);
+        else
+                p->scavenging = true;
+}
+
+static void pool_unregister(struct manager *m, struct pool *p) {
+        if (p->scavenging)
+                scavenger_remove_pool(m->scavenger, p);
+        p->scavenging = false;
+}
+
+static int manager_add(struct manager *m, struct pool *p) {
+        if (m->n_pools >= MANAGER_MAX_POOLS)
+                return -E2BIG;
+        m->pools[m->n_pools++] = p;
+        pool_register(m, p);
+        return 0;
+}
+
+static int create_pool(struct manager *m, const struct pool_config *cfg) {
+        struct pool *p;
+        int r;
+
+        r = pool_new(cfg, m->next_pool_id++, &p);
+        if (r < 0)
+                return r;
+        r = manager_add(m, p);
+        if (r < 0) {
+                pool_free(p);
+                return log_error_errno(r, "pool %s: too many pools: %m", cfg->name);
+        }
+        r = fdstore_save(cfg->name, p->meta_fd, p->heap_fd);
+        if (r < 0)
+                log_warning_errno(r, "pool %s: cannot store memfds with the service manager, "
+                                  "a restart will lose this pool: %m", cfg->name);
+        log_info("pool %s: created, capacity %llu bytes, page size %u, %u client slots", cfg->name,
+                 (unsigned long long) heap_capacity(p->heap), heap_page_size(p->heap), cfg->max_clients);
+        return 0;
+}
+
+static int adopt_pool(struct manager *m, const struct pool_config *cfg, struct fdstore_pool *st, bool draining) {
+        struct pool *p;
+        int r;
+
+        r = pool_adopt(cfg, m->next_pool_id++, st->meta_fd, st->heap_fd, &p);
+        st->meta_fd = st->heap_fd = -EBADF; /* pool_adopt took them, whatever happened */
+        if (r < 0)
+                return r;
+        p->draining = draining;
+        r = manager_add(m, p);
+        if (r < 0) {
+                pool_free(p);
+                return r;
+        }
+        log_info("pool %s: adopted from the file descriptor store%s%s", cfg->name,
+                 p->quarantined ? ", QUARANTINED: " : "", p->quarantined ? p->check_error : "");
+        server_watch_orphans(m, p);
+        return 0;
+}
+
+int manager_start_pools(struct manager *m, struct fdstore_pool *stored, int n_stored) {
+        int r;
+
+        for (unsigned i = 0; i < m->config->n_pools; i++) {
+                const struct pool_config *cfg = &m->config->pools[i];
+                struct fdstore_pool *st = NULL;
+
+                for (int k = 0; k < n_stored; k++)
+                        if (stored[k].meta_fd >= 0 && strcmp(stored[k].name, cfg->name) == 0)
+                                st = &stored[k];
+                if (st) {
+                        r = adopt_pool(m, cfg, st, false);
+                        if (r >= 0)
+                                continue;
+                        /* Unusable memfds: the pool starts again, empty, and says so. */
+                        log_error_errno(r, "pool %s: stored memfds unusable, creating the pool anew (its "
+                                        "data is lost): %m", cfg->name);
+                        (void) fdstore_remove(cfg->name);
+                }
+                r = create_pool(m, cfg);
+                if (r < 0)
+                        return log_error_errno(r, "pool %s: cannot create: %m", cfg->name);
+        }
+
+        /* Stored pools the configuration no longer names: keep them while they
+         * have clients, so nobody's memory disappears under them. */
+        for (int k = 0; k < n_stored; k++) {
+                struct pool_config cfg;
+                struct pool *p;
+
+                if (stored[k].meta_fd < 0)
+                        continue;
+                pool_config_defaults(&cfg);
+                snprintf(cfg.name, sizeof(cfg.name), "%s", stored[k].name);
+                snprintf(cfg.file, sizeof(cfg.file), "(file descriptor store)");
+                {
+                        struct stat hst;
+                        if (fstat(stored[k].heap_fd, &hst) == 0)
+                                cfg.capacity = (uint64_t) hst.st_size;
+                }
+                log_notice("pool %s: stored but no longer configured: draining", cfg.name);
+                r = adopt_pool(m, &cfg, &stored[k], true);
+                if (r < 0) {
+                        log_error_errno(r, "pool %s: stored memfds unusable, dropped: %m", cfg.name);
+                        (void) fdstore_remove(cfg.name);
+                        continue;
+                }
+                p = manager_find_pool(m, cfg.name);
+                if (p)
+                        manager_pool_maybe_drop(m, p);
+        }
+        return 0;
+}
+
+void manager_pool_maybe_drop(struct manager *m, struct pool *p) {
+        struct heap_stats st = {};
+
+        if (!p->draining || p->n_clients > 0)
+                return;
+        if (heap_get_stats(p->heap, &st) >= 0 && st.clients > 0 && !p->quarantined) {
+                /* Adopted slots whose clients may still come back. */
+                for (uint32_t s = 1; s < p->n_slots; s++)
+                        if (p->slots[s].orphan)
+                                return;
+        }
+        for (unsigned i = 0; i < m->n_pools; i++)
+                if (m->pools[i] == p) {
+                        m->pools[i] = m->pools[--m->n_pools];
+                        break;
+                }
+        log_notice("pool %s: removed from the configuration and its last client left: dropped", p->cfg.name);
+        pool_unregister(m, p);
+        server_forget_pool(m, p);
+        (void) fdstore_remove(p->cfg.name);
+        pool_free(p);
+}
+
+/* What can change on a live pool; the heap's geometry cannot. */
+static void apply_pool_config(struct manager *m, struct pool *p, const struct pool_config *n) {
+        struct pool_config *o = &p->cfg;
+
+        if (n->capacity != o->capacity || n->page_size != o->page_size || n->max_clients != o->max_clients ||
+            n->reservation_shards != o->reservation_shards || n->huge_pages != o->huge_pages)
+                log_warning("pool %s: capacity, page_size, max_clients, reservation_shards and huge_pages "
+                            "apply when the pool is created; kept as they are until then", o->name);
+        o->scavenge_percent = n->scavenge_percent;
+        o->retain_extra_percent = n->retain_extra_percent;
+        o->memory_limit = n->memory_limit;
+        o->allow_all = n->allow_all;
+        o->n_allow_users = n->n_allow_users;
+        o->n_allow_groups = n->n_allow_groups;
+        memcpy(o->allow_users, n->allow_users, sizeof(o->allow_users));
+        memcpy(o->allow_groups, n->allow_groups, sizeof(o->allow_groups));
+        snprintf(o->file, sizeof(o->file), "%s", n->file);
+        o->line = n->line;
+        heap_set_memory_limit(p->heap, n->memory_limit);
+        if (p->draining) {
+                p->draining = false;
+                log_notice("pool %s: configured again, no longer draining", o->name);
+        }
+}
+
+int manager_reload(struct manager *m, char *err, size_t errlen) {
+        struct daemon_config *n;
+        struct pool *drop[MANAGER_MAX_POOLS];
+        unsigned n_drop = 0;
+        int r;
+
+        {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
+                                  (unsigned long long) ts.tv_sec * 1000000ULL + (unsigned long long) ts.tv_nsec / 1000);
+        }
+
+        n = calloc(1, sizeof(*n));
+        if (!n) {
+                snprintf(err, errlen, "out of memory");
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = config_load(m->config_path, n, err, errlen);
+        if (r < 0)
+                goto fail;
+
+        for (unsigned i = 0; i < m->n_pools; i++) {
+                struct pool *p = m->pools[i];
+                const struct pool_config *pc = NULL;
+
+                for (unsigned k = 0; k < n->n_pools; k++)
+                        if (strcmp(n->pools[k].name, p->cfg.name) == 0)
+                                pc = &n->pools[k];
+                if (pc)
+                        apply_pool_config(m, p, pc);
+                else if (!p->draining) {
+                        p->draining = true;
+                        log_notice("pool %s: removed from the configuration: draining (%u connected clients)",
+                                   p->cfg.name, p->n_clients);
+                        drop[n_drop++] = p;
+                }
+        }
+        for (unsigned k = 0; k < n->n_pools; k++)
+                if (!manager_find_pool(m, n->pools[k].name)) {
+                        r = create_pool(m, &n->pools[k]);
+                        if (r < 0)
+                                log_error_errno(r, "pool %s: cannot create on reload: %m", n->pools[k].name);
+                }
+        if (strcmp(n->socket, m->config->socket) != 0)
+                log_warning("socket: a new path applies at the next start");
+
+        free(m->config);
+        m->config = n;
+        if (m->scavenger)
+                scavenger_reconfigure(m->scavenger, n);
+        m->reload_error[0] = 0;
+        for (unsigned i = 0; i < n_drop; i++)
+                manager_pool_maybe_drop(m, drop[i]);
+        log_info("configuration reloaded from %s: %u pools", m->config_path, m->n_pools);
+        (void) sd_notify(0, "READY=1");
+        manager_notify_status(m);
+        return 0;
+
+fail:
+        free(n);
+        log_error("reload failed, keeping the running configuration: %s", err);
+        snprintf(m->reload_error, sizeof(m->reload_error), "%s", err);
+        (void) sd_notify(0, "READY=1");
+        manager_notify_status(m);
+        return r;
+}
+
+void manager_notify_status(struct manager *m) {
+        char scav[256] = "", buf[1024];
+        unsigned clients = 0, quarantined = 0;
+
+        if (!m->ready)
+                return;
+        for (unsigned i = 0; i < m->n_pools; i++) {
+                clients += m->pools[i]->n_clients;
+                quarantined += m->pools[i]->quarantined;
+        }
+        if (m->scavenger)
+                scavenger_status(m->scavenger, scav, sizeof(scav));
+        snprintf(buf, sizeof(buf), "STATUS=%u pools, %u clients%s%s%s%s%s", m->n_pools, clients,
+                 quarantined ? ", QUARANTINED pools present" : "", scav[0] ? "; " : "", scav,
+                 m->reload_error[0] ? "; reload failed: " : "", m->reload_error);
+        /* STATUS= is one line. */
+        for (char *p = buf; *p; p++)
+                if (*p == '\n')
+                        *p = ' ';
+        (void) sd_notify(0, buf);
+}
+
+/* The kernel is reclaiming: give back free memory now rather than at our pace. */
+void manager_pressure(const char *why, void *userdata) {
+        struct manager *m = userdata;
+
+        for (unsigned i = 0; i < m->n_pools; i++) {
+                struct pool *p = m->pools[i];
+                if (p->scavenging)
+                        (void) scavenger_force(m->scavenger, p, 0, why);
+        }
+}
+
+void manager_done(struct manager *m) {
+        m->server = server_free(m->server);
+        for (unsigned i = 0; i < m->n_pools; i++) {
+                pool_unregister(m, m->pools[i]);
+                server_forget_pool(m, m->pools[i]);
+                pool_free(m->pools[i]);
+        }
+        m->n_pools = 0;
+        m->kernel = kernel_watch_free(m->kernel);
+        m->scavenger = scavenger_free(m->scavenger);
+        free(m->config);
+        m->config = NULL;
+}

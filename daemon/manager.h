@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The daemon's state as one object: the running configuration, the pools,
+ * and the parts that serve them (scavenger, kernel watch, server). main.c
+ * owns the event loop and the signals; everything that changes the set of
+ * pools goes through here.
+ */
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "fdstore.h"
+#include "kernel.h"
+#include "pool.h"
+#include "scavenger.h"
+
+struct server;
+
+#define MANAGER_MAX_POOLS (2 * CONFIG_MAX_POOLS) /* configured + draining */
+
+struct manager {
+        sd_event *event;
+        struct daemon_config *config;   /* the running configuration */
+        char config_path[4096];
+        struct pool *pools[MANAGER_MAX_POOLS];
+        unsigned n_pools;
+        uint32_t next_pool_id;
+        scavenger *scavenger;
+        kernel_watch *kernel;
+        struct server *server;
+        char reload_error[512];         /* last failed reload, "" when the last one worked */
+        uid_t uid;                      /* the daemon's own user: may RELOAD */
+        bool ready;
+};
+
+/* Creates pools for every configured pool, adopting stored memfds where
+ * their names match; stored pools no longer configured are kept draining. */
+int manager_start_pools(struct manager *m, struct fdstore_pool *stored, int n_stored);
+
+struct pool *manager_find_pool(struct manager *m, const char *name);
+
+/* Reloads the configuration file: on error keeps the running one and
+ * returns the error with "file:line: reason" in err. */
+int manager_reload(struct manager *m, char *err, size_t errlen);
+
+/* Drops a draining pool once nothing holds it any more. */
+void manager_pool_maybe_drop(struct manager *m, struct pool *p);
+
+/* Sends STATUS= (and READY=1 when asked). */
+void manager_notify_status(struct manager *m);
+
+void manager_pressure(const char *why, void *userdata);
+
+void manager_done(struct manager *m);
