@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The locked allocation path: heap_alloc (Go's mheap.allocSpan's page
+ * half: pageAlloc.alloc, grow on failure, heap-growth scavenging), heap_free
+ * and the allocation records that make a bad free harmless.
+ */
+
+#include <errno.h>
+#include <string.h>
+
+#include "heap/alloc.h"
+#include "macro.h"
+#include "heap/pagealloc.h"
+
+static bool valid_slot(heap *h, uint32_t slot) {
+        return slot < h->max_slots;
+}
+
+/*
+ * Notes which pages of [page, page+npages) were not released, so that only
+ * those are cleared after the lock is dropped (Go's needzero): released
+ * pages of a memfd read back as zero. Past HEAP_ZERO_RUNS runs the last run
+ * extends to the end. Called with heap lock held, before allocRange.
+ */
+void heap_zero_plan_capture(heap *h, struct heap_zero_plan *zp, uint64_t page, uint64_t npages) {
+        zp->n = 0;
+        uint64_t run_start = UINT64_MAX;
+        for (uint64_t p = page; p < page + npages; p++) {
+                const struct heap_chunk *c = &h->chunks[p / HEAP_CHUNK_PAGES];
+                unsigned i = p % HEAP_CHUNK_PAGES;
+                bool scav = (c->scav[i / 64] >> (i % 64)) & 1;
+                if (!scav && run_start == UINT64_MAX)
+                        run_start = p;
+                if ((scav || p + 1 == page + npages) && run_start != UINT64_MAX) {
+                        uint64_t end = scav ? p : p + 1;
+                        if (zp->n == HEAP_ZERO_RUNS) {
+                                zp->runs[HEAP_ZERO_RUNS - 1][1] = page + npages - zp->runs[HEAP_ZERO_RUNS - 1][0];
+                                return;
+                        }
+                        zp->runs[zp->n][0] = run_start;
+                        zp->runs[zp->n][1] = end - run_start;
+                        zp->n++;
+                        run_start = UINT64_MAX;
+                }
+        }
+}
+
+/* The same for cache pages: mask = pages of the block at base to clear. */
+void heap_zero_plan_mask(heap *h, struct heap_zero_plan *zp, uint64_t base, uint64_t mask) {
+        zp->n = 0;
+        while (mask && zp->n < HEAP_ZERO_RUNS) {
+                unsigned i = (unsigned) __builtin_ctzll(mask);
+                uint64_t rest = mask >> i;
+                unsigned len = rest == UINT64_MAX ? 64 - i : (unsigned) __builtin_ctzll(~rest);
+                zp->runs[zp->n][0] = base + i;
+                zp->runs[zp->n][1] = len;
+                zp->n++;
+                mask &= ~(heap_low_mask(len) << i);
+        }
+}
+
+void heap_zero_plan_run(heap *h, const struct heap_zero_plan *zp) {
+        if (!h->base)
+                return;
+        for (uint32_t i = 0; i < zp->n; i++)
+                memset(h->base + (zp->runs[i][0] << h->page_shift), 0, zp->runs[i][1] << h->page_shift);
+}
+
+/*
+ * Grows the heap by enough whole chunks for a run of npages, counting the
+ * free tail of the last chunk (Go's mheap.grow asks for npages rounded to a
+ * chunk; we grow contiguously, so the tail joins the new chunks).
+ * Called with heap lock held.
+ */
+int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes) {
+        uint64_t n = heap_nchunks(h);
+        uint64_t tail = n > 0 ? heap_leaf(h)[n - 1].end : 0;
+        uint64_t need = DIV_ROUND_UP(npages - (tail < npages ? tail : npages - 1), HEAP_CHUNK_PAGES);
+        if (n >= h->nchunks_max)
+                return -ENOMEM;
+        if (n + need > h->nchunks_max)
+                need = h->nchunks_max - n;
+
+        heap_intent_begin(h, HEAP_OP_GROW, 0, 0, n, n + need, 0, 0);
+        heap_test_point(h, HEAP_OP_GROW);
+        heap_pa_grow(h, n + need);
+        heap_stats_released_add(h, (int64_t) (need * HEAP_CHUNK_PAGES));
+        heap_intent_end(h);
+        *ret_grown_bytes += need * h->chunk_bytes;
+        return 0;
+}
+
+/*
+ * Go's heap-growth scavenging (mheap.grow): the heap grew because free
+ * fragments were too small, so release as much as it grew, when retained
+ * memory is over the goal, and always what is over the memory limit.
+ */
+void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes) {
+        uint64_t goal = atomic_load_explicit(&h->hdr->retained_goal, memory_order_relaxed);
+        uint64_t limit = atomic_load_explicit(&h->hdr->memory_limit, memory_order_relaxed);
+        uint64_t retained = heap_retained(h);
+        uint64_t todo = 0;
+
+        if (goal != HEAP_GOAL_NONE && retained > goal)
+                todo = MIN(grown_bytes, retained - goal);
+        if (limit && retained > limit)
+                todo = MAX(todo, retained - limit);
+        if (todo == 0)
+                return;
+        int64_t r = heap_scavenge(h, slot, todo);
+        if (r > 0)
+                __atomic_fetch_add(&h->hdr->growth_scavenged, (uint64_t) r, __ATOMIC_RELAXED);
+}
+
+/* Called with heap lock held. */
+static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_page,
+                        struct heap_zero_plan *zp, uint64_t *grown) {
+        uint64_t page, search;
+        int r;
+
+        for (unsigned attempt = 0;; attempt++) {
+                r = heap_pa_alloc_find(h, npages, &page, &search);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        break;
+                if (attempt > 0)
+                        return -ENOMEM;
+                r = heap_grow_locked(h, npages, grown);
+                if (r < 0)
+                        return r;
+        }
+
+        uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP);
+        heap_intent_begin(h, HEAP_OP_ALLOC, slot, 0, page, npages, rec, 0);
+        heap_test_point(h, HEAP_OP_ALLOC);
+        if (flags & HEAP_ALLOC_ZERO)
+                heap_zero_plan_capture(h, zp, page, npages);
+        uint64_t scav = heap_pa_alloc_commit(h, page, npages, search);
+        heap_stats_released_add(h, -(int64_t) scav);
+        heap_stats_inuse_add(h, (int64_t) npages);
+        atomic_store_explicit(&h->records[page], rec, memory_order_release);
+        heap_intent_end(h);
+        *ret_page = page;
+        return 0;
+}
+
+int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off) {
+        struct heap_zero_plan zp = {};
+        uint64_t page, grown = 0;
+        int r;
+
+        if (npages == 0 || npages > h->capacity_pages || npages > UINT32_MAX)
+                return -EINVAL;
+        if (flags & ~(unsigned) (HEAP_ALLOC_ZERO | HEAP_ALLOC_KEEP))
+                return -EINVAL;
+        if (!valid_slot(h, slot))
+                return -EINVAL;
+
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        r = alloc_locked(h, slot, npages, flags, &page, &zp, &grown);
+        heap_unlock(h);
+        if (r < 0) {
+                if (grown)
+                        heap_growth_scavenge(h, slot, grown);
+                return r;
+        }
+        if (flags & HEAP_ALLOC_ZERO)
+                heap_zero_plan_run(h, &zp);
+        if (grown)
+                heap_growth_scavenge(h, slot, grown);
+        *ret_off = page << h->page_shift;
+        return 0;
+}
+
+/* Whether [page, page+npages) lies within one page cache's owned set of owner_slot. Called with heap lock held. */
+bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint64_t npages) {
+        if (owner_slot >= h->max_slots || npages > HEAP_CACHE_PAGES)
+                return false;
+        for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++) {
+                struct heap_cache *c = &h->slots[owner_slot].caches[ci];
+                uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
+                uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
+                if (!owned || page < base || page + npages > base + HEAP_CACHE_PAGES)
+                        continue;
+                uint64_t mask = heap_low_mask(npages) << (page - base);
+                if ((owned & mask) == mask)
+                        return true;
+        }
+        return false;
+}
+
+/*
+ * Frees the allocation whose record was rec. Pages inside a page cache of
+ * their owner stay there (an orphan, given back when the cache is
+ * flushed): only the owner changes a cache's free set.
+ * Called with heap lock held. -EINVAL if the record changed under us.
+ */
+int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        uint64_t n = HEAP_REC_NPAGES(rec);
+        uint32_t owner = HEAP_REC_OWNER(rec);
+        bool in_cache = owner > 0 && heap_range_in_slot_cache(h, owner - 1, page, n);
+
+        heap_intent_begin(h, HEAP_OP_FREE, slot, cache, page, n, rec, in_cache);
+        heap_test_point(h, HEAP_OP_FREE);
+        uint64_t expect = rec;
+        if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0)) {
+                heap_intent_end(h);
+                return -EINVAL;
+        }
+        if (!in_cache) {
+                heap_pa_free(h, page, n, false);
+                heap_stats_inuse_add(h, -(int64_t) n);
+        }
+        heap_intent_end(h);
+        return 0;
+}
+
+/* A record as read from shared memory: an allocation start lying in the grown heap. */
+static int record_valid(heap *h, uint64_t page, uint64_t rec) {
+        uint64_t n = HEAP_REC_NPAGES(rec);
+        if (n == 0)
+                return -EINVAL;
+        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
+                return -EUCLEAN;
+        return 0;
+}
+
+int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
+        int r = heap_checked(h);
+        if (r < 0)
+                return r;
+        if (off & (h->page_size - 1))
+                return -EINVAL;
+        uint64_t page = off >> h->page_shift;
+        if (page >= heap_nchunks(h) * HEAP_CHUNK_PAGES)
+                return -EINVAL;
+
+        uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
+        r = record_valid(h, page, rec);
+        if (r < 0)
+                return r;
+
+        /* Fast path: the owner's own cache takes it back, no lock. */
+        uint64_t n = HEAP_REC_NPAGES(rec);
+        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES &&
+            n < HEAP_CACHE_PAGES) {
+                struct heap_cache *c = &h->slots[slot].caches[cache];
+                uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
+                uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
+                if (owned && page >= base && page + n <= base + HEAP_CACHE_PAGES) {
+                        uint64_t mask = heap_low_mask(n) << (page - base);
+                        if ((owned & mask) == mask) {
+                                uint64_t expect = rec;
+                                if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0))
+                                        return -EINVAL;
+                                atomic_store_explicit(&c->free_mask,
+                                                      atomic_load_explicit(&c->free_mask, memory_order_relaxed) | mask,
+                                                      memory_order_relaxed);
+                                return 0;
+                        }
+                }
+        }
+
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
+        r = record_valid(h, page, rec);
+        if (r >= 0)
+                r = heap_free_locked(h, slot, cache, page, rec);
+        heap_unlock(h);
+        return r;
+}
+
+int64_t heap_alloc_size(heap *h, uint64_t off) {
+        if (off & (h->page_size - 1))
+                return -EINVAL;
+        uint64_t page = off >> h->page_shift;
+        if (page >= heap_nchunks(h) * HEAP_CHUNK_PAGES)
+                return -EINVAL;
+        uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
+        if (record_valid(h, page, rec) < 0)
+                return -EINVAL;
+        return (int64_t) ((uint64_t) HEAP_REC_NPAGES(rec) << h->page_shift);
+}

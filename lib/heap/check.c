@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * heap_check: every invariant of the shared layout, naming the first one
+ * broken. Safe while clients allocate through their page caches: those only
+ * change records inside their own owned sets.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "heap/alloc.h"
+#include "heap/pagealloc.h"
+#include "heap/palloc.h"
+#include "macro.h"
+
+_printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
+        if (buf && len) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(buf, len, fmt, ap);
+                va_end(ap);
+        }
+        return -EUCLEAN;
+}
+
+static bool bit(const uint64_t *b, uint64_t i) {
+        return (b[i / 64] >> (i % 64)) & 1;
+}
+static void set_bit(uint64_t *b, uint64_t i) {
+        b[i / 64] |= UINT64_C(1) << (i % 64);
+}
+static bool page_allocated(heap *h, uint64_t p) {
+        return bit(h->chunks[p / HEAP_CHUNK_PAGES].alloc, p % HEAP_CHUNK_PAGES);
+}
+
+static int check_summaries(heap *h, char *buf, size_t len) {
+        uint64_t n = heap_nchunks(h);
+        const struct heap_sum *leaf = heap_leaf(h);
+        for (uint64_t c = 0; c < h->level_entries[h->nlevels - 1]; c++) {
+                struct heap_sum want = c < n ? heap_palloc_summarize(h->chunks[c].alloc) : heap_sum_make(0, 0, 0);
+                if (!heap_sum_eq(leaf[c], want))
+                        return fail(buf, len, "summary of chunk %" PRIu64 " is (%u,%u,%u), bitmap says (%u,%u,%u)",
+                                    c, leaf[c].start, leaf[c].max, leaf[c].end, want.start, want.max, want.end);
+        }
+        for (int l = (int) h->nlevels - 2; l >= 0; l--) {
+                unsigned log_child = heap_level_log_pages(h, (unsigned) l + 1);
+                for (uint64_t i = 0; i < h->level_entries[l]; i++) {
+                        struct heap_sum want = heap_summary_merge(&h->levels[l + 1][i << HEAP_LEVEL_BITS],
+                                                                  1u << HEAP_LEVEL_BITS, log_child);
+                        struct heap_sum got = h->levels[l][i];
+                        if (!heap_sum_eq(got, want))
+                                return fail(buf, len, "summary level %d entry %" PRIu64 " is (%u,%u,%u), children say (%u,%u,%u)",
+                                            l, i, got.start, got.max, got.end, want.start, want.max, want.end);
+                }
+        }
+        return 0;
+}
+
+/* Called with heap lock held. */
+int heap_check_locked(heap *h, char *buf, size_t len) {
+        struct heap_hdr *hd = h->hdr;
+        uint64_t raw = heap_load(&hd->nchunks);
+        int r;
+
+        if (raw > h->nchunks_max)
+                return fail(buf, len, "grown chunks %" PRIu64 " > capacity %u chunks", raw, h->nchunks_max);
+        if (hd->intent.op != HEAP_OP_NONE)
+                return fail(buf, len, "intent record %u left behind", hd->intent.op);
+        uint64_t n = raw, grown = n * HEAP_CHUNK_PAGES;
+
+        uint64_t alloc = 0, scav = 0;
+        for (uint64_t c = 0; c < n; c++)
+                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
+                        const struct heap_chunk *ch = &h->chunks[c];
+                        if (ch->alloc[w] & ch->scav[w])
+                                return fail(buf, len, "chunk %" PRIu64 " word %u: pages both allocated and scavenged (%#" PRIx64 ")",
+                                            c, w, ch->alloc[w] & ch->scav[w]);
+                        alloc += (uint64_t) __builtin_popcountll(ch->alloc[w]);
+                        scav += (uint64_t) __builtin_popcountll(ch->scav[w]);
+                }
+
+        r = check_summaries(h, buf, len);
+        if (r < 0)
+                return r;
+
+        uint64_t search = heap_load(&hd->search_page);
+        for (uint64_t p = 0; p < MIN(search, grown); p++)
+                if (!page_allocated(h, p))
+                        return fail(buf, len, "page %" PRIu64 " is free below the search address %" PRIu64, p, search);
+
+        /* Who holds each allocated page: a cache, a scavenge intent, or a record. */
+        size_t words = (size_t) DIV_ROUND_UP(grown, 64) + 1;
+        _cleanup_free_ uint64_t *held = calloc(words, sizeof(uint64_t));
+        _cleanup_free_ uint64_t *in_cache = calloc(words, sizeof(uint64_t));
+        _cleanup_free_ uint64_t *in_rec = calloc(words, sizeof(uint64_t));
+        if (!held || !in_cache || !in_rec)
+                return -ENOMEM;
+
+        uint64_t intents = 0;
+        for (uint32_t s = 0; s < h->max_slots; s++) {
+                struct heap_slot *sl = &h->slots[s];
+                uint32_t state = atomic_load(&sl->state);
+                if (state != HEAP_SLOT_FREE && state != HEAP_SLOT_LIVE)
+                        return fail(buf, len, "slot %u: bad state %u", s, state);
+                if (sl->scav_npages) {
+                        if (sl->scav_base >= grown || sl->scav_npages > grown - sl->scav_base)
+                                return fail(buf, len, "slot %u: scavenge intent [%" PRIu64 ", +%" PRIu64 ") outside the heap",
+                                            s, sl->scav_base, sl->scav_npages);
+                        for (uint64_t p = sl->scav_base; p < sl->scav_base + sl->scav_npages; p++) {
+                                if (bit(held, p))
+                                        return fail(buf, len, "slot %u: scavenge intent page %" PRIu64 " held twice", s, p);
+                                set_bit(held, p);
+                        }
+                        intents += sl->scav_npages;
+                }
+                for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++) {
+                        struct heap_cache *c = &sl->caches[ci];
+                        uint64_t owned = atomic_load(&c->owned), base = atomic_load(&c->base);
+                        if (!owned)
+                                continue;
+                        if (state == HEAP_SLOT_FREE)
+                                return fail(buf, len, "free slot %u holds page cache %u", s, ci);
+                        if (base % HEAP_CACHE_PAGES || base + HEAP_CACHE_PAGES > grown)
+                                return fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
+                        if (atomic_load(&c->free_mask) & ~owned)
+                                return fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
+                        for (unsigned i = 0; i < 64; i++) {
+                                if (!((owned >> i) & 1))
+                                        continue;
+                                if (bit(held, base + i))
+                                        return fail(buf, len, "page %" PRIu64 " held twice (slot %u cache %u)", base + i, s, ci);
+                                set_bit(held, base + i);
+                                set_bit(in_cache, base + i);
+                        }
+                }
+        }
+
+        for (uint64_t p = 0; p < grown; p++) {
+                uint64_t rec = atomic_load_explicit(&h->records[p], memory_order_acquire);
+                uint64_t np = HEAP_REC_NPAGES(rec);
+                if (!np)
+                        continue;
+                if (p + np > grown)
+                        return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
+                if (HEAP_REC_OWNER(rec) > h->max_slots)
+                        return fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
+                bool first_cached = bit(in_cache, p);
+                for (uint64_t q = p; q < p + np; q++) {
+                        if (bit(in_rec, q))
+                                return fail(buf, len, "records overlap at page %" PRIu64, q);
+                        set_bit(in_rec, q);
+                        if (!page_allocated(h, q))
+                                return fail(buf, len, "record at page %" PRIu64 ": page %" PRIu64 " is free", p, q);
+                        if (bit(in_cache, q) != first_cached)
+                                return fail(buf, len, "record at page %" PRIu64 " straddles a page cache", p);
+                        if (!first_cached) {
+                                if (bit(held, q))
+                                        return fail(buf, len, "record at page %" PRIu64 ": page %" PRIu64 " held twice", p, q);
+                                set_bit(held, q);
+                        }
+                }
+        }
+
+        for (uint64_t p = 0; p < grown; p++)
+                if (page_allocated(h, p) != bit(held, p))
+                        return fail(buf, len, page_allocated(h, p) ? "page %" PRIu64 " is allocated but nobody holds it"
+                                                                  : "page %" PRIu64 " is held but free",
+                                    p);
+
+        if (heap_load(&hd->inuse_pages) + intents != alloc)
+                return fail(buf, len, "in use %" PRIu64 " pages + %" PRIu64 " scavenging != %" PRIu64 " allocated",
+                            heap_load(&hd->inuse_pages), intents, alloc);
+        if (heap_load(&hd->released_pages) != scav)
+                return fail(buf, len, "released %" PRIu64 " pages != %" PRIu64 " scavenged", heap_load(&hd->released_pages), scav);
+        return 0;
+}
+
+int heap_check(heap *h, char *buf, size_t len) {
+        int r = heap_lock(h);
+        if (r < 0)
+                return fail(buf, len, "heap is marked corrupt");
+        r = heap_check_locked(h, buf, len);
+        heap_unlock(h);
+        return r;
+}

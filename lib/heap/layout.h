@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The shared layout of a heap's meta region, and the process-local handle
+ * over it. Internal to lib/heap/: everything else codes against heap.h.
+ *
+ * The meta region is a file format: fixed-width fields, offsets never
+ * pointers, sections page-aligned so that a sparse memfd is backed only
+ * where it is touched:
+ *
+ *   header (struct heap_hdr)
+ *   slots     max_slots x struct heap_slot
+ *   chunks    nchunks_max x struct heap_chunk (pallocBits + scavenged)
+ *   summaries one array of struct heap_sum per level, root first
+ *   records   one uint64_t per page of capacity
+ *
+ * Internally the allocator speaks in page indices (offset >> page_shift);
+ * the scavenger's ranges and watermarks are in bytes, as in Go.
+ */
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "heap/heap.h"
+
+#define HEAP_META_ALIGN 4096u
+#define HEAP_MAX_LEVELS 12u
+/* Entries of the root level are scanned linearly; below it each entry has 8 children. */
+#define HEAP_ROOT_MAX 64u
+#define HEAP_LEVEL_BITS 3u
+#define HEAP_LOG_CHUNK_PAGES 9u
+/* Search ranges kept by the scavenger (Go's p.scav.inUse); only a hint. */
+#define HEAP_SCAV_RANGES 16u
+/* Go's maxOffAddr / minOffAddr over our offsets. */
+#define HEAP_OFF_MAX UINT64_MAX
+#define HEAP_OFF_MIN UINT64_C(0)
+/* Largest heap in pages: summaries are uint32. */
+#define HEAP_MAX_PAGES (UINT64_C(1) << 31)
+
+/* Go's pallocSum, unpacked: a 1 TiB heap of 4 KiB pages overflows Go's 21 bits. */
+struct heap_sum {
+        uint32_t start, max, end;
+};
+
+/* Bitmaps of one chunk (Go's pallocData): 1 = allocated, 1 = released. */
+struct heap_chunk {
+        uint64_t alloc[HEAP_CHUNK_WORDS];
+        uint64_t scav[HEAP_CHUNK_WORDS];
+};
+
+/*
+ * Allocation record, one per page, non-zero only at the first page of a
+ * live allocation: npages | owner (slot + 1, 0 = none) << 32 | flags << 48.
+ */
+#define HEAP_REC_NPAGES(r) ((uint32_t) ((r) &UINT32_MAX))
+#define HEAP_REC_OWNER(r) ((uint32_t) (((r) >> 32) & 0xffffu))
+#define HEAP_REC_FLAGS(r) ((unsigned) ((r) >> 48))
+#define HEAP_REC_MAKE(npages, owner, flags) \
+        ((uint64_t) (npages) | ((uint64_t) (owner) << 32) | ((uint64_t) (flags) << 48))
+#define HEAP_REC_KEEP ((uint64_t) HEAP_ALLOC_KEEP << 48)
+
+/*
+ * Go's pageCache, shared so that a dead owner's cache can be given back.
+ * Only the owning thread changes free_mask and scav_mask without the lock;
+ * base and owned change under the heap lock. Empty when owned == 0.
+ */
+struct heap_cache {
+        alignas(64) _Atomic uint64_t base; /* first page (64-page aligned) */
+        _Atomic uint64_t owned;            /* pages taken from the heap */
+        _Atomic uint64_t free_mask;        /* owned pages not handed out (1 = free) */
+        _Atomic uint64_t scav_mask;        /* free pages that are released */
+};
+
+enum {
+        HEAP_SLOT_FREE = 0,
+        HEAP_SLOT_LIVE = 1,
+};
+
+struct heap_slot {
+        alignas(64) _Atomic uint32_t state;
+        uint32_t pid;
+        uint32_t uid;
+        uint32_t _pad;
+        /* Scavenge intent: pages marked allocated while being released. Heap lock. */
+        uint64_t scav_base;
+        uint64_t scav_npages;
+        struct heap_cache caches[HEAP_SLOT_CACHES];
+};
+
+/* Operations of the heap intent record (crash safety, see recover.c). */
+enum heap_op {
+        HEAP_OP_NONE = 0,
+        HEAP_OP_ALLOC,       /* base, npages, a = record */
+        HEAP_OP_FREE,        /* base, npages, a = record, b = 1 if left in a cache */
+        HEAP_OP_GROW,        /* base = old chunks, npages = new chunks */
+        HEAP_OP_CACHE_FILL,  /* slot, cache, base, a = owned, b = scav */
+        HEAP_OP_CACHE_FLUSH, /* slot, cache, base, a = owned, b = scav */
+        HEAP_OP_SCAV_MARK,   /* slot, base, npages */
+        HEAP_OP_SCAV_FREE,   /* slot, base, npages */
+        HEAP_OP_RECORD,      /* base: records[base] = a (reclaim's ownerless KEEP) */
+        _HEAP_OP_MAX,
+};
+
+struct heap_intent {
+        uint32_t op, slot, cache, _pad;
+        uint64_t base, npages, a, b;
+};
+
+struct heap_hdr {
+        /* Read-only after creation. */
+        uint64_t magic;
+        uint32_t version;
+        uint32_t hdr_size;
+        uint64_t meta_size;
+        uint64_t capacity;
+        uint32_t page_size, phys_page_size, huge_page_size, max_slots;
+        uint32_t reservation_shards, nchunks_max, nlevels, root_entries;
+        uint64_t slots_off, chunks_off, records_off;
+        uint64_t level_off[HEAP_MAX_LEVELS];
+        uint64_t level_entries[HEAP_MAX_LEVELS];
+        _Atomic uint32_t corrupt;
+
+        alignas(64) pthread_mutex_t heap_lock;
+
+        /* Heap lock. Fields read without it are stored atomically. */
+        alignas(64) uint64_t nchunks;     /* grown chunks */
+        uint64_t search_page;             /* Go's searchAddr; pages below are allocated */
+        uint64_t inuse_pages;
+        uint64_t released_pages;
+        uint64_t peak_inuse_pages;
+        uint64_t released_total;          /* bytes */
+        uint64_t growth_scavenged;        /* bytes */
+        uint64_t free_hwm;                /* Go's p.scav.freeHWM: bytes, last byte freed */
+        uint64_t recoveries;
+        struct heap_intent intent;
+
+        alignas(64) pthread_mutex_t scav_lock;
+
+        /* Scav lock. */
+        alignas(64) uint64_t gen;
+        uint64_t scav_lwm;                /* bytes; HEAP_OFF_MAX = none */
+        uint64_t reservation_bytes;
+        uint32_t nranges, _pad2;
+        uint64_t ranges[HEAP_SCAV_RANGES][2]; /* [base, limit) bytes, sorted */
+
+        alignas(64) _Atomic uint64_t gen_released;
+
+        /* Written by the daemon, read by clients. */
+        alignas(64) _Atomic uint64_t retained_goal;
+        _Atomic uint64_t memory_limit;
+};
+
+/* Test hook: called inside critical sections right after the intent is written. */
+typedef void (*heap_test_hook_fn)(heap *h, enum heap_op op, void *userdata);
+
+struct heap {
+        uint8_t *meta;
+        uint64_t meta_size;
+        uint8_t *base;
+        int heap_fd;
+
+        struct heap_hdr *hdr;
+        struct heap_slot *slots;
+        struct heap_chunk *chunks;
+        struct heap_sum *levels[HEAP_MAX_LEVELS];
+        _Atomic uint64_t *records;
+
+        /* Geometry, copied from the header once validated: never re-read. */
+        uint64_t capacity;
+        uint64_t capacity_pages;
+        uint32_t page_size, page_shift, phys_page_size, huge_page_size;
+        uint32_t max_slots, reservation_shards;
+        uint32_t nchunks_max, nlevels, root_entries;
+        uint64_t level_entries[HEAP_MAX_LEVELS];
+        uint64_t chunk_bytes;
+        uint32_t min_pages;          /* Go's minPages */
+        uint32_t pages_per_huge;     /* 0: no huge pages to preserve */
+
+        heap_release_fn release;
+        void *release_userdata;
+        heap_test_hook_fn test_hook;
+        void *test_hook_userdata;
+};
+
+static inline uint64_t heap_load(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+static inline void heap_store(uint64_t *p, uint64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+/* Grown chunks, bounded: the header is not trusted. */
+static inline uint64_t heap_nchunks(heap *h) {
+        uint64_t n = heap_load(&h->hdr->nchunks);
+        return n > h->nchunks_max ? h->nchunks_max : n;
+}
+
+/* log2 of the pages one entry of level l covers (Go's levelLogPages). */
+static inline unsigned heap_level_log_pages(heap *h, unsigned l) {
+        return HEAP_LOG_CHUNK_PAGES + HEAP_LEVEL_BITS * (h->nlevels - 1 - l);
+}
+
+static inline struct heap_sum *heap_leaf(heap *h) {
+        return h->levels[h->nlevels - 1];
+}
+
+/* Intent record: written first, cleared last. Called with heap lock held. */
+void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, uint64_t base,
+                       uint64_t npages, uint64_t a, uint64_t b);
+void heap_intent_end(heap *h);
+
+/* layout.c */
+int heap_layout_compute(const struct heap_params *p, struct heap_hdr *ret);
+int heap_layout_apply(heap *h);
+
+/* lock.c: robust locks. heap_lock returns 0, or -EUCLEAN on a corrupt heap. */
+int heap_lock(heap *h);
+void heap_unlock(heap *h);
+int heap_scav_lock(heap *h);
+void heap_scav_unlock(heap *h);
+int heap_checked(heap *h);
+
+/* recover.c. Called with heap lock held after EOWNERDEAD. */
+int heap_recover_locked(heap *h);
+void heap_scav_state_validate(heap *h);
+
+/* check.c. Called with heap lock held. */
+int heap_check_locked(heap *h, char *buf, size_t len);
+
+/* stats.c */
+void heap_stats_inuse_add(heap *h, int64_t pages);
+void heap_stats_released_add(heap *h, int64_t pages);
+
+/* Test hooks (tests only). */
+void heap_set_test_hook(heap *h, heap_test_hook_fn fn, void *userdata);
+static inline void heap_test_point(heap *h, enum heap_op op) {
+        if (h->test_hook)
+                h->test_hook(h, op, h->test_hook_userdata);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The two robust process-shared locks. A process that dies holding the heap
+ * lock leaves EOWNERDEAD to the next locker, which rolls the intent record
+ * forward and verifies the heap before marking the mutex consistent; a heap
+ * that fails verification is marked corrupt and every later operation gets
+ * -EUCLEAN. The scav lock guards only hints, so its state is validated and
+ * reset if needed.
+ */
+
+#include <errno.h>
+
+#include "heap/layout.h"
+
+int heap_checked(heap *h) {
+        return atomic_load_explicit(&h->hdr->corrupt, memory_order_relaxed) ? -EUCLEAN : 0;
+}
+
+int heap_lock(heap *h) {
+        int r = pthread_mutex_lock(&h->hdr->heap_lock);
+        if (r == EOWNERDEAD) {
+                r = heap_recover_locked(h);
+                if (r < 0) {
+                        atomic_store(&h->hdr->corrupt, 1);
+                        pthread_mutex_consistent(&h->hdr->heap_lock);
+                        pthread_mutex_unlock(&h->hdr->heap_lock);
+                        return -EUCLEAN;
+                }
+                pthread_mutex_consistent(&h->hdr->heap_lock);
+        } else if (r == ENOTRECOVERABLE) {
+                atomic_store(&h->hdr->corrupt, 1);
+                return -EUCLEAN;
+        } else if (r != 0)
+                return -r;
+        if (heap_checked(h) < 0) {
+                pthread_mutex_unlock(&h->hdr->heap_lock);
+                return -EUCLEAN;
+        }
+        return 0;
+}
+
+void heap_unlock(heap *h) {
+        pthread_mutex_unlock(&h->hdr->heap_lock);
+}
+
+int heap_scav_lock(heap *h) {
+        int r = pthread_mutex_lock(&h->hdr->scav_lock);
+        if (r == EOWNERDEAD) {
+                heap_scav_state_validate(h);
+                pthread_mutex_consistent(&h->hdr->scav_lock);
+        } else if (r == ENOTRECOVERABLE)
+                return -EUCLEAN;
+        else if (r != 0)
+                return -r;
+        return 0;
+}
+
+void heap_scav_unlock(heap *h) {
+        pthread_mutex_unlock(&h->hdr->scav_lock);
+}

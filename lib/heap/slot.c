@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Client slots: who owns allocations, page caches and in-flight scavenges,
+ * and giving all of it back when a client is gone.
+ */
+
+#include <errno.h>
+#include <string.h>
+
+#include "heap/alloc.h"
+#include "heap/pagealloc.h"
+#include "heap/scavenge.h"
+
+int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
+        int r = heap_lock(h);
+        if (r < 0)
+                return r;
+        for (uint32_t s = 1; s < h->max_slots; s++) {
+                struct heap_slot *sl = &h->slots[s];
+                if (atomic_load(&sl->state) != HEAP_SLOT_FREE)
+                        continue;
+                sl->pid = pid;
+                sl->uid = uid;
+                sl->scav_base = 0;
+                sl->scav_npages = 0;
+                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
+                        atomic_store(&sl->caches[c].owned, 0);
+                        atomic_store(&sl->caches[c].free_mask, 0);
+                        atomic_store(&sl->caches[c].scav_mask, 0);
+                        atomic_store(&sl->caches[c].base, 0);
+                }
+                atomic_store(&sl->state, HEAP_SLOT_LIVE);
+                heap_unlock(h);
+                *ret_slot = s;
+                return 0;
+        }
+        heap_unlock(h);
+        return -EUSERS;
+}
+
+int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid) {
+        if (slot == 0 || slot >= h->max_slots)
+                return -ESTALE;
+        struct heap_slot *sl = &h->slots[slot];
+        if (atomic_load(&sl->state) != HEAP_SLOT_LIVE || sl->pid != pid)
+                return -ESTALE;
+        return 0;
+}
+
+/*
+ * Completes the slot's in-flight scavenge: releases the range again (the
+ * dead scavenger may or may not have) and frees it as scavenged.
+ */
+static int finish_slot_scavenge(heap *h, uint32_t slot) {
+        struct heap_slot *sl = &h->slots[slot];
+        int r = heap_lock(h);
+        if (r < 0)
+                return r;
+        uint64_t base = sl->scav_base, n = sl->scav_npages;
+        heap_unlock(h);
+        if (n == 0)
+                return 0;
+        if (base + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || base + n < base)
+                return -EUCLEAN;
+        bool released = h->release(h, base << h->page_shift, n << h->page_shift, h->release_userdata) >= 0;
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        if (sl->scav_base == base && sl->scav_npages == n)
+                heap_scav_free_locked(h, slot, base, n, released);
+        heap_unlock(h);
+        return 0;
+}
+
+int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
+        int64_t given = 0;
+        int r;
+
+        if (slot >= h->max_slots)
+                return -EINVAL;
+        struct heap_slot *sl = &h->slots[slot];
+        if (atomic_load(&sl->state) != HEAP_SLOT_LIVE)
+                return -ESTALE;
+
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                given += (int64_t) heap_cache_flush_locked(h, slot, c);
+        heap_unlock(h);
+
+        r = finish_slot_scavenge(h, slot);
+        if (r < 0)
+                return r;
+
+        /* Every record the slot owns, one chunk per lock hold. */
+        uint64_t p = 0;
+        while (p < heap_nchunks(h) * HEAP_CHUNK_PAGES) {
+                r = heap_lock(h);
+                if (r < 0)
+                        return r;
+                uint64_t stop = (p / HEAP_CHUNK_PAGES + 1) * HEAP_CHUNK_PAGES;
+                while (p < stop) {
+                        uint64_t rec = atomic_load(&h->records[p]);
+                        uint64_t n = HEAP_REC_NPAGES(rec);
+                        if (n == 0) {
+                                p++;
+                                continue;
+                        }
+                        if (HEAP_REC_OWNER(rec) == slot + 1) {
+                                if (rec & HEAP_REC_KEEP) {
+                                        uint64_t nrec = HEAP_REC_MAKE(n, 0, HEAP_REC_FLAGS(rec));
+                                        heap_intent_begin(h, HEAP_OP_RECORD, slot, 0, p, n, nrec, rec);
+                                        uint64_t expect = rec;
+                                        atomic_compare_exchange_strong(&h->records[p], &expect, nrec);
+                                        heap_intent_end(h);
+                                } else if (heap_free_locked(h, slot, 0, p, rec) >= 0)
+                                        given += (int64_t) n;
+                        }
+                        p += n;
+                }
+                heap_unlock(h);
+        }
+
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        /* Frees that raced with us went into the caches as orphans. */
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                given += (int64_t) heap_cache_flush_locked(h, slot, c);
+        sl->pid = 0;
+        sl->uid = 0;
+        if (slot != 0)
+                atomic_store(&sl->state, HEAP_SLOT_FREE);
+        heap_unlock(h);
+        return given;
+}
+
+int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret) {
+        if (slot >= h->max_slots)
+                return -EINVAL;
+        struct heap_slot *sl = &h->slots[slot];
+        if (atomic_load(&sl->state) != HEAP_SLOT_LIVE)
+                return -ESTALE;
+        struct heap_slot_info info = { .slot = slot, .pid = sl->pid, .uid = sl->uid };
+        uint64_t end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        for (uint64_t p = 0; p < end;) {
+                uint64_t rec = atomic_load_explicit(&h->records[p], memory_order_relaxed);
+                uint64_t n = HEAP_REC_NPAGES(rec);
+                if (n == 0) {
+                        p++;
+                        continue;
+                }
+                if (HEAP_REC_OWNER(rec) == slot + 1)
+                        info.inuse_pages += n;
+                p += n;
+        }
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                info.cached_pages += (uint64_t) __builtin_popcountll(
+                        atomic_load_explicit(&sl->caches[c].free_mask, memory_order_relaxed));
+        *ret = info;
+        return 0;
+}

@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The heap core end to end on one process: layout and attach, slots, the
+ * locked and cached allocation paths with their records, growth and
+ * capacity, zeroing, KEEP and reclaim, scavenging with real punch-holes
+ * (st_blocks), and heap_check after every step.
+ */
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "heap/heap.h"
+#include "heap/layout.h"
+#include "heap/testing.h"
+#include "../lib/test.h"
+#include "macro.h"
+
+TEST_DEFINE_GLOBALS;
+
+#define MiB (UINT64_C(1) << 20)
+
+static void check_heap(heap *h, const char *step) {
+        char buf[256] = "";
+        int r = heap_check(h, buf, sizeof(buf));
+        CHECKF(r == 0, "%s: heap_check: %s", step, buf);
+}
+
+static uint64_t blocks_bytes(int fd) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return UINT64_MAX;
+        return (uint64_t) st.st_blocks * 512;
+}
+
+static void test_layout(void) {
+        struct heap_params p = { .capacity = UINT64_C(1) << 40 };
+        uint64_t sz;
+        CHECK(heap_meta_size(&p, &sz) == 0);
+        /* 1 TiB: records are 8 bytes per 4 KiB page, the rest is small. */
+        CHECKF(sz < (UINT64_C(1) << 40) / 4096 * 8 + 128 * MiB, "meta size %" PRIu64, sz);
+
+        struct heap_params bad = { .capacity = 0 };
+        CHECK(heap_meta_size(&bad, &sz) == -EINVAL);
+        bad = (struct heap_params) { .capacity = MiB, .page_size = 1000 };
+        CHECK(heap_meta_size(&bad, &sz) == -EINVAL);
+
+        struct heap_test t;
+        p = (struct heap_params) { .capacity = 16 * MiB, .max_slots = 4 };
+        CHECK(heap_test_new(&p, &t) == 0);
+        CHECK_EQ_U64(heap_capacity(t.h), 16 * MiB);
+        CHECK_EQ_U64(heap_page_size(t.h), 4096);
+        CHECK_EQ_U64(heap_max_slots(t.h), 4);
+
+        heap *h2;
+        CHECK(heap_attach(t.meta, t.meta_size, t.base, t.capacity, t.heap_fd, &h2) == 0);
+        heap_detach(h2);
+        CHECK(heap_attach(t.meta, t.meta_size - 4096, t.base, t.capacity, t.heap_fd, &h2) == -EBADMSG);
+        CHECK(heap_attach(t.meta, t.meta_size, t.base, t.capacity - 4096, t.heap_fd, &h2) == -EBADMSG);
+        struct heap_hdr *hd = t.meta;
+        hd->version++;
+        CHECK(heap_attach(t.meta, t.meta_size, t.base, t.capacity, t.heap_fd, &h2) == -EPROTO);
+        hd->version--;
+        hd->records_off += 4096;
+        CHECK(heap_attach(t.meta, t.meta_size, t.base, t.capacity, t.heap_fd, &h2) == -EBADMSG);
+        hd->records_off -= 4096;
+        hd->magic ^= 1;
+        CHECK(heap_attach(t.meta, t.meta_size, t.base, t.capacity, t.heap_fd, &h2) == -EBADMSG);
+        hd->magic ^= 1;
+        heap_test_free(&t);
+}
+
+static void test_alloc_free(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        uint32_t slot;
+        uint64_t a, b, c;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 1000, &slot) == 0);
+        CHECK(slot == 1);
+        check_heap(h, "empty");
+
+        CHECK(heap_alloc(h, slot, 0, 0, &a) == -EINVAL);
+        CHECK(heap_alloc(h, slot, 1, 0x80, &a) == -EINVAL);
+        CHECK(heap_alloc(h, 99, 1, 0, &a) == -EINVAL);
+
+        CHECK(heap_alloc(h, slot, 3, 0, &a) == 0);
+        CHECK_EQ_U64(a, 0);
+        CHECK(heap_alloc(h, slot, 600, 0, &b) == 0);
+        CHECK_EQ_U64(b, 3 * 4096);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.heap_sys, 4 * MiB); /* 603 pages: two chunks */
+        CHECK_EQ_U64(st.inuse, 603 * 4096);
+        CHECK_EQ_U64(st.released, 4 * MiB - 603 * 4096);
+        CHECK_EQ_U64(heap_alloc_size(h, b), 600 * 4096);
+        CHECK(heap_alloc_size(h, b + 4096) == -EINVAL);
+        check_heap(h, "two allocations");
+
+        /* Bad frees change nothing. */
+        CHECK(heap_free(h, slot, 0, b + 4096) == -EINVAL);
+        CHECK(heap_free(h, slot, 0, b + 1) == -EINVAL);
+        CHECK(heap_free(h, slot, 0, 7 * MiB) == -EINVAL);
+        CHECK(heap_free(h, slot, 0, a) == 0);
+        CHECK(heap_free(h, slot, 0, a) == -EINVAL);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 600 * 4096);
+        check_heap(h, "after bad frees");
+
+        /* First fit: the hole at 0 is reused. */
+        CHECK(heap_alloc(h, slot, 2, 0, &c) == 0);
+        CHECK_EQ_U64(c, 0);
+        CHECK(heap_free(h, slot, 0, c) == 0);
+        CHECK(heap_free(h, 0, 0, b) == 0); /* any slot may free */
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "all freed");
+
+        /* Capacity: 8 MiB = 2048 pages. */
+        CHECK(heap_alloc(h, slot, 2049, 0, &a) == -EINVAL);
+        CHECK(heap_alloc(h, slot, 2048, 0, &a) == 0);
+        CHECK(heap_alloc(h, slot, 1, 0, &b) == -ENOMEM);
+        check_heap(h, "full");
+        CHECK(heap_free(h, slot, 0, a) == 0);
+        CHECK(heap_alloc(h, slot, 1500, 0, &a) == 0);
+        CHECK(heap_alloc(h, slot, 600, 0, &b) == -ENOMEM);
+        CHECK(heap_alloc(h, slot, 548, 0, &b) == 0);
+        CHECK(heap_free(h, slot, 0, a) == 0);
+        CHECK(heap_free(h, slot, 0, b) == 0);
+        check_heap(h, "after capacity");
+        heap_test_free(&t);
+}
+
+static void test_cache(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        uint32_t s1, s2;
+        uint64_t offs[200];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s1) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &s2) == 0);
+
+        for (unsigned i = 0; i < 200; i++)
+                CHECK(heap_cache_alloc(h, s1, 0, 1 + i % 3, 0, &offs[i]) == 0);
+        check_heap(h, "cache allocations");
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK(st.inuse >= (200 + 200) * 4096);
+        for (unsigned i = 0; i < 200; i++)
+                for (unsigned j = i + 1; j < 200; j++)
+                        if (offs[i] == offs[j])
+                                CHECKF(0, "offset %" PRIx64 " handed out twice", offs[i]);
+
+        /* Owner frees go back to the cache; others' frees leave orphans. */
+        for (unsigned i = 0; i < 200; i += 2)
+                CHECK(heap_free(h, s1, 0, offs[i]) == 0);
+        for (unsigned i = 1; i < 200; i += 4)
+                CHECK(heap_free(h, s2, 0, offs[i]) == 0);
+        for (unsigned i = 0; i < 200; i += 2)
+                CHECK(heap_free(h, s1, 0, offs[i]) == -EINVAL);
+        check_heap(h, "cache frees");
+
+        /* A page freed to the cache is handed out again. */
+        uint64_t x, y;
+        CHECK(heap_cache_alloc(h, s1, 1, 1, 0, &x) == 0);
+        CHECK(heap_free(h, s1, 1, x) == 0);
+        CHECK(heap_cache_alloc(h, s1, 1, 1, 0, &y) == 0);
+        CHECK_EQ_U64(x, y);
+        CHECK(heap_free(h, s1, 1, y) == 0);
+
+        for (unsigned i = 3; i < 200; i += 4)
+                CHECK(heap_free(h, s1, 0, offs[i]) == 0);
+        CHECK(heap_cache_flush(h, s1, 0) == 0);
+        CHECK(heap_cache_flush(h, s1, 1) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "flushed");
+
+        /* Big and KEEP allocations take the locked path. */
+        CHECK(heap_cache_alloc(h, s1, 0, 40, 0, &x) == 0);
+        CHECK(heap_cache_alloc(h, s1, 0, 1, HEAP_ALLOC_KEEP, &y) == 0);
+        check_heap(h, "locked through cache");
+        CHECK(heap_free(h, s1, 0, x) == 0);
+        CHECK(heap_free(h, s1, 0, y) == 0);
+        check_heap(h, "locked through cache freed");
+        heap_test_free(&t);
+}
+
+static void test_zero_keep_reclaim(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        uint32_t s1;
+        uint64_t a, b, k, c;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        uint8_t *base = heap_base(h);
+        CHECK(heap_slot_claim(h, 100, 0, &s1) == 0);
+
+        CHECK(heap_alloc(h, s1, 4, 0, &a) == 0);
+        memset(base + a, 0xab, 4 * 4096);
+        CHECK(heap_free(h, s1, 0, a) == 0);
+        CHECK(heap_alloc(h, s1, 4, HEAP_ALLOC_ZERO, &b) == 0);
+        CHECK_EQ_U64(b, a);
+        bool zero = true;
+        for (unsigned i = 0; i < 4 * 4096; i++)
+                zero &= base[b + i] == 0;
+        CHECK(zero);
+        CHECK(heap_free(h, s1, 0, b) == 0);
+
+        CHECK(heap_cache_alloc(h, s1, 0, 2, 0, &c) == 0);
+        memset(base + c, 0xcd, 2 * 4096);
+        CHECK(heap_free(h, s1, 0, c) == 0);
+        CHECK(heap_cache_alloc(h, s1, 0, 2, HEAP_ALLOC_ZERO, &c) == 0);
+        zero = true;
+        for (unsigned i = 0; i < 2 * 4096; i++)
+                zero &= base[c + i] == 0;
+        CHECK(zero);
+
+        CHECK(heap_alloc(h, s1, 10, HEAP_ALLOC_KEEP, &k) == 0);
+        CHECK(heap_alloc(h, s1, 700, 0, &a) == 0);
+        CHECK(heap_cache_alloc(h, s1, 3, 1, 0, &b) == 0);
+        struct heap_slot_info info;
+        CHECK(heap_slot_info(h, s1, &info) == 0);
+        CHECK_EQ_U64(info.inuse_pages, 2 + 10 + 700 + 1);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.clients, 1);
+
+        int64_t given = heap_slot_reclaim(h, s1);
+        CHECKF(given >= 2 + 700 + 1, "given back %" PRId64, given);
+        check_heap(h, "reclaimed");
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 10 * 4096);
+        CHECK_EQ_U64(st.clients, 0);
+        CHECK(heap_slot_info(h, s1, &info) == -ESTALE);
+        CHECK(heap_slot_reclaim_for(h, s1, 100) == -ESTALE);
+        /* The KEEP allocation outlives its client; anyone frees it. */
+        CHECK_EQ_U64(heap_alloc_size(h, k), 10 * 4096);
+        CHECK(heap_free(h, 0, 0, k) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "keep freed");
+
+        uint32_t s;
+        CHECK(heap_slot_claim(h, 200, 0, &s) == 0);
+        CHECK(heap_slot_reclaim_for(h, s, 200) == 0);
+        CHECK(heap_slot_reclaim_for(h, s, 201) == -ESTALE);
+        uint32_t n = 1;
+        while (heap_slot_claim(h, 300, 0, &s) == 0)
+                n++;
+        CHECK_EQ_U64(n, 3); /* slots 1..3 */
+        heap_test_free(&t);
+}
+
+static void test_scavenge(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 32 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        struct heap_gen_report rep;
+        uint32_t s1;
+        uint64_t a[8];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        uint8_t *base = heap_base(h);
+        CHECK(heap_slot_claim(h, 100, 0, &s1) == 0);
+        for (unsigned i = 0; i < 8; i++) {
+                CHECK(heap_alloc(h, s1, 256, 0, &a[i]) == 0);
+                memset(base + a[i], 1, 256 * 4096);
+        }
+        CHECK_EQ_U64(blocks_bytes(t.heap_fd), 8 * MiB);
+        for (unsigned i = 0; i < 8; i += 2)
+                CHECK(heap_free(h, s1, 0, a[i]) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.retained, 8 * MiB); /* freed pages stay backed */
+
+        /* No generation yet: nothing to search. */
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) == 0);
+        CHECK(heap_scavenge_start_gen(h, &rep) == 0);
+        CHECK_EQ_U64(rep.gen, 0);
+        int64_t r = heap_scavenge(h, 0, 64 * 1024);
+        CHECK_EQ_U64(r, 64 * 1024);
+        check_heap(h, "scavenged 64 KiB");
+        r = heap_scavenge(h, 0, UINT64_MAX);
+        CHECK_EQ_U64(r, 4 * MiB - 64 * 1024);
+        CHECK_EQ_U64(blocks_bytes(t.heap_fd), 4 * MiB);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.retained, st.inuse);
+        CHECK_EQ_U64(st.gen_released, 4 * MiB);
+        CHECK_EQ_U64(st.released_total, 4 * MiB);
+        check_heap(h, "scavenged all");
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) == 0);
+
+        /* Scavenged pages come back zeroed and count as not released once used. */
+        CHECK(heap_alloc(h, s1, 256, 0, &a[0]) == 0);
+        CHECK(base[a[0]] == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.retained, st.inuse);
+
+        /* A new generation finds what was freed since. */
+        CHECK(heap_free(h, s1, 0, a[1]) == 0);
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) == 0);
+        CHECK(heap_scavenge_start_gen(h, &rep) == 0);
+        CHECK_EQ_U64(rep.gen, 1);
+        CHECK_EQ_U64(rep.released, 4 * MiB);
+        CHECK_EQ_U64(heap_scavenge(h, 0, UINT64_MAX), MiB);
+        check_heap(h, "second generation");
+
+        /* Growth scavenging: over the goal, growing releases as much as it grew. */
+        heap_set_goal(h, 0);
+        uint64_t big;
+        CHECK(heap_alloc(h, s1, 256, 0, &big) == 0); /* reuses scavenged space */
+        memset(base + big, 1, 4096);
+        CHECK(heap_free(h, s1, 0, big) == 0);
+        CHECK(heap_scavenge_start_gen(h, NULL) == 0);
+        CHECK(heap_alloc(h, s1, 2048, 0, &big) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECKF(st.growth_scavenged > 0, "growth scavenged %" PRIu64, st.growth_scavenged);
+        check_heap(h, "growth scavenging");
+        heap_test_free(&t);
+}
+
+static int fail_release(heap *h, uint64_t off, uint64_t len, void *userdata) {
+        (*(unsigned *) userdata)++;
+        return -EIO;
+}
+
+static void test_release_failure(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB };
+        unsigned calls = 0;
+        uint64_t a;
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_alloc(h, 0, 100, 0, &a) == 0);
+        CHECK(heap_free(h, 0, 0, a) == 0);
+        heap_set_release(h, fail_release, &calls);
+        CHECK(heap_scavenge_start_gen(h, NULL) == 0);
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) == -EIO);
+        CHECK(calls == 1);
+        check_heap(h, "release failed");
+        heap_test_free(&t);
+}
+
+static void test_goal(void) {
+        /* 1 MiB in use, 10% extra: 1.1 MiB aligned up to 4 KiB. */
+        uint64_t g = heap_retained_goal(MiB, 2 * MiB, 10, 0, 4096);
+        CHECK_EQ_U64(g, ALIGN_UP(MiB + MiB / 10, 4096));
+        CHECK_EQ_U64(heap_retained_goal(MiB, MiB, 10, 0, 4096), HEAP_GOAL_NONE);
+        /* Within one physical page of the goal: off. */
+        CHECK_EQ_U64(heap_retained_goal(MiB, g + 4095, 10, 0, 4096), HEAP_GOAL_NONE);
+        CHECK_EQ_U64(heap_retained_goal(MiB, g + 4096, 10, 0, 4096), g);
+        /* A memory limit caps the goal at 95%. */
+        CHECK_EQ_U64(heap_retained_goal(MiB, 2 * MiB, 10, MiB, 4096), ALIGN_DOWN(MiB * 95 / 100, 4096));
+        /* No overflow: the goal saturates, and the heap is within a page of it. */
+        CHECK_EQ_U64(heap_retained_goal(UINT64_MAX / 2, UINT64_MAX, 200, 0, 4096), HEAP_GOAL_NONE);
+        CHECK_EQ_U64(heap_retained_goal(UINT64_MAX / 4, UINT64_MAX, 10, 0, 4096) % 4096, 0);
+}
+
+int main(void) {
+        test_layout();
+        test_alloc_free();
+        test_cache();
+        test_zero_keep_reclaim();
+        test_scavenge();
+        test_release_failure();
+        test_goal();
+        return TEST_END();
+}
