@@ -85,6 +85,7 @@ static int child(const char *pool, unsigned mib, int from_parent, int to_parent)
                 return die("child: scav_alloc", r);
         msg = scav_ptr(p, msg_off);
         printf("child  %d: read at offset 0x%llx: \"%s\"\n", getpid(), (unsigned long long) msg_off, msg);
+        fflush(stdout);
         snprintf(msg, 4096, "hello back from process %d, who filled %u MiB", getpid(), mib);
 
         /* Tell the parent we are full, wait until it has looked. */
@@ -130,6 +131,7 @@ int main(int argc, char **argv) {
 
         if (pipe(down) < 0 || pipe(up) < 0)
                 return die("pipe", -errno);
+        fflush(stdout);  /* so the child does not inherit buffered lines */
         pid = fork();
         if (pid == 0)
                 _exit(child(pool, mib, down[0], up[1]));
