@@ -42,7 +42,7 @@ TEST_DEFINE_GLOBALS;
 #define STABLE_WORKERS 2u
 #define VICTIM STABLE_WORKERS /* worker index of the one that gets killed */
 #define WORKERS (STABLE_WORKERS + 1u)
-#define MIN_KILLS 200u
+#define MIN_KILLS 400u /* kills of a victim that held a slot */
 #define MAX_KILLS 2000u /* keep killing until a victim died holding a lock, up to this */
 #define CACHES_USED 4u
 #define MAX_LIVE 128u
@@ -60,6 +60,7 @@ struct shared {
                 _Atomic uint32_t nkeep;
                 uint64_t keep[MAX_KEEP];
                 _Atomic uint64_t ops;
+                _Atomic uint32_t claimed; /* this life has its slot */
         } log[WORKERS];
 };
 
@@ -157,6 +158,7 @@ static _Noreturn void worker(struct fixture *f, unsigned w, uint64_t seed) {
         r = heap_slot_claim(h, (uint32_t) getpid(), (uint32_t) getuid(), &slot);
         if (r < 0)
                 worker_fail(f, "heap_slot_claim: %s", strerror(-r));
+        atomic_store(&log->claimed, 1);
         atomic_fetch_add(&f->sh->ready, 1);
 
         while (!atomic_load(&f->sh->stop)) {
@@ -214,6 +216,12 @@ static _Noreturn void worker(struct fixture *f, unsigned w, uint64_t seed) {
                         r = heap_cache_flush(h, slot, (uint32_t) rnd_below(CACHES_USED));
                         if (r < 0)
                                 worker_fail(f, "slot %u: heap_cache_flush: %s", slot, strerror(-r));
+                } else if (victim && k < 99) {
+                        /* Holds the heap lock for a while: a kill lands there often. */
+                        char buf[256];
+                        r = heap_check(h, buf, sizeof(buf));
+                        if (r < 0)
+                                worker_fail(f, "slot %u: heap_check: %s", slot, buf);
                 } else if (victim || k == 99) {
                         struct heap_gen_report rep;
                         r = heap_scavenge_start_gen(h, &rep);
@@ -247,6 +255,7 @@ static pid_t spawn(struct fixture *f, unsigned w, uint64_t seed) {
 
         atomic_store(&log->nkeep, 0);
         atomic_store(&log->pending_keep, 0);
+        atomic_store(&log->claimed, 0);
         pid = fork();
         if (pid < 0) {
                 fprintf(stderr, "fork: %m\n");
@@ -355,18 +364,22 @@ int main(void) {
                 usleep(1000);
 
         for (;;) {
-                struct timespec ts = { .tv_nsec = (long) rnd_below(3000000) };
+                struct timespec ts = { .tv_nsec = (long) rnd_below(2000000) };
                 uint32_t slots[MAX_SLOTS];
                 unsigned n;
                 pid_t victim;
                 char when[64];
 
                 heap_get_stats(f.h, &st);
-                if (kills >= MAX_KILLS || (kills >= MIN_KILLS && st.recoveries > 0) ||
+                if (kills >= MAX_KILLS || (victim_slots >= MIN_KILLS && st.recoveries > 0) ||
                     atomic_load(&f.sh->failures))
                         break;
 
                 victim = spawn(&f, VICTIM, seed ^ ((uint64_t) kills << 8) ^ 0xdead);
+                /* Mostly at work; sometimes while it attaches and claims its slot. */
+                if (rnd_below(100) < 85)
+                        for (unsigned i = 0; i < 2000 && !atomic_load(&f.sh->log[VICTIM].claimed); i++)
+                                usleep(50);
                 nanosleep(&ts, NULL);
                 kill(victim, SIGKILL);
                 if (waitpid(victim, &status, 0) != victim) {
