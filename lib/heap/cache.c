@@ -62,13 +62,13 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         if (search == HEAP_PAGE_NONE || base < search)
                 heap_store(&h->hdr->search_page, base);
         heap_summary_update(h, base, HEAP_CACHE_PAGES, false, false);
-        heap_stats_inuse_add(h, -(int64_t) __builtin_popcountll(tofree));
-        heap_stats_released_add(h, __builtin_popcountll(tofree & scav));
+        heap_stats_inuse_add(h, -(int64_t) heap_popcount64(tofree));
+        heap_stats_released_add(h, heap_popcount64(tofree & scav));
         atomic_store_explicit(&c->free_mask, 0, memory_order_relaxed);
         atomic_store_explicit(&c->scav_mask, 0, memory_order_relaxed);
         atomic_store_explicit(&c->owned, 0, memory_order_relaxed);
         heap_intent_end(h);
-        return (uint64_t) __builtin_popcountll(tofree);
+        return (uint64_t) heap_popcount64(tofree);
 }
 
 /*
@@ -124,8 +124,8 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         ch->scav[w] &= ~scav;
         heap_summary_update(h, base, HEAP_CACHE_PAGES, false, true);
         heap_store(&h->hdr->search_page, base + HEAP_CACHE_PAGES - 1);
-        heap_stats_inuse_add(h, __builtin_popcountll(owned));
-        heap_stats_released_add(h, -(int64_t) __builtin_popcountll(scav));
+        heap_stats_inuse_add(h, heap_popcount64(owned));
+        heap_stats_released_add(h, -(int64_t) heap_popcount64(scav));
         atomic_store_explicit(&c->base, base, memory_order_relaxed);
         atomic_store_explicit(&c->free_mask, owned, memory_order_relaxed);
         atomic_store_explicit(&c->scav_mask, scav, memory_order_relaxed);

@@ -78,8 +78,8 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         if (ch->alloc[w] & ch->scav[w])
                                 return fail(buf, len, "chunk %" PRIu64 " word %u: pages both allocated and scavenged (%#" PRIx64 ")",
                                             c, w, ch->alloc[w] & ch->scav[w]);
-                        alloc += (uint64_t) __builtin_popcountll(ch->alloc[w]);
-                        scav += (uint64_t) __builtin_popcountll(ch->scav[w]);
+                        alloc += (uint64_t) heap_popcount64(ch->alloc[w]);
+                        scav += (uint64_t) heap_popcount64(ch->scav[w]);
                 }
 
         r = check_summaries(h, buf, len);

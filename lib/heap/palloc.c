@@ -55,11 +55,11 @@ unsigned heap_bits_popcnt_range(const uint64_t *b, unsigned i, unsigned n) {
                 return 0;
         unsigned j = i + n - 1;
         if (i / 64 == j / 64)
-                return (unsigned) __builtin_popcountll((b[i / 64] >> (i % 64)) & low_mask(n));
-        unsigned s = (unsigned) __builtin_popcountll(b[i / 64] >> (i % 64));
+                return (unsigned) heap_popcount64((b[i / 64] >> (i % 64)) & low_mask(n));
+        unsigned s = (unsigned) heap_popcount64(b[i / 64] >> (i % 64));
         for (unsigned k = i / 64 + 1; k < j / 64; k++)
-                s += (unsigned) __builtin_popcountll(b[k]);
-        s += (unsigned) __builtin_popcountll(b[j / 64] & low_mask(j % 64 + 1));
+                s += (unsigned) heap_popcount64(b[k]);
+        s += (unsigned) heap_popcount64(b[j / 64] & low_mask(j % 64 + 1));
         return s;
 }
 
@@ -97,6 +97,9 @@ struct heap_sum heap_palloc_summarize(const uint64_t *b) {
 
         for (unsigned i = 0; i < HEAP_CHUNK_WORDS; i++) {
                 uint64_t x = b[i];
+                /* A word with no more than max free pages cannot hold a longer run. */
+                if (64 - heap_popcount64(x) <= max)
+                        continue;
                 /* Drop the zeros at the bottom: they were counted already. */
                 x >>= tz64(x) & 63;
                 if ((x & (x + 1)) == 0)

@@ -13,6 +13,14 @@
 
 #define HEAP_FIND_NONE UINT32_MAX
 
+/* Population count without a libgcc call (the build does not assume POPCNT). */
+static inline unsigned heap_popcount64(uint64_t x) {
+        x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+        x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+        x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+        return (unsigned) ((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
 void heap_bits_set_range(uint64_t *b, unsigned i, unsigned n);
 void heap_bits_clear_range(uint64_t *b, unsigned i, unsigned n);
 unsigned heap_bits_popcnt_range(const uint64_t *b, unsigned i, unsigned n);

@@ -142,8 +142,8 @@ static void recount(heap *h) {
         uint64_t n = heap_nchunks(h);
         for (uint64_t c = 0; c < n; c++)
                 for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
-                        alloc += (uint64_t) __builtin_popcountll(h->chunks[c].alloc[w]);
-                        scav += (uint64_t) __builtin_popcountll(h->chunks[c].scav[w]);
+                        alloc += (uint64_t) heap_popcount64(h->chunks[c].alloc[w]);
+                        scav += (uint64_t) heap_popcount64(h->chunks[c].scav[w]);
                 }
         for (uint32_t s = 0; s < h->max_slots; s++)
                 intents += h->slots[s].scav_npages;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "heap/palloc.h"
 #include "heap/alloc.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
@@ -156,7 +157,7 @@ int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret) {
                 p += n;
         }
         for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
-                info.cached_pages += (uint64_t) __builtin_popcountll(
+                info.cached_pages += (uint64_t) heap_popcount64(
                         atomic_load_explicit(&sl->caches[c].free_mask, memory_order_relaxed));
         *ret = info;
         return 0;

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "heap/palloc.h"
 #include "heap/pagealloc.h"
 #include "heap/testing.h"
 #include "macro.h"
@@ -90,12 +91,12 @@ int heap_test_set_chunk(heap *h, uint64_t ci, const uint64_t *alloc, const uint6
         for (unsigned i = 0; i < HEAP_CHUNK_PAGES; i++)
                 atomic_store(&h->records[base + i], 0);
         for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
-                d_alloc -= __builtin_popcountll(c->alloc[w]);
-                d_scav -= __builtin_popcountll(c->scav[w]);
+                d_alloc -= heap_popcount64(c->alloc[w]);
+                d_scav -= heap_popcount64(c->scav[w]);
                 c->alloc[w] = alloc ? alloc[w] : 0;
                 c->scav[w] = scav ? scav[w] : 0;
-                d_alloc += __builtin_popcountll(c->alloc[w]);
-                d_scav += __builtin_popcountll(c->scav[w]);
+                d_alloc += heap_popcount64(c->alloc[w]);
+                d_scav += heap_popcount64(c->scav[w]);
         }
         for (unsigned i = 0; i < HEAP_CHUNK_PAGES;) {
                 if (!((c->alloc[i / 64] >> (i % 64)) & 1)) {
