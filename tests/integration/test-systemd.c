@@ -304,6 +304,7 @@ struct manager {
         unsigned n_ready, n_reloading, n_reloading_monotonic, n_stopping, n_watchdog;
         unsigned n_fdstore_msgs;
         char status[1024];
+        unsigned n_status, n_status_at_ready; /* STATUS= messages; how many before the last READY=1 */
         /* over the whole run: protocol errors of the daemon */
         unsigned n_foreign, n_bad_fdname, n_fds_without_store, n_store_dups;
 };
@@ -365,6 +366,7 @@ static unsigned store_count_prefix(struct manager *m, const char *prefix) {
 static void notify_handle(struct manager *m, char *buf, const struct ucred *cred, int *fds,
                           unsigned n_fds) {
         bool fdstore = false, fdstore_remove = false, reloading = false, monotonic = false;
+        bool ready = false, status = false;
         char fdname[512] = "";
         bool have_name = false;
 
@@ -383,7 +385,7 @@ static void notify_handle(struct manager *m, char *buf, const struct ucred *cred
                 if (next)
                         *next++ = '\0';
                 if (strcmp(line, "READY=1") == 0)
-                        m->n_ready++;
+                        ready = true;
                 else if (strcmp(line, "RELOADING=1") == 0)
                         reloading = true;
                 else if (strncmp(line, "MONOTONIC_USEC=", 15) == 0)
@@ -392,8 +394,10 @@ static void notify_handle(struct manager *m, char *buf, const struct ucred *cred
                         m->n_stopping++;
                 else if (strcmp(line, "WATCHDOG=1") == 0)
                         m->n_watchdog++;
-                else if (strncmp(line, "STATUS=", 7) == 0)
+                else if (strncmp(line, "STATUS=", 7) == 0) {
                         snprintf(m->status, sizeof(m->status), "%s", line + 7);
+                        status = true;
+                }
                 else if (strcmp(line, "FDSTORE=1") == 0)
                         fdstore = true;
                 else if (strcmp(line, "FDSTOREREMOVE=1") == 0)
@@ -402,6 +406,13 @@ static void notify_handle(struct manager *m, char *buf, const struct ucred *cred
                         snprintf(fdname, sizeof(fdname), "%s", line + 7);
                         have_name = true;
                 }
+        }
+        if (status)
+                m->n_status++;
+        if (ready) {
+                m->n_ready++;
+                /* A STATUS= in the same message describes the ready state. */
+                m->n_status_at_ready = m->n_status - status;
         }
         if (reloading) {
                 m->n_reloading++;
@@ -507,6 +518,11 @@ static bool cond_ready(struct manager *m, unsigned n) {
         return m->n_ready >= n;
 }
 
+/* A STATUS= sent with or after the last READY=1. */
+static bool cond_status(struct manager *m, unsigned n) {
+        return m->n_status > m->n_status_at_ready;
+}
+
 static bool cond_watchdog(struct manager *m, unsigned n) {
         return m->n_watchdog >= n;
 }
@@ -570,6 +586,7 @@ static int manager_start(struct manager *m, uint64_t watchdog_usec) {
         envp[n_env] = NULL;
 
         m->n_ready = m->n_reloading = m->n_reloading_monotonic = m->n_stopping = m->n_watchdog = 0;
+        m->n_status = m->n_status_at_ready = 0;
         m->status[0] = '\0';
         m->exited = false;
 
@@ -621,7 +638,8 @@ static bool manager_start_ready(struct manager *m, uint64_t watchdog_usec, const
                 print_log_tail(m);
                 return false;
         }
-        CHECKF(m->status[0] != '\0', "%s: READY=1 without STATUS=", what);
+        /* STATUS= may come in the same message or just after. */
+        CHECKF(manager_wait(m, cond_status, 0, 10000), "%s: READY=1 without STATUS=", what);
         return true;
 }
 
@@ -826,6 +844,7 @@ static bool reload(struct manager *m, const char *what) {
                what, m->n_reloading - reloading0);
         CHECKF(m->n_reloading_monotonic == m->n_reloading,
                "%s: RELOADING=1 without MONOTONIC_USEC= in the same message", what);
+        CHECKF(manager_wait(m, cond_status, 0, 10000), "%s: no STATUS= with or after READY=1", what);
         return true;
 }
 
