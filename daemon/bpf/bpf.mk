@@ -40,3 +40,9 @@ KERNEL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-
 KERNEL_TEST_OBJS := $(BUILD)/daemon/kernel.o $(BUILD)/daemon/log.o
 $(KERNEL_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(KERNEL_TEST_OBJS)
 	$(CC) -o $@ $< $(KERNEL_TEST_OBJS) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+
+# End-to-end tests against the real daemon also link the test library and
+# libscav (a client), and kernel.o to time the kernel's events themselves.
+KERNEL_DAEMON_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/test-kernel-daemon-*.c))
+$(KERNEL_DAEMON_TEST_BINS): $(BUILD)/%: $(BUILD)/%.o $(KERNEL_TEST_OBJS) $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(KERNEL_TEST_OBJS) $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm

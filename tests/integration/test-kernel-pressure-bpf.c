@@ -6,7 +6,7 @@
  * the callbacks stay rate-limited while reclaim goes on.
  */
 
-#include "test-kernel-memcg.h"
+#include "test-kernel-pressure.h"
 
 TEST_DEFINE_GLOBALS;
 

@@ -6,7 +6,7 @@
  * for the 150 ms in 2 s trigger within a bounded time.
  */
 
-#include "test-kernel-memcg.h"
+#include "test-kernel-pressure.h"
 
 TEST_DEFINE_GLOBALS;
 
