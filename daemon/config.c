@@ -209,10 +209,12 @@ struct parse_state {
         const char *text, *pos;
         unsigned line;          /* line the handler is looking at */
         unsigned section_line;  /* line of the last [section] header */
-        char section[CONFIG_MAX_LINE + 1];
+        char section[CONFIG_MAX_LINE + 1];     /* section the handler is in */
+        char raw_section[CONFIG_MAX_LINE + 1]; /* inih truncates section names: ours is whole */
         int kind;               /* 0 none yet, 1 daemon, 2 pool */
         struct pool_config *pool;
         int error;              /* first error */
+        unsigned error_line;
         char *err;
         size_t errlen;
 };
@@ -224,6 +226,7 @@ _printf_(4, 5) static int fail(struct parse_state *s, unsigned line, int error, 
         if (s->error < 0)
                 return 0; /* keep the first */
         s->error = error;
+        s->error_line = line;
         if (s->err && s->errlen > 0) {
                 n = snprintf(s->err, s->errlen, "%s:%u: ", s->file, line);
                 if (n >= 0 && (size_t) n < s->errlen) {
@@ -450,6 +453,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 
         if (s->error < 0)
                 return 1; /* inih keeps going; we stop listening */
+        section = s->raw_section;
         if (s->kind == 0 || strcmp(section, s->section) != 0) {
                 if (section[0] == 0)
                         return fail(s, s->line, -EINVAL, "%s: key outside a section ([daemon] or [pool NAME])",
@@ -483,8 +487,11 @@ static char *reader(char *str, int num, void *stream) {
         s->line++;
         {
                 const char *t = str + strspn(str, " \t");
-                if (*t == '[')
+                const char *e = *t == '[' ? strchr(t, ']') : NULL;
+                if (e) {
                         s->section_line = s->line;
+                        snprintf(s->raw_section, sizeof(s->raw_section), "%.*s", (int) (e - t - 1), t + 1);
+                }
         }
         return str;
 }
@@ -512,12 +519,15 @@ static int parse_text(const char *file, const char *text, size_t len, struct dae
         }
 
         r = ini_parse_stream(reader, &s, handler, &s);
-        if (s.error < 0)
-                return s.error;
-        if (r > 0)
+        /* inih returns the first bad line; a syntax error there comes before ours. */
+        if (r > 0 && (s.error == 0 || (unsigned) r < s.error_line)) {
+                s.error = 0;
                 return fail(&s, (unsigned) r, -EINVAL,
                             "syntax error (want [section], key = value, or a # comment)"),
                        s.error;
+        }
+        if (s.error < 0)
+                return s.error;
         if (r < 0)
                 return fail(&s, 0, -ENOMEM, "out of memory"), s.error;
         return 0;

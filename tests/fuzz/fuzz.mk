@@ -1,0 +1,22 @@
+# Fuzz targets (libFuzzer, clang) and the unit-test links that need daemon
+# objects. `make fuzz` builds build-fuzz/fuzz-*; tests/run.sh runs each for
+# a bounded time on tests/fuzz/corpus/<name>/.
+
+FUZZ_BUILD := build-fuzz
+FUZZ_CFLAGS := -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-D_GNU_SOURCE -Ilib -Iinclude
+
+fuzz: $(FUZZ_BUILD)/fuzz-config $(FUZZ_BUILD)/fuzz-proto
+
+$(FUZZ_BUILD)/fuzz-config: tests/fuzz/fuzz-config.c daemon/config.c daemon/config.h lib/proto.h lib/heap/heap.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) $$($(PKG_CONFIG) --cflags inih) tests/fuzz/fuzz-config.c daemon/config.c \
+		-o $@ $$($(PKG_CONFIG) --libs inih)
+
+$(FUZZ_BUILD)/fuzz-proto: tests/fuzz/fuzz-proto.c lib/proto.c lib/proto.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) tests/fuzz/fuzz-proto.c lib/proto.c -o $@
+
+# test-config links the parser itself (daemon objects are not in libscav).
+$(BUILD)/tests/unit/test-config: $(BUILD)/tests/unit/test-config.o $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
