@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The allocation-throughput workload shared by every allocator's driver
+ * (issue 7, rows 1, 2 and 5). Each driver is one small file that defines
+ *
+ *      static const char *be_name;
+ *      static int be_init(size_t max_live_bytes);       0 or -errno
+ *      static int be_alloc(size_t size, struct blk *b); fills b->ptr (and b->h)
+ *      static void be_free(struct blk *b);
+ *      static void be_fini(void);
+ *
+ * and then includes this file, which supplies main(). The backend calls are
+ * static and inlined, so no allocator pays for an indirect call the others
+ * do not.
+ *
+ * Workload: `live` slots (default 1,000) are filled first; then each step
+ * picks a slot at random, frees what it holds, allocates a block of the
+ * next size and writes its first byte. Sizes are fixed (8K, 64K, 512K) or
+ * "mixed": a whole number of 4 KiB pages drawn uniformly from 2..128
+ * (8 KiB..512 KiB). The random sequence is the same for every allocator.
+ * One step is one alloc+free pair; the driver prints pairs per second over
+ * `seconds` of steps after a warm-up.
+ *
+ *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N]
+ *
+ * Output, one line: "alloc=NAME size=SIZE pairs=N seconds=S pairs_per_s=R ns_per_pair=T".
+ */
+
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t loop_now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static inline uint64_t loop_rand(uint64_t *s) {
+        /* xorshift64*: cheap next to any allocator, and the same sequence everywhere. */
+        uint64_t x = *s;
+
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *s = x;
+        return x * UINT64_C(2685821657736338717);
+}
+
+static inline size_t loop_size(size_t fixed, uint64_t *s) {
+        if (fixed > 0)
+                return fixed;
+        return (size_t) (2 + loop_rand(s) % 127) * 4096u;
+}
+
+static int loop_parse_size(const char *arg, size_t *ret) {
+        char *end;
+        unsigned long v;
+
+        if (strcmp(arg, "mixed") == 0) {
+                *ret = 0;
+                return 0;
+        }
+        errno = 0;
+        v = strtoul(arg, &end, 10);
+        if (errno != 0 || end == arg)
+                return -EINVAL;
+        if (*end == 'k' || *end == 'K')
+                v *= 1024, end++;
+        else if (*end == 'm' || *end == 'M')
+                v *= 1024 * 1024, end++;
+        if (*end != '\0' || v == 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        double seconds = 0.4;
+        size_t fixed, live = 1000, max_live;
+        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, t0, t1, deadline;
+        int cpu = -1, r;
+        struct blk *slots;
+
+        if (argc < 2 || loop_parse_size(argv[1], &fixed) < 0) {
+                fprintf(stderr, "usage: %s 8k|64k|512k|mixed [--seconds S] [--live N] [--cpu C] "
+                        "[--start-at MONO_NS] [--seed N]\n", argv[0]);
+                return 2;
+        }
+        for (int i = 2; i + 1 < argc; i += 2) {
+                if (strcmp(argv[i], "--seconds") == 0)
+                        seconds = atof(argv[i + 1]);
+                else if (strcmp(argv[i], "--live") == 0)
+                        live = strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--cpu") == 0)
+                        cpu = atoi(argv[i + 1]);
+                else if (strcmp(argv[i], "--start-at") == 0)
+                        start_at = strtoull(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--seed") == 0)
+                        seed = strtoull(argv[i + 1], NULL, 10) | 1;
+                else {
+                        fprintf(stderr, "unknown option %s\n", argv[i]);
+                        return 2;
+                }
+        }
+        if (live == 0 || seconds <= 0) {
+                fprintf(stderr, "bad --live or --seconds\n");
+                return 2;
+        }
+        if (cpu >= 0) {
+                cpu_set_t set;
+
+                CPU_ZERO(&set);
+                CPU_SET(cpu, &set);
+                if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+                        fprintf(stderr, "sched_setaffinity(%d): %m\n", cpu);
+                        return 1;
+                }
+        }
+
+        max_live = live * (fixed > 0 ? fixed : 128 * 4096);
+        r = be_init(max_live);
+        if (r < 0) {
+                fprintf(stderr, "%s: init failed: %s\n", be_name, strerror(-r));
+                return 1;
+        }
+        slots = (struct blk *) calloc(live, sizeof(*slots));
+        if (!slots)
+                return 1;
+
+        for (size_t i = 0; i < live; i++) {
+                r = be_alloc(loop_size(fixed, &seed), &slots[i]);
+                if (r < 0) {
+                        fprintf(stderr, "%s: alloc failed while filling: %s\n", be_name, strerror(-r));
+                        return 1;
+                }
+                *(volatile char *) slots[i].ptr = 1;
+        }
+
+        /* Warm-up: four times the live set, so caches and free lists reach their steady state. */
+        for (size_t i = 0; i < 4 * live; i++) {
+                struct blk *b = &slots[loop_rand(&seed) % live];
+
+                be_free(b);
+                r = be_alloc(loop_size(fixed, &seed), b);
+                if (r < 0) {
+                        fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
+                        return 1;
+                }
+                *(volatile char *) b->ptr = 2;
+        }
+
+        if (start_at > 0) {
+                uint64_t now = loop_now_ns();
+
+                if (start_at > now) {
+                        struct timespec ts;
+
+                        ts.tv_sec = (time_t) (start_at / 1000000000u);
+                        ts.tv_nsec = (long) (start_at % 1000000000u);
+                        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+                }
+        }
+
+        t0 = loop_now_ns();
+        deadline = t0 + (uint64_t) (seconds * 1e9);
+        for (;;) {
+                for (unsigned k = 0; k < 256; k++) {
+                        struct blk *b = &slots[loop_rand(&seed) % live];
+
+                        be_free(b);
+                        r = be_alloc(loop_size(fixed, &seed), b);
+                        if (r < 0) {
+                                fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
+                                return 1;
+                        }
+                        *(volatile char *) b->ptr = 3;
+                }
+                pairs += 256;
+                t1 = loop_now_ns();
+                if (t1 >= deadline)
+                        break;
+        }
+
+        for (size_t i = 0; i < live; i++)
+                be_free(&slots[i]);
+        be_fini();
+        free(slots);
+
+        printf("alloc=%s size=%s pairs=%llu seconds=%.6f pairs_per_s=%.1f ns_per_pair=%.2f\n",
+               be_name, argv[1], (unsigned long long) pairs, (double) (t1 - t0) / 1e9,
+               (double) pairs * 1e9 / (double) (t1 - t0), (double) (t1 - t0) / (double) pairs);
+        return 0;
+}
