@@ -101,6 +101,8 @@ uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
                 return SCAV_SHARED_CACHE;
         }
         c = cache_claim(p);
+        if (c == SCAV_SHARED_CACHE)
+                atomic_fetch_add(&p->shared_users, 1);
         *e = (struct tls_entry) { .pool = p, .id = p->id, .cache = c };
         /* Any non-NULL value makes the destructor run at thread exit. */
         (void) pthread_setspecific(tls_key, (void *) 1);
@@ -124,9 +126,15 @@ void scav_thread_caches_release_locked(void) {
                 if (!e->pool)
                         continue;
                 p = scav_registry_find_locked(e->id);
-                if (p && !scav_pool_forked(p) && e->cache != SCAV_SHARED_CACHE) {
-                        (void) heap_cache_flush(p->heap, atomic_load(&p->slot), e->cache);
-                        cache_unclaim(p, e->cache);
+                if (p && !scav_pool_forked(p)) {
+                        if (e->cache != SCAV_SHARED_CACHE) {
+                                (void) heap_cache_flush(p->heap, atomic_load(&p->slot), e->cache);
+                                cache_unclaim(p, e->cache);
+                        } else if (atomic_fetch_sub(&p->shared_users, 1) == 1) {
+                                pthread_mutex_lock(&p->shared_lock);
+                                (void) heap_cache_flush(p->heap, atomic_load(&p->slot), e->cache);
+                                pthread_mutex_unlock(&p->shared_lock);
+                        }
                 }
                 memset(e, 0, sizeof(*e));
         }

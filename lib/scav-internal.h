@@ -7,13 +7,16 @@
  * the per-thread page cache indexes.
  *
  * Lock order: registry lock before a pool's shared-cache lock. The session
- * socket of a registered pool belongs to the reconnect thread alone.
+ * socket of a registered pool belongs to the reconnect thread alone, which
+ * works from a copy of what it needs and applies the result under the
+ * registry lock only if the pool is still open.
  */
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "heap/heap.h"
 #include "proto.h"
@@ -33,6 +36,8 @@ struct scav_pool {
         uint64_t meta_size, capacity;
         uint32_t page_size;
         int meta_fd, heap_fd;
+        dev_t heap_dev;               /* the heap memfd's identity, to know it again */
+        ino_t heap_ino;
 
         _Atomic uint32_t slot;        /* changes only if a reconnect had to take a new slot */
         uint64_t token;
@@ -41,11 +46,11 @@ struct scav_pool {
 
         _Atomic uint32_t caches_used; /* bit i: cache i belongs to a thread */
         pthread_mutex_t shared_lock;  /* cache SCAV_SHARED_CACHE */
+        _Atomic uint32_t shared_users;/* threads on it: the last one to exit flushes it */
         pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
 
         /* Under the registry lock. */
         struct scav_pool *next;
-        bool busy;                    /* the reconnect thread is working on it */
         bool disconnected;
         unsigned backoff_ms;
         uint64_t retry_at_ms;         /* CLOCK_MONOTONIC */
@@ -59,7 +64,7 @@ static inline bool scav_pool_forked(scav_pool *p) {
 
 /* scav-registry.c: the process's open pools, fork handling, reconnect thread. */
 int scav_registry_add(scav_pool *p);
-/* Unlinks p and waits until the reconnect thread no longer uses it. */
+/* Unlinks p: from then on no thread-exit destructor or reconnect touches it. */
 void scav_registry_remove(scav_pool *p);
 /* Tells the reconnect thread its list changed (scav_close shut a session). */
 void scav_registry_changed(void);
@@ -88,5 +93,16 @@ struct scav_session {
 int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct scav_session *ret);
 int scav_session_mapped(int sock, const void *addr, uint64_t len);
 void scav_session_close(struct scav_session *s);
-/* Re-establishes p's session after the daemon went away (reconnect thread). */
-int scav_pool_reconnect(scav_pool *p);
+/* What re-establishing a session needs, copied from the pool. */
+struct scav_reconnect {
+        char name[SCAV_POOL_NAME_MAX];
+        uint32_t slot;
+        uint64_t token;
+        dev_t heap_dev;
+        ino_t heap_ino;
+        uint64_t meta_size, capacity;
+        void *base;
+};
+/* Re-establishes a session after the daemon went away (reconnect thread).
+ * -ESTALE: the daemon came back with another heap. */
+int scav_session_reconnect(const struct scav_reconnect *rc, struct scav_session *ret);

@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -37,7 +38,6 @@
 _Atomic unsigned scav_fork_gen;
 
 static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t registry_cond = PTHREAD_COND_INITIALIZER;
 static scav_pool *registry;
 static uint64_t next_id = 1;
 static bool watcher_started;
@@ -88,14 +88,12 @@ static void atfork_child(void) {
                 if (p->sock >= 0)
                         close(p->sock);
                 p->sock = -1;
-                p->busy = false;
                 p->disconnected = false;
         }
         if (wake_fd >= 0)
                 close(wake_fd);
         wake_fd = -1;
         watcher_started = false;
-        pthread_cond_init(&registry_cond, NULL);
         pthread_mutex_unlock(&registry_mutex);
 }
 
@@ -127,6 +125,9 @@ static void *watcher(void *unused) {
                 _cleanup_free_ struct pollfd *pfds = NULL;
                 _cleanup_free_ uint64_t *ids = NULL;
                 scav_pool *target = NULL;
+                struct scav_reconnect rc = {};
+                struct scav_session s;
+                uint64_t id = 0;
                 size_t n = 1, max = 1;
                 int timeout = -1, r;
                 uint64_t now;
@@ -174,26 +175,46 @@ static void *watcher(void *unused) {
                 for (scav_pool *p = registry; p; p = p->next)
                         if (p->disconnected && p->sock < 0 && !scav_pool_forked(p) &&
                             !atomic_load(&p->lost) && p->retry_at_ms <= now) {
-                                p->busy = true;
                                 target = p;
                                 break;
                         }
+                if (target) {
+                        snprintf(rc.name, sizeof(rc.name), "%s", target->name);
+                        rc.slot = atomic_load(&target->slot);
+                        rc.token = target->token;
+                        rc.heap_dev = target->heap_dev;
+                        rc.heap_ino = target->heap_ino;
+                        rc.meta_size = target->meta_size;
+                        rc.capacity = target->capacity;
+                        rc.base = target->base;
+                        id = target->id;
+                }
                 scav_registry_unlock();
 
                 if (!target)
                         continue;
-                /* The pool stays listed while busy: scav_close() waits for us. */
-                r = scav_pool_reconnect(target);
+                /* Without the lock: scav_close() need not wait for a daemon
+                 * that takes its time to come back. */
+                r = scav_session_reconnect(&rc, &s);
 
                 scav_registry_lock();
-                target->busy = false;
-                if (r >= 0 || atomic_load(&target->lost))
+                target = scav_registry_find_locked(id);
+                if (!target) {
+                        /* Closed meanwhile: hanging up gives the slot back. */
+                        if (r >= 0)
+                                scav_session_close(&s);
+                } else if (r >= 0) {
+                        atomic_store(&target->slot, s.slot);
+                        target->token = s.token;
+                        target->sock = s.sock;
                         target->disconnected = false;
-                else {
+                } else if (r == -ESTALE) {
+                        atomic_store(&target->lost, true);
+                        target->disconnected = false;
+                } else {
                         target->retry_at_ms = now_ms() + target->backoff_ms;
                         target->backoff_ms = MIN(target->backoff_ms * 2, BACKOFF_MAX_MS);
                 }
-                pthread_cond_broadcast(&registry_cond);
                 scav_registry_unlock();
         }
         return NULL;
@@ -247,8 +268,6 @@ void scav_registry_remove(scav_pool *p) {
                         *pp = p->next;
                         break;
                 }
-        while (p->busy)
-                pthread_cond_wait(&registry_cond, &registry_mutex);
         p->next = NULL;
         scav_registry_unlock();
 }

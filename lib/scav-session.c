@@ -81,48 +81,38 @@ int scav_session_mapped(int sock, const void *addr, uint64_t len) {
         return 0;
 }
 
-static bool same_file(int a, int b) {
-        struct stat sa, sb;
-
-        if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
-                return false;
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /*
  * The daemon went away and is back (or still away: then this fails and the
  * reconnect thread tries again later). Re-claims the slot with its token; if
- * the daemon reclaimed it meanwhile, takes a fresh one, since the old one's
- * allocations and caches are gone either way. A daemon that came back with
- * another heap (it lost its memfds) leaves the pool lost: our mapping is not
- * the pool anymore.
+ * the daemon reclaimed it meanwhile (we were taken for dead), takes a fresh
+ * one, since the old one's allocations and caches are gone either way. A
+ * daemon that came back with another heap (it lost its memfds) leaves the
+ * pool lost: our mapping is not the pool any more.
  */
-int scav_pool_reconnect(scav_pool *p) {
+int scav_session_reconnect(const struct scav_reconnect *rc, struct scav_session *ret) {
         struct scav_session s;
+        struct stat st;
         int r;
 
-        r = scav_session_hello(p->name, atomic_load(&p->slot), p->token, &s);
-        if (r == -ESTALE || r == -EPERM)
-                r = scav_session_hello(p->name, UINT32_MAX, 0, &s);
+        r = scav_session_hello(rc->name, rc->slot, rc->token, &s);
+        if (r == -ESTALE)
+                r = scav_session_hello(rc->name, SCAV_SLOT_NONE, 0, &s);
         if (r < 0)
                 return r;
 
-        if (!same_file(s.heap_fd, p->heap_fd) || s.meta_size != p->meta_size ||
-            s.capacity != p->capacity) {
-                atomic_store(&p->lost, true);
+        if (fstat(s.heap_fd, &st) < 0 || st.st_dev != rc->heap_dev || st.st_ino != rc->heap_ino ||
+            s.meta_size != rc->meta_size || s.capacity != rc->capacity) {
                 scav_session_close(&s);
                 return -ESTALE;
         }
-
-        r = scav_session_mapped(s.sock, p->base, p->capacity);
+        r = scav_session_mapped(s.sock, rc->base, rc->capacity);
         if (r < 0) {
                 scav_session_close(&s);
                 return r;
         }
-
-        atomic_store(&p->slot, s.slot);
-        p->token = s.token;
-        p->sock = TAKE_FD(s.sock);
-        scav_session_close(&s);
+        closep(&s.meta_fd);
+        closep(&s.heap_fd);
+        s.meta_fd = s.heap_fd = -1;
+        *ret = s;
         return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -34,6 +35,7 @@ static void pool_unmap(scav_pool *p) {
 
 _public_ int scav_open(const char *pool, scav_pool **out) {
         struct scav_session s;
+        struct stat hst;
         scav_pool *p;
         int r;
 
@@ -57,6 +59,12 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
         p->meta_fd = TAKE_FD(s.meta_fd);
         p->heap_fd = TAKE_FD(s.heap_fd);
         p->sock = -1;
+        if (fstat(p->heap_fd, &hst) < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+        p->heap_dev = hst.st_dev;
+        p->heap_ino = hst.st_ino;
         p->meta_size = s.meta_size;
         p->capacity = s.capacity;
         p->page_size = s.page_size;
