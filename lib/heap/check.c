@@ -36,7 +36,8 @@ static bool page_allocated(heap *h, uint64_t p) {
         return bit(h->chunks[p / HEAP_CHUNK_PAGES].alloc, p % HEAP_CHUNK_PAGES);
 }
 
-static int check_summaries(heap *h, char *buf, size_t len) {
+/* Summaries at every level against the bitmaps. Called with heap lock held. */
+int heap_check_summaries_locked(heap *h, char *buf, size_t len) {
         uint64_t n = heap_nchunks(h);
         const struct heap_sum *leaf = heap_leaf(h);
         for (uint64_t c = 0; c < h->level_entries[h->nlevels - 1]; c++) {
@@ -82,7 +83,7 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         scav += (uint64_t) heap_popcount64(ch->scav[w]);
                 }
 
-        r = check_summaries(h, buf, len);
+        r = heap_check_summaries_locked(h, buf, len);
         if (r < 0)
                 return r;
 

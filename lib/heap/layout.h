@@ -229,6 +229,7 @@ void heap_scav_state_validate(heap *h);
 
 /* check.c. Called with heap lock held. */
 int heap_check_locked(heap *h, char *buf, size_t len);
+int heap_check_summaries_locked(heap *h, char *buf, size_t len);
 
 /* stats.c */
 void heap_stats_inuse_add(heap *h, int64_t pages);

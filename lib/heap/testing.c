@@ -2,6 +2,8 @@
 /* Test-only helpers; see testing.h. */
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -129,4 +131,126 @@ void heap_test_get_chunk(heap *h, uint64_t ci, uint64_t *alloc, uint64_t *scav) 
 
 struct heap_hdr *heap_test_hdr(heap *h) {
         return h->hdr;
+}
+
+static void lay_chunk(struct heap_chunk *c, const struct heap_bit_range *alloc, const struct heap_bit_range *scav) {
+        memset(c, 0, sizeof(*c));
+        for (unsigned k = 0; scav && k < HEAP_TEST_RANGES; k++)
+                if (scav[k].n)
+                        heap_bits_set_range(c->scav, scav[k].i, scav[k].n);
+        for (unsigned k = 0; alloc && k < HEAP_TEST_RANGES; k++)
+                if (alloc[k].n)
+                        heap_chunk_alloc_range(c, alloc[k].i, alloc[k].n);
+}
+
+static void lay_separator(struct heap_chunk *c) {
+        for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
+                c->alloc[w] = UINT64_MAX;
+                c->scav[w] = 0;
+        }
+}
+
+static int release_nothing(heap *h, uint64_t off, uint64_t len, void *userdata) {
+        return 0;
+}
+
+int heap_test_new_sparse(const struct heap_params *p, unsigned n, const uint64_t *idx,
+                         const heap_test_ranges *alloc, const heap_test_ranges *scav, struct heap_test *ret,
+                         uint64_t *map) {
+        if (n == 0 || n > HEAP_TEST_CHUNKS)
+                return -EINVAL;
+        map[0] = 0;
+        for (unsigned k = 1; k < n; k++) {
+                if (idx[k] <= idx[k - 1])
+                        return -EINVAL;
+                map[k] = map[k - 1] + (idx[k] == idx[k - 1] + 1 ? 1 : 2);
+        }
+        uint64_t nchunks = map[n - 1] + 1;
+        struct heap_params q = *p;
+        q.capacity = nchunks * (uint64_t) (p->page_size ?: 4096) * HEAP_CHUNK_PAGES;
+        int r = heap_test_new(&q, ret);
+        if (r < 0)
+                return r;
+        heap *h = ret->h;
+        heap_set_release(h, release_nothing, NULL);
+        r = heap_test_grow(h, nchunks);
+        if (r < 0)
+                return r;
+
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        for (uint64_t c = 0; c < nchunks; c++)
+                lay_separator(&h->chunks[c]);
+        for (unsigned k = 0; k < n; k++)
+                lay_chunk(&h->chunks[map[k]], alloc ? alloc[k] : NULL, scav ? scav[k] : NULL);
+        heap_summary_rebuild(h);
+        uint64_t a = 0, s = 0;
+        for (uint64_t c = 0; c < nchunks; c++)
+                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
+                        a += heap_popcount64(h->chunks[c].alloc[w]);
+                        s += heap_popcount64(h->chunks[c].scav[w]);
+                }
+        heap_store(&h->hdr->inuse_pages, a);
+        heap_store(&h->hdr->released_pages, s);
+        heap_store(&h->hdr->search_page, 0);
+        heap_unlock(h);
+        return heap_scavenge_start_gen(h, NULL);
+}
+
+int heap_test_expect_sparse(heap *h, unsigned n, const uint64_t *map, const heap_test_ranges *alloc,
+                            const heap_test_ranges *scav, char *buf, size_t len) {
+        uint64_t nchunks = map[n - 1] + 1;
+        for (uint64_t c = 0; c < nchunks; c++) {
+                struct heap_chunk want;
+                lay_separator(&want);
+                for (unsigned k = 0; k < n; k++)
+                        if (map[k] == c)
+                                lay_chunk(&want, alloc ? alloc[k] : NULL, scav ? scav[k] : NULL);
+                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
+                        if (h->chunks[c].alloc[w] != want.alloc[w]) {
+                                snprintf(buf, len, "chunk %" PRIu64 " alloc word %u: got %016" PRIx64 ", want %016" PRIx64,
+                                         c, w, h->chunks[c].alloc[w], want.alloc[w]);
+                                return -EUCLEAN;
+                        }
+                        if (h->chunks[c].scav[w] != want.scav[w]) {
+                                snprintf(buf, len, "chunk %" PRIu64 " scavenged word %u: got %016" PRIx64 ", want %016" PRIx64,
+                                         c, w, h->chunks[c].scav[w], want.scav[w]);
+                                return -EUCLEAN;
+                        }
+                }
+        }
+        return heap_test_check_summaries(h, buf, len);
+}
+
+uint64_t heap_test_page(unsigned n, const uint64_t *idx, const uint64_t *map, uint64_t off, uint64_t page) {
+        for (unsigned k = 0; k < n; k++)
+                if (idx[k] == off)
+                        return map[k] * HEAP_CHUNK_PAGES + page;
+        return UINT64_MAX;
+}
+
+int heap_test_pa_alloc(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *ret_scav) {
+        int r = heap_lock(h);
+        if (r < 0)
+                return r;
+        r = heap_pa_alloc(h, npages, ret_page, ret_scav);
+        heap_unlock(h);
+        return r;
+}
+
+void heap_test_pa_free(heap *h, uint64_t page, uint64_t npages) {
+        if (heap_lock(h) < 0)
+                return;
+        heap_pa_free(h, page, npages, false);
+        heap_unlock(h);
+}
+
+int heap_test_check_summaries(heap *h, char *buf, size_t len) {
+        int r = heap_lock(h);
+        if (r < 0)
+                return r;
+        r = heap_check_summaries_locked(h, buf, len);
+        heap_unlock(h);
+        return r;
 }
