@@ -46,8 +46,12 @@ if [ -d build-fuzz ]; then
                 [ -x "$f" ] || continue
                 name=${f#build-fuzz/}
                 corpus="tests/fuzz/corpus/${name#fuzz-}"
+                # New inputs go to a scratch directory (libFuzzer writes into
+                # the first one); the committed corpus is only read.
+                scratch=$(mktemp -d "$logdir/corpus.XXXXXX")
                 run_one build-fuzz "fuzz/$name" "$f" -max_total_time="${FUZZ_SECONDS:-20}" \
-                        -rss_limit_mb=2048 -timeout=10 "$corpus"
+                        -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$logdir/" \
+                        "$scratch" "$corpus"
         done
 fi
 
