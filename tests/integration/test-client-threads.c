@@ -8,7 +8,9 @@
  * the daemon is on no allocation's path.
  */
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -78,6 +80,34 @@ static void *work(void *arg) {
         return NULL;
 }
 
+/* Context switches of this process's threads but the calling one. */
+static uint64_t other_threads_switches(void) {
+        char path[300], line[256];
+        uint64_t total = 0;
+        struct dirent *de;
+        DIR *dir = opendir("/proc/self/task");
+        pid_t self = gettid();
+
+        while (dir && (de = readdir(dir))) {
+                FILE *f;
+                if (de->d_name[0] == '.' || atoi(de->d_name) == self)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+                f = fopen(path, "re");
+                while (f && fgets(line, sizeof(line), f)) {
+                        unsigned long long v;
+                        if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                            sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+                                total += v;
+                }
+                if (f)
+                        fclose(f);
+        }
+        if (dir)
+                closedir(dir);
+        return total;
+}
+
 int main(void) {
         struct test_daemon d;
         struct worker w[THREADS];
@@ -90,6 +120,17 @@ int main(void) {
                 return TEST_END();
         CHECK(scav_open("one", &pools[0]) == 0);
         CHECK(scav_open("two", &pools[1]) == 0);
+
+        /* Idle, the library's reconnect thread sleeps without a timeout. */
+        {
+                uint64_t w0, w1;
+                usleep(200000);  /* let it take in the opens */
+                w0 = other_threads_switches();
+                usleep(500000);
+                w1 = other_threads_switches();
+                printf("library thread wake-ups in 0.5 s idle: %" PRIu64 "\n", w1 - w0);
+                CHECKF(w1 == w0, "the library's thread woke %" PRIu64 " times while idle", w1 - w0);
+        }
 
         pthread_barrier_init(&all_done, NULL, THREADS);
         t0 = test_now_usec();
