@@ -244,6 +244,7 @@ _public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
                 struct scav_msg_reply rep;
                 char buf[SCAV_MSG_MAX];
         } u;
+        struct heap_gen_report report;
         int64_t released;
         int r;
 
@@ -258,8 +259,12 @@ _public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
         if (r != -ECONNREFUSED && r != -ECONNRESET && r != -EACCES && r != -EPERM)
                 return r;
 
+        /* As the daemon's forced scavenge: a fresh generation, so that the
+         * whole heap is searched again, then release. */
         pthread_mutex_lock(&p->scavenge_lock);
-        released = heap_scavenge(p->heap, atomic_load(&p->slot), bytes ? bytes : UINT64_MAX);
+        released = heap_scavenge_start_gen(p->heap, &report);
+        if (released >= 0)
+                released = heap_scavenge(p->heap, atomic_load(&p->slot), bytes ? bytes : UINT64_MAX);
         pthread_mutex_unlock(&p->scavenge_lock);
         return released;
 }
