@@ -82,7 +82,6 @@ int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes) {
                 need = h->nchunks_max - n;
 
         heap_intent_begin(h, HEAP_OP_GROW, 0, 0, n, n + need, 0, 0);
-        heap_test_point(h, HEAP_OP_GROW);
         heap_pa_grow(h, n + need);
         heap_stats_released_add(h, (int64_t) (need * HEAP_CHUNK_PAGES));
         heap_intent_end(h);
@@ -133,10 +132,10 @@ static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags,
 
         uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP);
         heap_intent_begin(h, HEAP_OP_ALLOC, slot, 0, page, npages, rec, 0);
-        heap_test_point(h, HEAP_OP_ALLOC);
         if (flags & HEAP_ALLOC_ZERO)
                 heap_zero_plan_capture(h, zp, page, npages);
         uint64_t scav = heap_pa_alloc_commit(h, page, npages, search);
+        heap_test_point(h, HEAP_OP_ALLOC, HEAP_STAGE_MID);
         heap_stats_released_add(h, -(int64_t) scav);
         heap_stats_inuse_add(h, (int64_t) npages);
         atomic_store_explicit(&h->records[page], rec, memory_order_release);
@@ -204,12 +203,12 @@ int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint
         bool in_cache = owner > 0 && heap_range_in_slot_cache(h, owner - 1, page, n);
 
         heap_intent_begin(h, HEAP_OP_FREE, slot, cache, page, n, rec, in_cache);
-        heap_test_point(h, HEAP_OP_FREE);
         uint64_t expect = rec;
         if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0)) {
                 heap_intent_end(h);
                 return -EINVAL;
         }
+        heap_test_point(h, HEAP_OP_FREE, HEAP_STAGE_MID);
         if (!in_cache) {
                 heap_pa_free(h, page, n, false);
                 heap_stats_inuse_add(h, -(int64_t) n);

@@ -53,7 +53,6 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
 
         uint64_t tofree = owned & ~covered_by_records(h, base, owned);
         heap_intent_begin(h, HEAP_OP_CACHE_FLUSH, slot, cache, base, HEAP_CACHE_PAGES, tofree, scav);
-        heap_test_point(h, HEAP_OP_CACHE_FLUSH);
         struct heap_chunk *ch = &h->chunks[base / HEAP_CHUNK_PAGES];
         unsigned w = (unsigned) (base % HEAP_CHUNK_PAGES) / 64;
         ch->alloc[w] &= ~tofree;
@@ -62,6 +61,7 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         if (search == HEAP_PAGE_NONE || base < search)
                 heap_store(&h->hdr->search_page, base);
         heap_summary_update(h, base, HEAP_CACHE_PAGES, false, false);
+        heap_test_point(h, HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID);
         heap_stats_inuse_add(h, -(int64_t) heap_popcount64(tofree));
         heap_stats_released_add(h, heap_popcount64(tofree & scav));
         atomic_store_explicit(&c->free_mask, 0, memory_order_relaxed);
@@ -119,10 +119,10 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         uint64_t scav = ch->scav[w] & owned;
 
         heap_intent_begin(h, HEAP_OP_CACHE_FILL, slot, cache, base, HEAP_CACHE_PAGES, owned, scav);
-        heap_test_point(h, HEAP_OP_CACHE_FILL);
         ch->alloc[w] |= owned;
         ch->scav[w] &= ~scav;
         heap_summary_update(h, base, HEAP_CACHE_PAGES, false, true);
+        heap_test_point(h, HEAP_OP_CACHE_FILL, HEAP_STAGE_MID);
         heap_store(&h->hdr->search_page, base + HEAP_CACHE_PAGES - 1);
         heap_stats_inuse_add(h, heap_popcount64(owned));
         heap_stats_released_add(h, -(int64_t) heap_popcount64(scav));

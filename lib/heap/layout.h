@@ -20,11 +20,13 @@
  */
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "heap/heap.h"
+#include "macro.h"
 
 #define HEAP_META_ALIGN 4096u
 #define HEAP_MAX_LEVELS 12u
@@ -153,8 +155,14 @@ struct heap_hdr {
         _Atomic uint64_t memory_limit;
 };
 
-/* Test hook: called inside critical sections right after the intent is written. */
-typedef void (*heap_test_hook_fn)(heap *h, enum heap_op op, void *userdata);
+/* Test hook: called inside critical sections right after the intent is
+ * written, half way through, and right before the intent is cleared. */
+enum heap_stage {
+        HEAP_STAGE_EARLY,
+        HEAP_STAGE_MID,
+        HEAP_STAGE_LATE,
+};
+typedef void (*heap_test_hook_fn)(heap *h, enum heap_op op, enum heap_stage stage, void *userdata);
 
 struct heap {
         uint8_t *meta;
@@ -237,7 +245,7 @@ void heap_stats_released_add(heap *h, int64_t pages);
 
 /* Test hooks (tests only). */
 void heap_set_test_hook(heap *h, heap_test_hook_fn fn, void *userdata);
-static inline void heap_test_point(heap *h, enum heap_op op) {
-        if (h->test_hook)
-                h->test_hook(h, op, h->test_hook_userdata);
+static inline void heap_test_point(heap *h, enum heap_op op, enum heap_stage stage) {
+        if (_unlikely_(h->test_hook))
+                h->test_hook(h, op, stage, h->test_hook_userdata);
 }

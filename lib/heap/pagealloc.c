@@ -345,6 +345,7 @@ void heap_pa_grow(heap *h, uint64_t new_nchunks) {
                         h->chunks[c].scav[w] = UINT64_MAX;
                 }
         }
+        heap_test_point(h, HEAP_OP_GROW, HEAP_STAGE_MID);
         heap_store(&h->hdr->nchunks, new_nchunks);
         uint64_t base = old * HEAP_CHUNK_PAGES;
         uint64_t search = heap_load(&h->hdr->search_page);

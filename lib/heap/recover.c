@@ -28,9 +28,11 @@ void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, 
         atomic_signal_fence(memory_order_seq_cst);
         __atomic_store_n(&it->op, (uint32_t) op, __ATOMIC_RELAXED);
         atomic_signal_fence(memory_order_seq_cst);
+        heap_test_point(h, op, HEAP_STAGE_EARLY);
 }
 
 void heap_intent_end(heap *h) {
+        heap_test_point(h, (enum heap_op) h->hdr->intent.op, HEAP_STAGE_LATE);
         atomic_signal_fence(memory_order_seq_cst);
         __atomic_store_n(&h->hdr->intent.op, (uint32_t) HEAP_OP_NONE, __ATOMIC_RELAXED);
         atomic_signal_fence(memory_order_seq_cst);

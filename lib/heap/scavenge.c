@@ -280,8 +280,8 @@ static void set_scavenged(heap *h, uint64_t base, uint64_t n) {
 void heap_scav_free_locked(heap *h, uint32_t slot, uint64_t base, uint64_t n, bool released) {
         struct heap_slot *sl = &h->slots[slot];
         heap_intent_begin(h, HEAP_OP_SCAV_FREE, slot, 0, base, n, released, 0);
-        heap_test_point(h, HEAP_OP_SCAV_FREE);
         heap_pa_free(h, base, n, true);
+        heap_test_point(h, HEAP_OP_SCAV_FREE, HEAP_STAGE_MID);
         if (released) {
                 set_scavenged(h, base, n);
                 heap_stats_released_add(h, (int64_t) n);
@@ -308,7 +308,6 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
         int r;
 
         heap_intent_begin(h, HEAP_OP_SCAV_MARK, slot, 0, page, npages, 0, 0);
-        heap_test_point(h, HEAP_OP_SCAV_MARK);
         if (heap_pa_alloc_range(h, page, npages) != 0) {
                 /* Go throws "double scavenge": the bitmaps lie. */
                 atomic_store(&h->hdr->corrupt, 1);
@@ -316,6 +315,7 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
                 heap_unlock(h);
                 return -EUCLEAN;
         }
+        heap_test_point(h, HEAP_OP_SCAV_MARK, HEAP_STAGE_MID);
         sl->scav_base = page;
         sl->scav_npages = npages;
         heap_intent_end(h);

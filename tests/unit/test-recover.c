@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Crash safety: a child process sharing the heap is killed with SIGKILL
+ * inside each kind of heap-locked critical section, right after it wrote
+ * the intent record and right before it would clear it (a test hook stops
+ * it there, or half way through), and once while releasing pages with the lock dropped. The
+ * next locker gets EOWNERDEAD, rolls the intent forward and verifies the
+ * heap; then heap_check passes, the dead client's slot is reclaimed, and
+ * no page is lost: after every allocation is freed, one allocation of the
+ * whole capacity succeeds.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../lib/test.h"
+#include "heap/layout.h"
+#include "heap/testing.h"
+#include "macro.h"
+
+TEST_DEFINE_GLOBALS;
+
+#define P HEAP_CHUNK_PAGES
+#define CAP_CHUNKS 6
+
+struct scenario {
+        const char *name;
+        enum heap_op op;   /* where the child dies (HEAP_OP_NONE: in the release function) */
+        enum heap_stage stage;
+        void (*setup)(heap *h, uint32_t child, uint64_t *offs);
+        void (*child)(heap *h, uint32_t child, uint64_t *offs);
+};
+
+struct kill_at {
+        enum heap_op op;
+        enum heap_stage stage;
+};
+
+static void die_hook(heap *h, enum heap_op op, enum heap_stage stage, void *userdata) {
+        const struct kill_at *k = userdata;
+        if (op == k->op && stage == k->stage)
+                raise(SIGKILL);
+}
+
+static int die_release(heap *h, uint64_t off, uint64_t len, void *userdata) {
+        raise(SIGKILL);
+        return 0;
+}
+
+/* Scenarios. offs[] carries offsets from setup to the child and the parent's cleanup. */
+
+static void setup_none(heap *h, uint32_t child, uint64_t *offs) {
+}
+
+static void setup_child_block(heap *h, uint32_t child, uint64_t *offs) {
+        CHECK(heap_alloc(h, child, 100, 0, &offs[0]) == 0);
+}
+
+static void setup_free_unscavenged(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t a;
+        CHECK(heap_alloc(h, 0, 300, 0, &a) == 0);
+        CHECK(heap_free(h, 0, 0, a) == 0);
+        CHECK(heap_scavenge_start_gen(h, NULL) == 0);
+}
+
+static void setup_keep(heap *h, uint32_t child, uint64_t *offs) {
+        uint32_t other;
+        CHECK(heap_slot_claim(h, 4242, 0, &other) == 0);
+        CHECK(heap_alloc(h, other, 7, HEAP_ALLOC_KEEP, &offs[1]) == 0);
+        CHECK(heap_alloc(h, other, 9, 0, &offs[2]) == 0);
+        offs[3] = other;
+}
+
+static void child_alloc(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t a;
+        heap_alloc(h, child, 50, HEAP_ALLOC_ZERO, &a);
+}
+
+static void child_grow(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t a;
+        heap_alloc(h, child, 2 * P + 1, 0, &a);
+}
+
+static void child_free(heap *h, uint32_t child, uint64_t *offs) {
+        heap_free(h, child, 0, offs[0]);
+}
+
+static void child_cache_fill(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t a;
+        heap_cache_alloc(h, child, 2, 1, 0, &a);
+}
+
+static void child_cache_flush(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t a, b;
+        struct kill_at *k = h->test_hook_userdata;
+        enum heap_op op = k->op;
+        k->op = HEAP_OP_NONE; /* survive the fill */
+        heap_cache_alloc(h, child, 2, 1, 0, &a);
+        heap_cache_alloc(h, child, 2, 3, 0, &b);
+        heap_free(h, child, 2, a);
+        k->op = op;
+        heap_cache_flush(h, child, 2);
+}
+
+static void child_scavenge(heap *h, uint32_t child, uint64_t *offs) {
+        heap_scavenge(h, child, UINT64_MAX);
+}
+
+static void child_scavenge_release(heap *h, uint32_t child, uint64_t *offs) {
+        heap_set_release(h, die_release, NULL);
+        heap_scavenge(h, child, UINT64_MAX);
+}
+
+static void child_reclaim_keep(heap *h, uint32_t child, uint64_t *offs) {
+        heap_slot_reclaim(h, (uint32_t) offs[3]);
+}
+
+static const struct scenario scenarios[] = {
+        { "alloc/early", HEAP_OP_ALLOC, HEAP_STAGE_EARLY, setup_none, child_alloc },
+        { "alloc/mid", HEAP_OP_ALLOC, HEAP_STAGE_MID, setup_none, child_alloc },
+        { "alloc/late", HEAP_OP_ALLOC, HEAP_STAGE_LATE, setup_none, child_alloc },
+        { "grow/early", HEAP_OP_GROW, HEAP_STAGE_EARLY, setup_none, child_grow },
+        { "grow/mid", HEAP_OP_GROW, HEAP_STAGE_MID, setup_none, child_grow },
+        { "grow/late", HEAP_OP_GROW, HEAP_STAGE_LATE, setup_none, child_grow },
+        { "free/early", HEAP_OP_FREE, HEAP_STAGE_EARLY, setup_child_block, child_free },
+        { "free/mid", HEAP_OP_FREE, HEAP_STAGE_MID, setup_child_block, child_free },
+        { "free/late", HEAP_OP_FREE, HEAP_STAGE_LATE, setup_child_block, child_free },
+        { "cache-fill/early", HEAP_OP_CACHE_FILL, HEAP_STAGE_EARLY, setup_none, child_cache_fill },
+        { "cache-fill/mid", HEAP_OP_CACHE_FILL, HEAP_STAGE_MID, setup_none, child_cache_fill },
+        { "cache-fill/late", HEAP_OP_CACHE_FILL, HEAP_STAGE_LATE, setup_none, child_cache_fill },
+        { "cache-flush/early", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_EARLY, setup_none, child_cache_flush },
+        { "cache-flush/mid", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID, setup_none, child_cache_flush },
+        { "cache-flush/late", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_LATE, setup_none, child_cache_flush },
+        { "scav-mark/early", HEAP_OP_SCAV_MARK, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge },
+        { "scav-mark/mid", HEAP_OP_SCAV_MARK, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge },
+        { "scav-mark/late", HEAP_OP_SCAV_MARK, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge },
+        { "scav-free/early", HEAP_OP_SCAV_FREE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge },
+        { "scav-free/mid", HEAP_OP_SCAV_FREE, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge },
+        { "scav-free/late", HEAP_OP_SCAV_FREE, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge },
+        { "scav-release (unlocked)", HEAP_OP_NONE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge_release },
+        { "reclaim-keep/early", HEAP_OP_RECORD, HEAP_STAGE_EARLY, setup_keep, child_reclaim_keep },
+        { "reclaim-keep/late", HEAP_OP_RECORD, HEAP_STAGE_LATE, setup_keep, child_reclaim_keep },
+};
+
+static void run(const struct scenario *sc) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = CAP_CHUNKS * (uint64_t) 4096 * P, .max_slots = 4 };
+        struct heap_stats st;
+        char buf[256] = "";
+        uint64_t offs[4] = {};
+        uint64_t parent_blk;
+        uint32_t child;
+        int r;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 1000, 0, &child) == 0);
+        /* Something of the parent's, so that losing or freeing it wrongly shows. */
+        CHECK(heap_alloc(h, 0, 20, 0, &parent_blk) == 0);
+        sc->setup(h, child, offs);
+
+        pid_t pid = fork();
+        if (pid == 0) {
+                struct kill_at k = { sc->op, sc->stage };
+                heap_set_test_hook(h, die_hook, &k);
+                sc->child(h, child, offs);
+                _exit(3); /* the hook did not fire */
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "%s: child was not killed in the act (status %#x)",
+               sc->name, status);
+
+        r = heap_check(h, buf, sizeof(buf));
+        CHECKF(r == 0, "%s: after the crash: %s", sc->name, buf);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECKF(st.recoveries == (sc->op == HEAP_OP_NONE ? 0u : 1u), "%s: %" PRIu64 " recoveries", sc->name,
+               st.recoveries);
+
+        CHECKF(heap_slot_reclaim(h, child) >= 0, "%s: reclaim", sc->name);
+        if (offs[3]) {
+                /* The reclaim the child died in: finish it. */
+                int64_t g = heap_slot_reclaim(h, (uint32_t) offs[3]);
+                CHECKF(g >= 0 || g == -ESTALE, "%s: reclaim of the KEEP owner: %" PRId64, sc->name, g);
+                CHECKF(heap_alloc_size(h, offs[1]) == 7 * 4096, "%s: KEEP allocation lost", sc->name);
+                CHECK(heap_free(h, 0, 0, offs[1]) == 0);
+                CHECKF(heap_alloc_size(h, offs[2]) == -EINVAL, "%s: reclaimed allocation still live", sc->name);
+        }
+        r = heap_check(h, buf, sizeof(buf));
+        CHECKF(r == 0, "%s: after reclaim: %s", sc->name, buf);
+
+        /* No page lost: all that is left is the parent's block. */
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECKF(st.inuse == 20 * 4096, "%s: %" PRIu64 " bytes in use, want the parent's 20 pages", sc->name, st.inuse);
+        CHECKF(heap_alloc_size(h, parent_blk) == 20 * 4096, "%s: parent's block lost", sc->name);
+        CHECK(heap_free(h, 0, 0, parent_blk) == 0);
+        uint64_t all;
+        r = heap_alloc(h, 0, CAP_CHUNKS * P, 0, &all);
+        CHECKF(r == 0, "%s: the whole capacity cannot be allocated: %d", sc->name, r);
+        if (r == 0)
+                CHECK(heap_free(h, 0, 0, all) == 0);
+        r = heap_check(h, buf, sizeof(buf));
+        CHECKF(r == 0, "%s: at the end: %s", sc->name, buf);
+        heap_test_free(&t);
+}
+
+int main(void) {
+        for (size_t i = 0; i < ELEMENTSOF(scenarios); i++)
+                run(&scenarios[i]);
+
+        /* A heap whose intent makes no sense is quarantined, not trusted. */
+        struct heap_test t;
+        struct heap_params p = { .capacity = (uint64_t) 4096 * P };
+        CHECK(heap_test_new(&p, &t) == 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                heap_lock(t.h);
+                struct heap_hdr *hd = heap_test_hdr(t.h);
+                hd->intent = (struct heap_intent) { .op = HEAP_OP_ALLOC, .base = 1u << 30, .npages = 5 };
+                raise(SIGKILL);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        uint64_t a;
+        CHECK(heap_alloc(t.h, 0, 1, 0, &a) == -EUCLEAN);
+        CHECK(heap_free(t.h, 0, 0, 0) == -EUCLEAN);
+        char buf[128];
+        CHECK(heap_check(t.h, buf, sizeof(buf)) == -EUCLEAN);
+        heap_test_free(&t);
+        return TEST_END();
+}
