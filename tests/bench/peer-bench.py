@@ -60,6 +60,7 @@ def note_command(cmd, env_add):
     shown = shown.replace(TOP + "/", "")
     if env_add:
         envs = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in sorted(env_add.items()))
+        envs = re.sub(r"/tmp/scavd-bench-[^ /]*/scavd\.sock", "PRIVATE", envs)
         shown = envs.replace(TOP + "/", "") + " " + shown
     COMMANDS[shown] = COMMANDS.get(shown, 0) + 1
 
@@ -86,22 +87,29 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def task_cpu_ns(pid, only_tid=None, name=None):
-    """CPU time of a process's threads from /proc/PID/task/*/schedstat (ns)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            if only_tid is not None and int(tid) != only_tid:
-                continue
-            if name is not None:
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    if f.read().strip() != name:
-                        continue
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return total
+class TaskCPU:
+    """CPU time of a process's threads (or those named `name`), from
+    /proc/PID/task/*/schedstat in ns. Remembers every thread it has seen,
+    so a thread that exits keeps counting what it used."""
+
+    def __init__(self, pid, name=None):
+        self.pid, self.name, self.seen = pid, name, {}
+
+    def __call__(self):
+        try:
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                try:
+                    if self.name is not None:
+                        with open(f"/proc/{self.pid}/task/{tid}/comm") as f:
+                            if f.read().strip() != self.name:
+                                continue
+                    with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
+                        self.seen[tid] = max(self.seen.get(tid, 0), int(f.read().split()[0]))
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        return sum(self.seen.values())
 
 
 def proc_status(pid, key):
@@ -284,6 +292,33 @@ def row_two(args, bindir, daemon, res):
     res["two"] = out
 
 
+def profile_libscav(bindir, daemon, outdir, res):
+    """Where libscav's row-1 time goes: a flat perf profile of its driver,
+    so that a missed bar comes with what limits it."""
+    prof = {}
+    if daemon is None or shutil.which("perf") is None:
+        res["profile"] = {"err": "perf not installed" if daemon else "no daemon"}
+        return
+    log("profile: perf record of the libscav driver")
+    for size in ("8k", "mixed"):
+        data = os.path.join(outdir, f"perf-{size}.data")
+        cmd = ["perf", "record", "-q", "-o", data, "--", alloc_driver(bindir, "libscav"), size,
+               "--seconds", "1"]
+        out, err = run(cmd, daemon.env("bench"), timeout=60)
+        if err:
+            prof[size] = {"err": err}
+            continue
+        p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "dso,sym",
+                            "--percent-limit", "1.5"], capture_output=True, text=True)
+        lines = []
+        for line in p.stdout.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
+            if m:
+                lines.append((float(m.group(1)), m.group(2), m.group(4)))
+        prof[size] = {"top": lines[:10], "rate": kv(out.strip().splitlines()[-1]).get("pairs_per_s")}
+    res["profile"] = prof
+
+
 # --------------------------------------------------------------------------
 # Row 3: releasing memory
 
@@ -319,7 +354,7 @@ def row_release(args, bindir, daemon, res):
         for piece in ("64K", "2M"):
             vals = []
             for _ in range(3):
-                out, e = run([os.path.join(bindir, "floor"), kind, "--run", piece, "--bytes", "1G"])
+                out, e = run([os.path.join(bindir, "floor"), kind, "--run", piece, "--bytes", "512M"])
                 vals.append(kv(out.strip())["cpu_s_per_gib"] if out else None)
             floors[(kind, piece)] = median(vals)
     res["floors"] = floors
@@ -373,12 +408,13 @@ def trace_once(args, build, bindir, case, system, outdir, run_idx):
                 return os.stat(f"/proc/{pid}/fd/{heap_fd}").st_blocks * 512
             return proc_status(pid, "RssAnon") - base
 
-        def cpu_ns():
-            if system == "scavd":
-                return task_cpu_ns(daemon.pid)
-            if system.startswith("jemalloc"):
-                return task_cpu_ns(pid, name="jemalloc_bg_thd")
-            return task_cpu_ns(pid)
+        if system == "scavd":
+            cpu_ns = TaskCPU(daemon.pid)
+        elif system.startswith("jemalloc"):
+            cpu_ns = TaskCPU(pid, name="jemalloc_bg_thd")
+        else:
+            cpu_ns = TaskCPU(pid)
+        cpu_ns()
 
         p.stdin.write("go\n")
         p.stdin.flush()
@@ -754,6 +790,23 @@ def write_report(args, res, path):
     for (a, size), e in sorted(res.get("alloc_err", {}).items()):
         A(f"- {a} {size} failed: `{e}`")
     A("")
+    prof = res.get("profile", {})
+    if prof.get("err"):
+        A(f"(No profile: {prof['err']}.)")
+        A("")
+    elif prof:
+        A("What limits libscav here — a flat `perf record` profile of the libscav driver "
+          "(1 s, same workload; symbols over 1.5% of samples):")
+        A("")
+        A("| size | share | object | symbol |")
+        A("|---|---|---|---|")
+        for size, d in prof.items():
+            if d.get("err"):
+                A(f"| {size} | failed: `{d['err']}` | | |")
+                continue
+            for pct, dso, sym in d["top"]:
+                A(f"| {size} | {pct:.1f}% | {dso} | `{sym}` |")
+        A("")
 
     # Row 2
     A("## 2. Two client processes on the two cores, one pool")
@@ -915,7 +968,7 @@ def write_report(args, res, path):
     A("|---|---|")
     for chunks in (1, 10000):
         v = g.get(chunks)
-        A(f"| {chunks:,} | {'failed: `' + str(g.get(f'err_{chunks}')) + '`' if v is None else f'{v / 1000:.1f} µs'} |")
+        A(f"| {chunks:,} | {'failed: `' + str(g.get(f'err_{chunks}')) + '`' if v is None else f'{v:.0f} ns'} |")
     A("")
 
     # Commands
@@ -1048,6 +1101,8 @@ def main():
     try:
         if "1" in rows:
             row_alloc(args, bindir, daemon, res)
+        if "1" in rows:
+            profile_libscav(bindir, daemon, outdir, res)
         if "2" in rows:
             row_two(args, bindir, daemon, res)
         if "3" in rows:

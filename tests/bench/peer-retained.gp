@@ -8,7 +8,7 @@ set title ttl
 set xlabel "seconds since the burst was freed"
 set ylabel "retained (MiB)"
 set grid
-set key top right
+set key outside right top
 set yrange [0:*]
 set xrange [0:*]
 n = words(series)
