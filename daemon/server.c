@@ -78,6 +78,16 @@ static void pool_quarantine(struct manager *m, struct pool *p) {
         p->quarantined = true;
 }
 
+static bool pid_has_session(struct manager *m, uint32_t pid) {
+        if (!m->server)
+                return false;
+        for (struct conn *c = m->server->conns; c; c = c->next)
+                if (c->has_slot && c->pool && (uint32_t) c->cred.pid == pid &&
+                    c->pool->slots[c->slot].conn == c)
+                        return true;
+        return false;
+}
+
 /* Gives a slot back to the heap: page caches, non-KEEP allocations, an
  * interrupted scavenge. */
 static void slot_reclaim(struct manager *m, struct pool *p, uint32_t slot, uint32_t pid, const char *why) {
@@ -101,7 +111,9 @@ static void slot_reclaim(struct manager *m, struct pool *p, uint32_t slot, uint3
                          why, (long long) n);
         p->slots[slot].token = 0;
         p->slots[slot].conn = NULL;
-        if (m->kernel)
+        /* The process may still have another pool open: only forget its
+         * mappings with its last session. */
+        if (m->kernel && !pid_has_session(m, pid))
                 kernel_watch_remove_process(m->kernel, (pid_t) pid);
         if (p->scavenging && n > 0)
                 scavenger_wake(m->scavenger, p);

@@ -52,7 +52,12 @@ struct scav_msg_hdr {
 };
 
 /* HELLO: join `pool`. To re-claim a slot after a daemon restart, pass the
- * slot and token of the earlier HELLO_REPLY (else slot = UINT32_MAX). */
+ * slot and token of the earlier HELLO_REPLY (else slot = UINT32_MAX).
+ * The token is random per session and kept only in the daemon's memory: a
+ * daemon that restarted cannot know it, so it accepts a slot that the heap
+ * still marks live for the connecting pid and uid; a daemon that knows the
+ * token (the same daemon, after a lost connection) requires it. A slot
+ * already reclaimed answers -ESTALE: the client starts a new session. */
 struct scav_msg_hello {
         struct scav_msg_hdr hdr;
         char pool[SCAV_POOL_NAME_MAX];
