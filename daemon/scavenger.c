@@ -45,7 +45,12 @@ struct pool_scav {
         struct pacer_pool pp;
         uint64_t forced_this_gen;  /* forced bytes already traced as "(forced)" */
         double burst_worked;       /* ns of this burst spent on this pool */
+        uint64_t last_inuse, last_retained;
+        unsigned idle_gens;        /* generations without change and without clients */
 };
+
+/* An idle pool without clients has its generations spaced out up to this factor. */
+#define GEN_IDLE_BACKOFF_MAX 4u
 
 struct scavenger {
         sd_event *event;
@@ -66,6 +71,9 @@ struct scavenger {
         size_t n_pools;
 
         uint64_t bursts, background_released;
+
+        void (*status_changed)(void *userdata);
+        void *status_userdata;
 };
 
 static int64_t clock_ns(clockid_t id) {
@@ -179,6 +187,14 @@ static int64_t bg_scavenge_one(void *userdata, uint64_t nbytes, int64_t *ret_ns)
         }
 }
 
+static uint64_t heap_stats_inuse(heap *h, uint64_t *ret_retained) {
+        struct heap_stats st = {};
+
+        (void) heap_get_stats(h, &st);
+        *ret_retained = st.retained;
+        return st.inuse;
+}
+
 static void pools_refresh(scavenger *s) {
         for (size_t i = 0; i < s->n_pools; i++) {
                 struct pool_scav *ps = s->pools[i];
@@ -220,6 +236,9 @@ static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
                 next = pacer_next_ready(s->pps, s->n_pools, clock_ns(CLOCK_MONOTONIC));
                 if (next == INT64_MAX) {
                         bg_park(s);
+                        /* Every pool at its goal: worth a STATUS= update. */
+                        if (s->status_changed)
+                                s->status_changed(s->status_userdata);
                         return 0;
                 }
                 if (bg_arm(s, next) < 0) {
@@ -303,16 +322,36 @@ static int pool_new_generation(struct pool_scav *ps) {
         return 0;
 }
 
+/*
+ * Generations run every generation_interval while a pool has clients or
+ * something changed; a pool that nobody uses and that is at its goal is
+ * looked at less and less often (up to 16 intervals), so that an idle daemon
+ * does not poll. scavenger_wake() brings the pace back.
+ */
 static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         struct pool_scav *ps = userdata;
         scavenger *s = ps->s;
+        uint64_t inuse, retained;
+        bool changed;
 
-        (void) pool_new_generation(ps);
-        if (ps->pool->quarantined) {
+        if (pool_new_generation(ps) < 0 && ps->pool->quarantined) {
                 (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
+                if (s->status_changed)
+                        s->status_changed(s->status_userdata);
                 return 0;
         }
-        (void) sd_event_source_set_time_relative(src, s->gen_interval_usec);
+        inuse = heap_stats_inuse(ps->pool->heap, &retained);
+        changed = inuse != ps->last_inuse || retained != ps->last_retained;
+        ps->last_inuse = inuse;
+        ps->last_retained = retained;
+        if (changed || ps->pool->n_clients > 0 || ps->pp.goal != HEAP_GOAL_NONE)
+                ps->idle_gens = 0;
+        else if (ps->idle_gens < GEN_IDLE_BACKOFF_MAX)
+                ps->idle_gens++;
+        if (changed && s->status_changed)
+                s->status_changed(s->status_userdata);
+
+        (void) sd_event_source_set_time_relative(src, s->gen_interval_usec << ps->idle_gens);
         (void) sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
         return 0;
 }
@@ -460,6 +499,11 @@ void scavenger_wake(scavenger *s, struct pool *p) {
                 ps = p->scav;
                 if (!ps || p->quarantined)
                         return;
+                if (ps->idle_gens > 0) {
+                        ps->idle_gens = 0;
+                        (void) sd_event_source_set_time_relative(ps->gen_timer, s->gen_interval_usec);
+                        (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
+                }
                 /* Freed memory may lie where this generation already searched:
                  * let the next burst try once more. */
                 ps->pp.exhausted = false;
@@ -526,7 +570,6 @@ static void format_size(char *buf, size_t len, uint64_t bytes) {
 
 void scavenger_status(scavenger *s, char *buf, size_t len) {
         uint64_t inuse = 0, retained = 0, released = 0, gen = 0;
-        unsigned quarantined = 0;
         char a[32], b[32], c[32];
 
         assert(s);
@@ -536,11 +579,7 @@ void scavenger_status(scavenger *s, char *buf, size_t len) {
                 struct pool *p = s->pools[i]->pool;
                 struct heap_stats st = {};
 
-                if (p->quarantined) {
-                        quarantined++;
-                        continue;
-                }
-                if (heap_get_stats(p->heap, &st) < 0)
+                if (p->quarantined || heap_get_stats(p->heap, &st) < 0)
                         continue;
                 inuse += st.inuse;
                 retained += st.retained;
@@ -550,7 +589,12 @@ void scavenger_status(scavenger *s, char *buf, size_t len) {
         format_size(a, sizeof(a), inuse);
         format_size(b, sizeof(b), retained);
         format_size(c, sizeof(c), released);
-        snprintf(buf, len, "%zu pool%s%s, %s in use, %s retained, %s released, gen %" PRIu64 "%s", s->n_pools,
-                 s->n_pools == 1 ? "" : "s", quarantined ? " (some quarantined)" : "", a, b, c, gen,
+        snprintf(buf, len, "%s in use, %s retained, %s released, gen %" PRIu64 "%s", a, b, c, gen,
                  s->state == SCAV_PARKED ? "" : ", scavenging");
+}
+
+void scavenger_set_status_callback(scavenger *s, void (*cb)(void *userdata), void *userdata) {
+        assert(s);
+        s->status_changed = cb;
+        s->status_userdata = userdata;
 }

@@ -32,5 +32,10 @@ void scavenger_wake(scavenger *s, struct pool *p);
 /* Releases everything free (bytes = 0) or up to bytes, unpaced; traces "(forced)". */
 int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char *why);
 
-/* One-line summary for sd_notify STATUS=. */
+/* One-line summary for sd_notify STATUS= (in use, retained, released, generation). */
 void scavenger_status(scavenger *s, char *buf, size_t len);
+
+/* Called when the summary changed (a generation with changes ended, or the
+ * background scavenger reached every goal and parked), so that the caller
+ * can keep STATUS= current. */
+void scavenger_set_status_callback(scavenger *s, void (*cb)(void *userdata), void *userdata);
