@@ -102,6 +102,15 @@ p=$(journalctl -o json --no-pager MESSAGE_ID=$MSGID_PACING SCAV_POOL=jtest | gre
 [ "$p" -ge 1 ] || fail "scavtrace = 2: no pacing entries in the journal"
 echo "journal: $p pacing entries"
 
+# The catalog has an entry for each MESSAGE_ID the daemon sends.
+mkdir -p "$dir/root/usr/lib/systemd/catalog" "$dir/root/var/lib/systemd/catalog"
+cp "$top/systemd/scavd.catalog" "$dir/root/usr/lib/systemd/catalog/"
+journalctl --root="$dir/root" --update-catalog || fail "journalctl --update-catalog rejects systemd/scavd.catalog"
+cat=$(journalctl --root="$dir/root" --list-catalog)
+for id in $MSGID_GEN $MSGID_PACING; do
+        printf '%s\n' "$cat" | grep -q "^$id scavd: " || fail "no catalog entry for $id: $cat"
+done
+
 # Under journald, scavtrace lines go to the journal, not to stderr.
 if grep -q '^scav jtest' "$dir/scavd.log"; then
         fail "scavtrace lines on stderr although journald runs"
