@@ -67,24 +67,29 @@ int scav_conn_connect(const char *path, int *ret_fd) {
         return 0;
 }
 
-/* Waits for the socket to become readable, at most SCAV_CONN_TIMEOUT_SEC.
- * Restarts after signals with the time that is left. */
-static int conn_wait(int fd) {
-        struct timespec end, now;
-        int timeout_ms;
+static int64_t now_ms(void) {
+        struct timespec ts;
 
-        clock_gettime(CLOCK_MONOTONIC, &end);
-        end.tv_sec += SCAV_CONN_TIMEOUT_SEC;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for the socket to become readable, at most timeout_ms (< 0: no
+ * limit). Restarts after signals with the time that is left. */
+static int conn_wait(int fd, int timeout_ms) {
+        int64_t end = now_ms() + timeout_ms;
+
         for (;;) {
                 struct pollfd pfd = { .fd = fd, .events = POLLIN };
-                int r;
+                int left = -1, r;
 
-                clock_gettime(CLOCK_MONOTONIC, &now);
-                timeout_ms = (int) ((end.tv_sec - now.tv_sec) * 1000 +
-                                    (end.tv_nsec - now.tv_nsec) / 1000000);
-                if (timeout_ms <= 0)
-                        return -ETIMEDOUT;
-                r = poll(&pfd, 1, timeout_ms);
+                if (timeout_ms >= 0) {
+                        int64_t l = end - now_ms();
+                        if (l <= 0)
+                                return -ETIMEDOUT;
+                        left = (int) l;
+                }
+                r = poll(&pfd, 1, left);
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r < 0)
@@ -103,7 +108,7 @@ static void close_fds(int *fds, unsigned n) {
 }
 
 int scav_conn_call(int fd, const void *req, size_t req_len, void *reply, size_t reply_max,
-                   int *fds, unsigned nfds) {
+                   int *fds, unsigned nfds, int timeout_ms) {
         const struct scav_msg_hdr *rq = req;
         union {
                 struct cmsghdr align;
@@ -134,7 +139,7 @@ int scav_conn_call(int fd, const void *req, size_t req_len, void *reply, size_t 
                 return -EIO;
 
         for (;;) {
-                r = conn_wait(fd);
+                r = conn_wait(fd, timeout_ms);
                 if (r < 0)
                         return r;
                 n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -204,7 +209,7 @@ int scav_ctl_request(const char *path, enum scav_msg_type type, const char *pool
         r = scav_conn_connect(path, &fd);
         if (r < 0)
                 return r;
-        n = scav_conn_call(fd, msg, len, reply, reply_max, NULL, 0);
+        n = scav_conn_call(fd, msg, len, reply, reply_max, NULL, 0, SCAV_CONN_TIMEOUT_MS);
         if (n < 0)
                 return n;
         r = ((struct scav_msg_hdr *) reply)->error;

@@ -12,8 +12,10 @@
 
 #include "proto.h"
 
-/* Seconds a reply may take before the request fails with -ETIMEDOUT. */
-#define SCAV_CONN_TIMEOUT_SEC 10
+/* Milliseconds a reply may take before the request fails with -ETIMEDOUT
+ * (-1 to SCAV_CONN_TIMEOUT_FOREVER: a request that must not be abandoned). */
+#define SCAV_CONN_TIMEOUT_MS 10000
+#define SCAV_CONN_TIMEOUT_FOREVER (-1)
 
 /* $SCAVD_SOCKET, else /run/scavd/scavd.sock. */
 const char *scav_socket_path(void);
@@ -29,10 +31,11 @@ int scav_conn_connect(const char *path, int *ret_fd);
  * reply_max bytes) with up to nfds descriptors into fds (the rest set to
  * -1). Checks magic, version (-EPROTO) and that the reply's type answers
  * the request's. Returns the reply's length; the reply's own error field is
- * the caller's to read. -ECONNRESET when the daemon hung up.
+ * the caller's to read. -ECONNRESET when the daemon hung up, -ETIMEDOUT
+ * after timeout_ms.
  */
 int scav_conn_call(int fd, const void *req, size_t req_len, void *reply, size_t reply_max,
-                   int *fds, unsigned nfds);
+                   int *fds, unsigned nfds, int timeout_ms);
 
 /*
  * One control request on a connection of its own (scavctl, scav_scavenge):

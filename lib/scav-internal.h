@@ -90,8 +90,9 @@ struct scav_session {
         uint32_t slot, page_size;
         uint64_t token, meta_size, capacity;
 };
-int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct scav_session *ret);
-int scav_session_mapped(int sock, const void *addr, uint64_t len);
+int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, int timeout_ms,
+                       struct scav_session *ret);
+int scav_session_mapped(int sock, const void *addr, uint64_t len, int timeout_ms);
 void scav_session_close(struct scav_session *s);
 /* What re-establishing a session needs, copied from the pool. */
 struct scav_reconnect {

@@ -22,7 +22,8 @@ void scav_session_close(struct scav_session *s) {
         s->sock = s->meta_fd = s->heap_fd = -1;
 }
 
-int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct scav_session *ret) {
+int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, int timeout_ms,
+                       struct scav_session *ret) {
         struct scav_session s = { .sock = -1, .meta_fd = -1, .heap_fd = -1 };
         struct scav_msg_hello req = {};
         struct scav_msg_hello_reply rep = {};
@@ -40,7 +41,7 @@ int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, struct s
         req.slot = slot;
         req.token = token;
 
-        r = scav_conn_call(s.sock, &req, sizeof(req), &rep, sizeof(rep), fds, 2);
+        r = scav_conn_call(s.sock, &req, sizeof(req), &rep, sizeof(rep), fds, 2, timeout_ms);
         if (r < 0)
                 goto fail;
         s.meta_fd = fds[0];
@@ -66,7 +67,7 @@ fail:
         return r;
 }
 
-int scav_session_mapped(int sock, const void *addr, uint64_t len) {
+int scav_session_mapped(int sock, const void *addr, uint64_t len, int timeout_ms) {
         struct scav_msg_mapped req = {};
         struct scav_msg_reply rep = {};
         int r;
@@ -74,7 +75,7 @@ int scav_session_mapped(int sock, const void *addr, uint64_t len) {
         scav_msg_init(&req.hdr, SCAV_MSG_MAPPED, sizeof(req));
         req.addr = (uint64_t) (uintptr_t) addr;
         req.len = len;
-        r = scav_conn_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0);
+        r = scav_conn_call(sock, &req, sizeof(req), &rep, sizeof(rep), NULL, 0, timeout_ms);
         if (r < 0)
                 return r;
         /* The daemon may not watch faults (no BPF): that is not our failure. */
@@ -94,9 +95,13 @@ int scav_session_reconnect(const struct scav_reconnect *rc, struct scav_session 
         struct stat st;
         int r;
 
-        r = scav_session_hello(rc->name, rc->slot, rc->token, &s);
+        /* No time limit: with socket activation our HELLO may wait in the
+         * listening socket's queue while the daemon is away. Abandoning it
+         * would let the daemon, once back, re-claim the slot for a dead
+         * connection and then reclaim it, and our allocations with it. */
+        r = scav_session_hello(rc->name, rc->slot, rc->token, SCAV_CONN_TIMEOUT_FOREVER, &s);
         if (r == -ESTALE)
-                r = scav_session_hello(rc->name, SCAV_SLOT_NONE, 0, &s);
+                r = scav_session_hello(rc->name, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_FOREVER, &s);
         if (r < 0)
                 return r;
 
@@ -105,7 +110,7 @@ int scav_session_reconnect(const struct scav_reconnect *rc, struct scav_session 
                 scav_session_close(&s);
                 return -ESTALE;
         }
-        r = scav_session_mapped(s.sock, rc->base, rc->capacity);
+        r = scav_session_mapped(s.sock, rc->base, rc->capacity, SCAV_CONN_TIMEOUT_FOREVER);
         if (r < 0) {
                 scav_session_close(&s);
                 return r;

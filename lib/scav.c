@@ -44,7 +44,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
         if (!scav_pool_name_valid(pool))
                 return -EINVAL;
 
-        r = scav_session_hello(pool, UINT32_MAX, 0, &s);
+        r = scav_session_hello(pool, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_MS, &s);
         if (r < 0)
                 return r;
 
@@ -93,7 +93,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
                 goto fail;
         }
 
-        r = scav_session_mapped(s.sock, p->base, p->capacity);
+        r = scav_session_mapped(s.sock, p->base, p->capacity, SCAV_CONN_TIMEOUT_MS);
         if (r < 0)
                 goto fail;
 
