@@ -26,7 +26,9 @@ struct tls_entry {
         uint32_t cache;
 };
 
-static __thread struct tls_entry tls_entries[SCAV_TLS_POOLS];
+/* initial-exec: no __tls_get_addr call on the allocation path of the .so
+ * (192 bytes fit the static TLS that glibc keeps for dlopen'ed libraries). */
+static __thread struct tls_entry tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static bool tls_key_ok;
