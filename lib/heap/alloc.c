@@ -178,7 +178,10 @@ int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t
 bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint64_t npages) {
         if (owner_slot >= h->max_slots || npages > HEAP_CACHE_PAGES)
                 return false;
-        for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++) {
+        for (uint32_t m = h->slots[owner_slot].cache_mask; m; m &= m - 1) {
+                uint32_t ci = (uint32_t) __builtin_ctz(m);
+                if (ci >= HEAP_SLOT_CACHES)
+                        break;
                 struct heap_cache *c = &h->slots[owner_slot].caches[ci];
                 uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
                 uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);

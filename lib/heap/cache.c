@@ -67,6 +67,7 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         atomic_store_explicit(&c->free_mask, 0, memory_order_relaxed);
         atomic_store_explicit(&c->scav_mask, 0, memory_order_relaxed);
         atomic_store_explicit(&c->owned, 0, memory_order_relaxed);
+        h->slots[slot].cache_mask &= ~(UINT32_C(1) << cache);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
 }
@@ -130,6 +131,7 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         atomic_store_explicit(&c->free_mask, owned, memory_order_relaxed);
         atomic_store_explicit(&c->scav_mask, scav, memory_order_relaxed);
         atomic_store_explicit(&c->owned, owned, memory_order_relaxed);
+        h->slots[slot].cache_mask |= UINT32_C(1) << cache;
         heap_intent_end(h);
         return 1;
 }

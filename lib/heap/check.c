@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "heap/alloc.h"
 #include "heap/pagealloc.h"
@@ -26,15 +27,6 @@ _printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
         return -EUCLEAN;
 }
 
-static bool bit(const uint64_t *b, uint64_t i) {
-        return (b[i / 64] >> (i % 64)) & 1;
-}
-static void set_bit(uint64_t *b, uint64_t i) {
-        b[i / 64] |= UINT64_C(1) << (i % 64);
-}
-static bool page_allocated(heap *h, uint64_t p) {
-        return bit(h->chunks[p / HEAP_CHUNK_PAGES].alloc, p % HEAP_CHUNK_PAGES);
-}
 
 /* Summaries at every level against the bitmaps. Called with heap lock held. */
 int heap_check_summaries_locked(heap *h, char *buf, size_t len) {
@@ -87,18 +79,22 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
         if (r < 0)
                 return r;
 
-        uint64_t search = heap_load(&hd->search_page);
-        for (uint64_t p = 0; p < MIN(search, grown); p++)
-                if (!page_allocated(h, p))
-                        return fail(buf, len, "page %" PRIu64 " is free below the search address %" PRIu64, p, search);
-
-        /* Who holds each allocated page: a cache, a scavenge intent, or a record. */
+        /* Who holds each allocated page: a cache, a scavenge intent, or a record.
+         * Bitmaps over the grown heap, so that ranges cost words, not pages. */
         size_t words = (size_t) DIV_ROUND_UP(grown, 64) + 1;
+        _cleanup_free_ uint64_t *amap = calloc(words, sizeof(uint64_t));
         _cleanup_free_ uint64_t *held = calloc(words, sizeof(uint64_t));
         _cleanup_free_ uint64_t *in_cache = calloc(words, sizeof(uint64_t));
         _cleanup_free_ uint64_t *in_rec = calloc(words, sizeof(uint64_t));
-        if (!held || !in_cache || !in_rec)
+        if (!amap || !held || !in_cache || !in_rec)
                 return -ENOMEM;
+        for (uint64_t c = 0; c < n; c++)
+                memcpy(&amap[c * HEAP_CHUNK_WORDS], h->chunks[c].alloc, sizeof(h->chunks[c].alloc));
+
+        uint64_t search = heap_load(&hd->search_page);
+        uint64_t below = MIN(search, grown);
+        if (below && heap_bits_popcnt_range(amap, 0, (unsigned) below) != below)
+                return fail(buf, len, "a page below the search address %" PRIu64 " is free", search);
 
         uint64_t intents = 0;
         for (uint32_t s = 0; s < h->max_slots; s++) {
@@ -107,35 +103,32 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 if (state != HEAP_SLOT_FREE && state != HEAP_SLOT_LIVE)
                         return fail(buf, len, "slot %u: bad state %u", s, state);
                 if (sl->scav_npages) {
-                        if (sl->scav_base >= grown || sl->scav_npages > grown - sl->scav_base)
+                        uint64_t b = sl->scav_base, np = sl->scav_npages;
+                        if (b >= grown || np > grown - b)
                                 return fail(buf, len, "slot %u: scavenge intent [%" PRIu64 ", +%" PRIu64 ") outside the heap",
-                                            s, sl->scav_base, sl->scav_npages);
-                        for (uint64_t p = sl->scav_base; p < sl->scav_base + sl->scav_npages; p++) {
-                                if (bit(held, p))
-                                        return fail(buf, len, "slot %u: scavenge intent page %" PRIu64 " held twice", s, p);
-                                set_bit(held, p);
-                        }
-                        intents += sl->scav_npages;
+                                            s, b, np);
+                        if (heap_bits_popcnt_range(held, (unsigned) b, (unsigned) np))
+                                return fail(buf, len, "slot %u: scavenge intent at page %" PRIu64 " overlaps another", s, b);
+                        heap_bits_set_range(held, (unsigned) b, (unsigned) np);
+                        intents += np;
                 }
                 for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++) {
                         struct heap_cache *c = &sl->caches[ci];
                         uint64_t owned = atomic_load(&c->owned), base = atomic_load(&c->base);
                         if (!owned)
                                 continue;
+                        if (!(sl->cache_mask & (UINT32_C(1) << ci)))
+                                return fail(buf, len, "slot %u cache %u owns pages but is not in the slot's cache mask", s, ci);
                         if (state == HEAP_SLOT_FREE)
                                 return fail(buf, len, "free slot %u holds page cache %u", s, ci);
                         if (base % HEAP_CACHE_PAGES || base + HEAP_CACHE_PAGES > grown)
                                 return fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
                         if (atomic_load(&c->free_mask) & ~owned)
                                 return fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
-                        for (unsigned i = 0; i < 64; i++) {
-                                if (!((owned >> i) & 1))
-                                        continue;
-                                if (bit(held, base + i))
-                                        return fail(buf, len, "page %" PRIu64 " held twice (slot %u cache %u)", base + i, s, ci);
-                                set_bit(held, base + i);
-                                set_bit(in_cache, base + i);
-                        }
+                        if (held[base / 64] & owned)
+                                return fail(buf, len, "slot %u cache %u: a page at %" PRIu64 " is held twice", s, ci, base);
+                        held[base / 64] |= owned;
+                        in_cache[base / 64] |= owned;
                 }
         }
 
@@ -148,28 +141,29 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
                 if (HEAP_REC_OWNER(rec) > h->max_slots)
                         return fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
-                bool first_cached = bit(in_cache, p);
-                for (uint64_t q = p; q < p + np; q++) {
-                        if (bit(in_rec, q))
-                                return fail(buf, len, "records overlap at page %" PRIu64, q);
-                        set_bit(in_rec, q);
-                        if (!page_allocated(h, q))
-                                return fail(buf, len, "record at page %" PRIu64 ": page %" PRIu64 " is free", p, q);
-                        if (bit(in_cache, q) != first_cached)
-                                return fail(buf, len, "record at page %" PRIu64 " straddles a page cache", p);
-                        if (!first_cached) {
-                                if (bit(held, q))
-                                        return fail(buf, len, "record at page %" PRIu64 ": page %" PRIu64 " held twice", p, q);
-                                set_bit(held, q);
-                        }
+                unsigned pi = (unsigned) p, ni = (unsigned) np;
+                if (heap_bits_popcnt_range(in_rec, pi, ni))
+                        return fail(buf, len, "record at page %" PRIu64 " overlaps another", p);
+                heap_bits_set_range(in_rec, pi, ni);
+                if (heap_bits_popcnt_range(amap, pi, ni) != np)
+                        return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) covers free pages", p, np);
+                unsigned cached = heap_bits_popcnt_range(in_cache, pi, ni);
+                if (cached != 0 && cached != np)
+                        return fail(buf, len, "record at page %" PRIu64 " straddles a page cache", p);
+                if (cached == 0) {
+                        if (heap_bits_popcnt_range(held, pi, ni))
+                                return fail(buf, len, "record at page %" PRIu64 ": a page is held twice", p);
+                        heap_bits_set_range(held, pi, ni);
                 }
         }
 
-        for (uint64_t p = 0; p < grown; p++)
-                if (page_allocated(h, p) != bit(held, p))
-                        return fail(buf, len, page_allocated(h, p) ? "page %" PRIu64 " is allocated but nobody holds it"
-                                                                  : "page %" PRIu64 " is held but free",
+        for (size_t w = 0; w < words; w++)
+                if (amap[w] != held[w]) {
+                        uint64_t p = w * 64 + (uint64_t) __builtin_ctzll(amap[w] ^ held[w]);
+                        return fail(buf, len, (amap[w] >> (p % 64)) & 1 ? "page %" PRIu64 " is allocated but nobody holds it"
+                                                                         : "page %" PRIu64 " is held but free",
                                     p);
+                }
 
         if (heap_load(&hd->inuse_pages) + intents != alloc)
                 return fail(buf, len, "in use %" PRIu64 " pages + %" PRIu64 " scavenging != %" PRIu64 " allocated",

@@ -31,7 +31,7 @@
 #define HEAP_META_ALIGN 4096u
 #define HEAP_MAX_LEVELS 12u
 /* Entries of the root level are scanned linearly; below it each entry has 8 children. */
-#define HEAP_ROOT_MAX 64u
+#define HEAP_ROOT_MAX 512u
 #define HEAP_LEVEL_BITS 3u
 #define HEAP_LOG_CHUNK_PAGES 9u
 /* Search ranges kept by the scavenger (Go's p.scav.inUse); only a hint. */
@@ -85,7 +85,7 @@ struct heap_slot {
         alignas(64) _Atomic uint32_t state;
         uint32_t pid;
         uint32_t uid;
-        uint32_t _pad;
+        uint32_t cache_mask; /* bit c: cache c owns pages (heap lock); a hint for frees */
         /* Scavenge intent: pages marked allocated while being released. Heap lock. */
         uint64_t scav_base;
         uint64_t scav_npages;

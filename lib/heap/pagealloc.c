@@ -22,8 +22,7 @@ static void mark_corrupt(heap *h, const char *why) {
  * Ports mergeSummaries: the summary of n consecutive entries that each
  * cover 2^log_max_pages_per_sum pages.
  */
-struct heap_sum heap_summary_merge(const struct heap_sum *sums, unsigned n,
-                                   unsigned log_max_pages_per_sum) {
+static inline struct heap_sum merge(const struct heap_sum *sums, unsigned n, unsigned log_max_pages_per_sum) {
         uint64_t full = UINT64_C(1) << log_max_pages_per_sum;
         uint64_t start = sums[0].start, max = sums[0].max, end = sums[0].end;
         for (unsigned i = 1; i < n; i++) {
@@ -36,12 +35,14 @@ struct heap_sum heap_summary_merge(const struct heap_sum *sums, unsigned n,
                         max = end + si;
                 if (mi > max)
                         max = mi;
-                if (ei == full)
-                        end += full;
-                else
-                        end = ei;
+                end = ei == full ? end + full : ei;
         }
         return heap_sum_make((uint32_t) start, (uint32_t) max, (uint32_t) end);
+}
+
+struct heap_sum heap_summary_merge(const struct heap_sum *sums, unsigned n,
+                                   unsigned log_max_pages_per_sum) {
+        return merge(sums, n, log_max_pages_per_sum);
 }
 
 static uint64_t level_entries_per_block(heap *h, unsigned l) {
@@ -61,21 +62,22 @@ void heap_summary_update(heap *h, uint64_t base, uint64_t npages, bool contig, b
         struct heap_sum *leaf = heap_leaf(h);
 
         if (sc == ec) {
-                struct heap_sum y = heap_palloc_summarize(h->chunks[sc].alloc);
+                struct heap_sum y;
+                heap_palloc_summarize_into(h->chunks[sc].alloc, &y);
                 if (heap_sum_eq(leaf[sc], y))
                         return;
                 leaf[sc] = y;
         } else if (contig) {
-                leaf[sc] = heap_palloc_summarize(h->chunks[sc].alloc);
+                heap_palloc_summarize_into(h->chunks[sc].alloc, &leaf[sc]);
                 struct heap_sum whole = alloc ? heap_sum_make(0, 0, 0)
                                               : heap_sum_make(HEAP_CHUNK_PAGES, HEAP_CHUNK_PAGES,
                                                               HEAP_CHUNK_PAGES);
                 for (uint64_t c = sc + 1; c < ec; c++)
                         leaf[c] = whole;
-                leaf[ec] = heap_palloc_summarize(h->chunks[ec].alloc);
+                heap_palloc_summarize_into(h->chunks[ec].alloc, &leaf[ec]);
         } else {
                 for (uint64_t c = sc; c <= ec; c++)
-                        leaf[c] = heap_palloc_summarize(h->chunks[c].alloc);
+                        heap_palloc_summarize_into(h->chunks[c].alloc, &leaf[c]);
         }
 
         bool changed = true;
@@ -86,8 +88,7 @@ void heap_summary_update(heap *h, uint64_t base, uint64_t npages, bool contig, b
                 uint64_t lo = base >> shift, hi = (limit >> shift) + 1;
                 for (uint64_t i = lo; i < hi; i++) {
                         const struct heap_sum *children = &h->levels[l + 1][i << HEAP_LEVEL_BITS];
-                        struct heap_sum sum = heap_summary_merge(children, 1u << HEAP_LEVEL_BITS,
-                                                                 log_child);
+                        struct heap_sum sum = merge(children, 1u << HEAP_LEVEL_BITS, log_child);
                         if (!heap_sum_eq(h->levels[l][i], sum)) {
                                 changed = true;
                                 h->levels[l][i] = sum;

@@ -69,7 +69,7 @@ unsigned heap_bits_popcnt_range(const uint64_t *b, unsigned i, unsigned n) {
  * finds the longest run inside words by shrinking every run of zeros by the
  * current maximum, so each word costs O(log max) rather than O(64).
  */
-struct heap_sum heap_palloc_summarize(const uint64_t *b) {
+void heap_palloc_summarize_into(const uint64_t *b, struct heap_sum *ret) {
         const unsigned not_set = UINT32_MAX;
         unsigned start = not_set, max = 0, cur = 0;
 
@@ -87,13 +87,15 @@ struct heap_sum heap_palloc_summarize(const uint64_t *b) {
                         max = cur;
                 cur = l;
         }
-        if (start == not_set)
-                return heap_sum_make(HEAP_CHUNK_PAGES, HEAP_CHUNK_PAGES, HEAP_CHUNK_PAGES);
+        if (start == not_set) {
+                ret->start = ret->max = ret->end = HEAP_CHUNK_PAGES;
+                return;
+        }
         if (cur > max)
                 max = cur;
         if (max >= 64 - 2)
                 /* No run inside a word can beat it. */
-                return heap_sum_make(start, max, cur);
+                goto done;
 
         for (unsigned i = 0; i < HEAP_CHUNK_WORDS; i++) {
                 uint64_t x = b[i];
@@ -131,7 +133,17 @@ struct heap_sum heap_palloc_summarize(const uint64_t *b) {
                 }
         next_word:;
         }
-        return heap_sum_make(start, max, cur);
+done:
+        /* Stored field by field: returning the 12-byte struct costs a store-forwarding stall. */
+        ret->start = start;
+        ret->max = max;
+        ret->end = cur;
+}
+
+struct heap_sum heap_palloc_summarize(const uint64_t *b) {
+        struct heap_sum s;
+        heap_palloc_summarize_into(b, &s);
+        return s;
 }
 
 /*

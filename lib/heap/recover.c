@@ -108,12 +108,14 @@ static int roll_forward(heap *h, const struct heap_intent *it) {
                         atomic_store(&c->free_mask, it->a);
                         atomic_store(&c->scav_mask, it->b);
                         atomic_store(&c->owned, it->a);
+                        sl->cache_mask |= UINT32_C(1) << it->cache;
                 } else {
                         ch->alloc[w] &= ~it->a;
                         ch->scav[w] |= it->a & it->b;
                         atomic_store(&c->free_mask, 0);
                         atomic_store(&c->scav_mask, 0);
                         atomic_store(&c->owned, 0);
+                        sl->cache_mask &= ~(UINT32_C(1) << it->cache);
                 }
                 break;
         }
@@ -147,8 +149,14 @@ static void recount(heap *h) {
                         alloc += (uint64_t) heap_popcount64(h->chunks[c].alloc[w]);
                         scav += (uint64_t) heap_popcount64(h->chunks[c].scav[w]);
                 }
-        for (uint32_t s = 0; s < h->max_slots; s++)
-                intents += h->slots[s].scav_npages;
+        for (uint32_t s = 0; s < h->max_slots; s++) {
+                struct heap_slot *sl = &h->slots[s];
+                intents += sl->scav_npages;
+                sl->cache_mask = 0;
+                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                        if (atomic_load(&sl->caches[c].owned))
+                                sl->cache_mask |= UINT32_C(1) << c;
+        }
         heap_store(&hd->inuse_pages, alloc >= intents ? alloc - intents : 0);
         heap_store(&hd->released_pages, scav);
         if (hd->peak_inuse_pages < hd->inuse_pages)

@@ -24,6 +24,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                 sl->uid = uid;
                 sl->scav_base = 0;
                 sl->scav_npages = 0;
+                sl->cache_mask = 0;
                 for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
                         atomic_store(&sl->caches[c].owned, 0);
                         atomic_store(&sl->caches[c].free_mask, 0);

@@ -362,8 +362,58 @@ static void test_goal(void) {
         CHECK_EQ_U64(heap_retained_goal(UINT64_MAX / 4, UINT64_MAX, 10, 0, 4096) % 4096, 0);
 }
 
+/* heap_check must name what is broken; each corruption is undone after. */
+static void test_check_detects(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB };
+        char buf[256];
+        uint64_t a, b;
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        struct heap_hdr *hd = t.meta;
+        CHECK(heap_alloc(h, 0, 10, 0, &a) == 0);
+        CHECK(heap_cache_alloc(h, 0, 0, 1, 0, &b) == 0);
+        check_heap(h, "before corruption");
+        _Atomic uint64_t *rec = (_Atomic uint64_t *) ((uint8_t *) t.meta + hd->records_off);
+        struct heap_chunk *ch = (struct heap_chunk *) ((uint8_t *) t.meta + hd->chunks_off);
+
+        rec[100] = HEAP_REC_MAKE(2, 1, 0);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "record at page 100"), "got: %s", buf);
+        rec[100] = 0;
+
+        rec[3] = HEAP_REC_MAKE(2, 1, 0);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "overlaps"), "got: %s", buf);
+        rec[3] = 0;
+
+        struct heap_sum *leaf = (struct heap_sum *) ((uint8_t *) t.meta + hd->level_off[hd->nlevels - 1]);
+        leaf[0].max++;
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "summary of chunk 0"), "got: %s", buf);
+        leaf[0].max--;
+
+        ch[0].scav[0] |= 1;
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "both allocated and scavenged"), "got: %s", buf);
+        ch[0].scav[0] &= ~UINT64_C(1);
+
+        hd->inuse_pages++;
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "in use"), "got: %s", buf);
+        hd->inuse_pages--;
+
+        rec[0] = 0; /* the allocation at 0 loses its record: its pages are held by nobody */
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "nobody holds it"), "got: %s", buf);
+        rec[0] = HEAP_REC_MAKE(10, 1, 0);
+        check_heap(h, "after undoing");
+        heap_test_free(&t);
+}
+
 int main(void) {
         test_layout();
+        test_check_detects();
         test_alloc_free();
         test_cache();
         test_zero_keep_reclaim();
