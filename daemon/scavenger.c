@@ -70,8 +70,6 @@ struct scavenger {
         struct pacer_pool **pps;   /* pools[i]->pp, the view pacer_pick takes */
         size_t n_pools;
 
-        uint64_t bursts, background_released;
-
         void (*status_changed)(void *userdata);
         void *status_userdata;
 };
@@ -220,9 +218,8 @@ static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         int64_t now, next;
 
         now = clock_ns(CLOCK_MONOTONIC);
-        if (s->state == SCAV_SLEEPING) {
+        if (s->state == SCAV_SLEEPING)
                 pacer_slept(&s->pacer, s->credited, now - s->sleep_start, cpus);
-        }
 
         pools_refresh(s);
         s->burst_start = now;
@@ -249,8 +246,6 @@ static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
                 return 0;
         }
 
-        s->bursts++;
-        s->background_released += b.released;
         s->credited = pacer_credit(b.worked);
         s->sleep_start = clock_ns(CLOCK_MONOTONIC);
         if (bg_arm(s, s->sleep_start + pacer_sleep_ns(&s->pacer, s->credited)) < 0) {
