@@ -8,6 +8,7 @@
  */
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -195,6 +196,51 @@ int main(void) {
                         CHECK(scav_free(p, offs[i]) == 0);
         }
         CHECK(test_pool_check(&d, "share"));
+
+        /* A client killed while a child it forked lives on: the child holds
+         * no copy of its parent's session, so the daemon sees the hang-up
+         * and reclaims the parent's slot at once. */
+        {
+                int ready[2], hold[2];
+                pid_t a, b = 0;
+                char c;
+
+                CHECK(scav_stats(p, &st0) == 0);
+                CHECK(pipe(ready) == 0 && pipe(hold) == 0);
+                a = fork();
+                if (a == 0) {
+                        scav_pool *q;
+                        uint64_t o;
+                        pid_t kid;
+                        if (scav_open("share", &q) < 0 || scav_alloc(q, 1 << 20, 0, &o) < 0)
+                                _exit(1);
+                        kid = fork();
+                        if (kid == 0) {
+                                close(hold[1]);
+                                while (read(hold[0], &c, 1) > 0)
+                                        ;
+                                _exit(0);
+                        }
+                        (void) !write(ready[1], &kid, sizeof(kid));
+                        pause();
+                        _exit(0);
+                }
+                close(hold[0]);
+                CHECK(read(ready[0], &b, sizeof(b)) == sizeof(b));
+                CHECK(scav_stats(p, &st) == 0);
+                CHECKF(st.clients == st0.clients + 1, "clients %" PRIu64 " with the forking client", st.clients);
+                CHECK(kill(a, SIGKILL) == 0);
+                CHECK(waitpid(a, &status, 0) == a);
+                wait_clients(p, st0.clients);
+                CHECK(scav_stats(p, &st) == 0);
+                CHECKF(st.inuse == st0.inuse, "inuse %" PRIu64 " after the parent died (its child lives), want %" PRIu64,
+                       st.inuse, st0.inuse);
+                CHECKF(b > 0 && kill(b, 0) == 0, "the grandchild is still alive");
+                close(hold[1]);
+                close(ready[0]);
+                close(ready[1]);
+                CHECK(test_pool_check(&d, "share"));
+        }
 
         scav_close(p);
         CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
