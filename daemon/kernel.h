@@ -21,7 +21,11 @@ typedef struct kernel_watch kernel_watch;
 typedef void (*kernel_pressure_fn)(const char *why, void *userdata);
 
 /* bpf/pressure modes from the configuration. -EOPNOTSUPP when bpf=on and BPF
- * cannot be had (with a clear log line). */
+ * cannot be had, or pressure=bpf/psi and that source cannot be had (with a
+ * clear log line). With bpf=auto and pressure=auto it always succeeds: no
+ * BPF means fault counters reading 0 and pressure from PSI (or none), each
+ * said once. Pressure calls come from e's loop (ring buffer or PSI trigger
+ * file descriptors); nothing polls. */
 int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure pressure,
                      kernel_pressure_fn fn, void *userdata, kernel_watch **ret);
 kernel_watch *kernel_watch_free(kernel_watch *k);

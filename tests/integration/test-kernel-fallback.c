@@ -29,7 +29,9 @@ static int drop_caps(void) {
         struct __user_cap_data_struct d[2];
 
         for (size_t i = 0; i < sizeof(dropped_caps) / sizeof(dropped_caps[0]); i++)
-                if (prctl(PR_CAPBSET_DROP, dropped_caps[i], 0, 0, 0) < 0 && errno != EINVAL)
+                /* Without CAP_SETPCAP (not root) the bounding set stays, but then
+                 * nothing can raise these capabilities again either. */
+                if (prctl(PR_CAPBSET_DROP, dropped_caps[i], 0, 0, 0) < 0 && errno != EINVAL && errno != EPERM)
                         return -errno;
         if (syscall(SYS_capget, &h, d) < 0)
                 return -errno;
