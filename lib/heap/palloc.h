@@ -15,6 +15,9 @@
 
 /* Population count without a libgcc call (the build does not assume POPCNT). */
 static inline unsigned heap_popcount64(uint64_t x) {
+#ifdef __POPCNT__
+        return (unsigned) __builtin_popcountll(x);
+#endif
         x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
         x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
         x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
