@@ -55,6 +55,9 @@ INTEG_BINS := $(INTEG_SRCS:%.c=$(BUILD)/%) $(HELPER_SRCS:%.c=$(BUILD)/%)
 LIBSCAV_A := $(BUILD)/libscav.a
 LIBSCAV_SO := $(BUILD)/libscav.so.$(SO_MINOR)
 
+# Keep objects of test programs: they are not intermediate files to delete.
+.SECONDARY:
+
 .PHONY: all lib daemon tests check check-run deps bench-deps demo bench install clean fuzz
 all: lib daemon tests
 
