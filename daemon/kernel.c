@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -31,6 +32,8 @@
 #include "macro.h"
 
 #define KERNEL_BTF_PATH "/sys/kernel/btf/vmlinux"
+/* The initial pid namespace's inode number (PROC_PID_INIT_INO). */
+#define KERNEL_INIT_PIDNS_INO 0xEFFFFFFCULL
 #define KERNEL_PSI_PATH "/proc/pressure/memory"
 /* 150 ms of stall in a 2 s window: the shortest window the kernel grants
  * without CAP_SYS_RESOURCE is 2 s (multiples of 2 s only). */
@@ -84,6 +87,7 @@ static bool pressure_wants_bpf(enum config_pressure pressure) {
 /* On failure writes the cause, for a person, into why. */
 static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_t whylen) {
         struct kernel_bpf *skel;
+        struct stat st;
         int r;
 
         if (access(KERNEL_BTF_PATH, R_OK) < 0) {
@@ -100,6 +104,13 @@ static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_
                 r = negative_errno();
                 snprintf(why, whylen, "opening the BPF object: %s", strerror(-r));
                 return r;
+        }
+
+        /* In a pid namespace of its own the daemon knows its clients by
+         * pids of that namespace; so must the fault program. */
+        if (stat("/proc/self/ns/pid", &st) == 0 && st.st_ino != KERNEL_INIT_PIDNS_INO) {
+                skel->rodata->pidns_dev = st.st_dev;
+                skel->rodata->pidns_ino = st.st_ino;
         }
 
         if (!with_pressure) {

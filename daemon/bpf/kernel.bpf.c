@@ -57,6 +57,26 @@ struct {
 __u64 pressure_seen[_KW_REASON_MAX];
 __u64 pressure_last_ns[_KW_REASON_MAX];
 
+/*
+ * Client pids reach the daemon through SO_PEERCRED, in the daemon's pid
+ * namespace. Set by the loader when that is not the initial namespace, so
+ * that the programs see tgids as the daemon does; zero (the usual case)
+ * keeps the cheaper global tgid.
+ */
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
+
+static __always_inline __u32 current_tgid(void) {
+        struct bpf_pidns_info ns;
+
+        if (!pidns_ino)
+                return bpf_get_current_pid_tgid() >> 32;
+        /* A task outside the daemon's namespace cannot be its client. */
+        if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+                return 0;
+        return ns.tgid;
+}
+
 static __always_inline void count(void *map, const void *key) {
         __u64 one = 1, *v;
 
@@ -77,9 +97,11 @@ static __always_inline void count(void *map, const void *key) {
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(scav_page_fault_user, unsigned long address, struct pt_regs *regs,
              unsigned long error_code) {
-        __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        __u32 tgid = current_tgid();
         struct kw_proc *p;
 
+        if (!tgid)
+                return 0;
         p = bpf_map_lookup_elem(&procs, &tgid);
         if (!p)
                 return 0;
