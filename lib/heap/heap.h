@@ -120,6 +120,7 @@ uint32_t heap_page_size(heap *h);
  * Client slots. Slot 0 belongs to the daemon. A slot owns allocations,
  * page caches and at most one in-flight scavenge range.
  */
+/* -EUSERS when every slot is taken. */
 int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot);
 /* The slot's owner is known to be gone (or closed): gives back its page
  * caches and every allocation it owns but those marked KEEP (which become
@@ -163,6 +164,9 @@ int64_t heap_alloc_size(heap *h, uint64_t off);
  * backed memory, highest addresses first, continuing from where the last
  * call of this generation stopped; returns the bytes released. `slot` names
  * the scavenger, for its crash intent. nbytes = UINT64_MAX releases all.
+ * Only the ranges of the current generation are searched: before the first
+ * heap_scavenge_start_gen, and once a generation is exhausted, it returns 0.
+ * -EIO when the release function failed before anything was released.
  */
 int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes);
 
@@ -178,7 +182,7 @@ struct heap_gen_report {
 };
 int heap_scavenge_start_gen(heap *h, struct heap_gen_report *ret);
 
-/* Sets the background goal (HEAP_GOAL_NONE: off) and the memory limit
+/* Sets the background goal (HEAP_GOAL_NONE: off; the default) and the memory limit
  * (0: none). Both are read by clients for heap-growth scavenging. */
 void heap_set_goal(heap *h, uint64_t retained_goal);
 void heap_set_memory_limit(heap *h, uint64_t limit);
