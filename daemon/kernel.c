@@ -102,7 +102,11 @@ static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_
         skel = kernel_bpf__open();
         if (!skel) {
                 r = negative_errno();
+#ifdef KERNEL_BPF_STUB
+                snprintf(why, whylen, "scavd was built without BPF programs (no kernel BTF on the build machine)");
+#else
                 snprintf(why, whylen, "opening the BPF object: %s", strerror(-r));
+#endif
                 return r;
         }
 

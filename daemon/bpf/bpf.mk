@@ -17,6 +17,14 @@ BPF_OBJS := $(BPF_SRCS:%.c=$(BUILD)/%.o)
 BPF_SKELS := $(patsubst daemon/bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 BPF_DAEMON_OBJS +=
 
+ifeq ($(wildcard $(VMLINUX_BTF)),)
+# No BTF here to build CO-RE programs against: a skeleton whose open fails,
+# so that the daemon still builds and falls back at run time.
+$(info bpf.mk: no $(VMLINUX_BTF): building scavd without BPF programs)
+$(BUILD)/kernel.skel.h: daemon/bpf/kernel-nobtf.skel.h
+	@mkdir -p $(dir $@)
+	cp $< $@
+else
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(dir $@)
 	$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
@@ -28,6 +36,7 @@ $(BUILD)/daemon/bpf/%.bpf.o: daemon/bpf/%.bpf.c daemon/bpf/kernel-abi.h $(BUILD)
 # Skeleton struct names: kernel.bpf.c -> struct kernel_bpf, kernel_bpf__open() ...
 $(BUILD)/%.skel.h: $(BUILD)/daemon/bpf/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp && mv $@.tmp $@
+endif
 
 .SECONDARY: $(BPF_OBJS)
 
