@@ -103,7 +103,7 @@ static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_
         if (!skel) {
                 r = negative_errno();
 #ifdef KERNEL_BPF_STUB
-                snprintf(why, whylen, "scavd was built without BPF programs (no kernel BTF on the build machine)");
+                snprintf(why, whylen, "scavd was built without BPF programs (no kernel BTF, bpftool or clang at build time)");
 #else
                 snprintf(why, whylen, "opening the BPF object: %s", strerror(-r));
 #endif

@@ -17,10 +17,14 @@ BPF_OBJS := $(BPF_SRCS:%.c=$(BUILD)/%.o)
 BPF_SKELS := $(patsubst daemon/bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 BPF_DAEMON_OBJS +=
 
-ifeq ($(wildcard $(VMLINUX_BTF)),)
-# No BTF here to build CO-RE programs against: a skeleton whose open fails,
-# so that the daemon still builds and falls back at run time.
-$(info bpf.mk: no $(VMLINUX_BTF): building scavd without BPF programs)
+# Without BTF to build CO-RE programs against (or without bpftool/clang):
+# a skeleton whose open fails, so that the daemon still builds and falls
+# back at run time. `make deps` installs bpftool and clang.
+BPF_MISSING := $(if $(wildcard $(VMLINUX_BTF)),,$(VMLINUX_BTF)) \
+	$(if $(shell command -v $(BPFTOOL) 2>/dev/null),,$(BPFTOOL)) \
+	$(if $(shell command -v $(CLANG) 2>/dev/null),,$(CLANG))
+ifneq ($(strip $(BPF_MISSING)),)
+$(info bpf.mk: no $(strip $(BPF_MISSING)): building scavd without BPF programs)
 $(BUILD)/kernel.skel.h: daemon/bpf/kernel-nobtf.skel.h
 	@mkdir -p $(dir $@)
 	cp $< $@
