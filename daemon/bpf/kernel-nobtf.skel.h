@@ -2,10 +2,11 @@
 #pragma once
 
 /*
- * Stands in for the generated kernel.skel.h when the build machine has no
- * kernel BTF to generate vmlinux.h from (bpf.mk copies it into place): the
- * same struct, whose open always fails, so that the daemon builds and runs
- * with fault counters reading 0 and pressure from PSI.
+ * Stands in for the generated kernel.skel.h when the build cannot make it
+ * (no kernel BTF to generate vmlinux.h from, no bpftool or clang; bpf.mk
+ * copies it into place): the same struct, whose open always fails, so that
+ * the daemon builds and runs with fault counters reading 0 and pressure
+ * from PSI.
  */
 
 #include <errno.h>
