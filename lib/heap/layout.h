@@ -31,7 +31,7 @@
 #define HEAP_META_ALIGN 4096u
 #define HEAP_MAX_LEVELS 12u
 /* Entries of the root level are scanned linearly; below it each entry has 8 children. */
-#define HEAP_ROOT_MAX 512u
+#define HEAP_ROOT_MAX 64u
 #define HEAP_LEVEL_BITS 3u
 #define HEAP_LOG_CHUNK_PAGES 9u
 /* Search ranges kept by the scavenger (Go's p.scav.inUse); only a hint. */

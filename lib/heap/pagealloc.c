@@ -62,11 +62,11 @@ void heap_summary_update(heap *h, uint64_t base, uint64_t npages, bool contig, b
         struct heap_sum *leaf = heap_leaf(h);
 
         if (sc == ec) {
-                struct heap_sum y;
-                heap_palloc_summarize_into(h->chunks[sc].alloc, &y);
-                if (heap_sum_eq(leaf[sc], y))
+                /* Summarized in place: a struct copy of the fresh result would stall on store forwarding. */
+                struct heap_sum old = leaf[sc];
+                heap_palloc_summarize_into(h->chunks[sc].alloc, &leaf[sc]);
+                if (heap_sum_eq(old, leaf[sc]))
                         return;
-                leaf[sc] = y;
         } else if (contig) {
                 heap_palloc_summarize_into(h->chunks[sc].alloc, &leaf[sc]);
                 struct heap_sum whole = alloc ? heap_sum_make(0, 0, 0)
