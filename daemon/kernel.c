@@ -212,6 +212,8 @@ static int kernel_bpf_pressure_start(kernel_watch *k) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(k->rb_source, "kernel-reclaim");
+        /* The kernel is short of memory now: before client requests and timers. */
+        (void) sd_event_source_set_priority(k->rb_source, SD_EVENT_PRIORITY_IMPORTANT);
         return 0;
 }
 
@@ -262,6 +264,7 @@ static int kernel_psi_start(kernel_watch *k) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(k->psi_source, "kernel-psi");
+        (void) sd_event_source_set_priority(k->psi_source, SD_EVENT_PRIORITY_IMPORTANT);
         k->psi_fd = TAKE_FD(fd);
         return 0;
 }

@@ -47,7 +47,7 @@ static void on_reclaim(const char *why, void *userdata) {
  * 0 on success, negative on failure. */
 static int round_once(sd_event *e, struct first_event *f, struct memcg_pressure *m, scav_pool *p,
                       uint64_t *latency) {
-        uint64_t before, start, released_usec = 0, backed = 0;
+        uint64_t before, start, released_usec = 0, began_usec = 0, backed = 0;
         int r;
 
         r = kd_fill_free(p);
@@ -78,6 +78,8 @@ static int round_once(sd_event *e, struct first_event *f, struct memcg_pressure 
         while (now_usec() - start < ROUND_TIMEOUT_USEC) {
                 (void) sd_event_run(e, 1000);
                 backed = kd_backed(p);
+                if (!began_usec && backed + MiB <= before)
+                        began_usec = now_usec();
                 if (backed + (KD_FREE - KD_LEFT) <= before) {
                         released_usec = now_usec();
                         break;
@@ -100,8 +102,9 @@ static int round_once(sd_event *e, struct first_event *f, struct memcg_pressure 
         }
         *latency = released_usec > f->usec ? released_usec - f->usec : 0;
         printf("round: released %" PRIu64 " MiB %.1f ms after the first memcg reclaim event "
-               "(%.1f ms after the reader started)\n", (before - backed) / MiB, *latency / 1000.0,
-               (released_usec - start) / 1000.0);
+               "(%.1f ms after the reader started; releasing began at %.1f ms)\n", (before - backed) / MiB,
+               *latency / 1000.0, (released_usec - start) / 1000.0,
+               ((began_usec > f->usec ? began_usec - f->usec : 0)) / 1000.0);
         return 0;
 }
 
