@@ -21,18 +21,25 @@
  * One step is one alloc+free pair; the driver prints pairs per second over
  * `seconds` of steps after a warm-up.
  *
- *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N]
+ *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N] [--threads N]
  *
- * Output, one line: "alloc=NAME size=SIZE pairs=N seconds=S pairs_per_s=R ns_per_pair=T".
+ * With --threads N, N threads (thread i pinned to CPU (C + i) mod CPUs, C
+ * default 0) each run the workload on their own live set and random
+ * sequence, started together; pairs are summed. The backend must be
+ * thread-safe for that (every one here is).
+ *
+ * Output, one line: "alloc=NAME size=SIZE pairs=N seconds=S pairs_per_s=R ns_per_pair=T threads=N".
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static uint64_t loop_now_ns(void) {
         struct timespec ts;
@@ -80,16 +87,124 @@ static int loop_parse_size(const char *arg, size_t *ret) {
         return 0;
 }
 
+struct loop_thread {
+        pthread_t tid;
+        int cpu;
+        size_t fixed, live;
+        uint64_t seed, start_at;
+        double seconds;
+        pthread_barrier_t *ready;
+        /* results */
+        uint64_t pairs, ns;
+        int r;
+};
+
+static void loop_sleep_until(uint64_t t) {
+        struct timespec ts;
+
+        if (t <= loop_now_ns())
+                return;
+        ts.tv_sec = (time_t) (t / 1000000000u);
+        ts.tv_nsec = (long) (t % 1000000000u);
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+static void *loop_run(void *arg) {
+        struct loop_thread *t = (struct loop_thread *) arg;
+        uint64_t seed = t->seed, pairs = 0, t0, t1, deadline;
+        size_t fixed = t->fixed, live = t->live;
+        struct blk *slots;
+        int r;
+
+        if (t->cpu >= 0) {
+                cpu_set_t set;
+
+                CPU_ZERO(&set);
+                CPU_SET(t->cpu, &set);
+                if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+                        t->r = -errno;
+                        fprintf(stderr, "sched_setaffinity(%d): %s\n", t->cpu, strerror(errno));
+                        pthread_barrier_wait(t->ready);
+                        return NULL;
+                }
+        }
+        slots = (struct blk *) calloc(live, sizeof(*slots));
+        if (!slots) {
+                t->r = -ENOMEM;
+                pthread_barrier_wait(t->ready);
+                return NULL;
+        }
+
+        for (size_t i = 0; i < live; i++) {
+                r = be_alloc(loop_size(fixed, &seed), &slots[i]);
+                if (r < 0) {
+                        fprintf(stderr, "%s: alloc failed while filling: %s\n", be_name, strerror(-r));
+                        t->r = r;
+                        pthread_barrier_wait(t->ready);
+                        return NULL;
+                }
+                *(volatile char *) slots[i].ptr = 1;
+        }
+
+        /* Warm-up: four times the live set, so caches and free lists reach their steady state. */
+        for (size_t i = 0; i < 4 * live; i++) {
+                struct blk *b = &slots[loop_rand(&seed) % live];
+
+                be_free(b);
+                r = be_alloc(loop_size(fixed, &seed), b);
+                if (r < 0) {
+                        fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
+                        t->r = r;
+                        pthread_barrier_wait(t->ready);
+                        return NULL;
+                }
+                *(volatile char *) b->ptr = 2;
+        }
+
+        /* All threads filled and warmed up: start together. */
+        pthread_barrier_wait(t->ready);
+        loop_sleep_until(t->start_at);
+
+        t0 = t1 = loop_now_ns();
+        deadline = t0 + (uint64_t) (t->seconds * 1e9);
+        for (;;) {
+                for (unsigned k = 0; k < 256; k++) {
+                        struct blk *b = &slots[loop_rand(&seed) % live];
+
+                        be_free(b);
+                        r = be_alloc(loop_size(fixed, &seed), b);
+                        if (r < 0) {
+                                fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
+                                t->r = r;
+                                return NULL;
+                        }
+                        *(volatile char *) b->ptr = 3;
+                }
+                pairs += 256;
+                t1 = loop_now_ns();
+                if (t1 >= deadline)
+                        break;
+        }
+        t->pairs = pairs;
+        t->ns = t1 - t0;
+
+        for (size_t i = 0; i < live; i++)
+                be_free(&slots[i]);
+        free(slots);
+        return NULL;
+}
+
 int main(int argc, char **argv) {
         double seconds = 0.4;
         size_t fixed, live = 1000, max_live;
-        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, t0, t1, deadline;
-        int cpu = -1, r;
-        struct blk *slots;
+        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, ns = 0;
+        int cpu = -1, threads = 1, ncpu, r;
+        struct loop_thread *ts;
+        pthread_barrier_t ready;
 
         if (argc < 2 || loop_parse_size(argv[1], &fixed) < 0) {
                 fprintf(stderr, "usage: %s 8k|64k|512k|mixed [--seconds S] [--live N] [--cpu C] "
-                        "[--start-at MONO_NS] [--seed N]\n", argv[0]);
+                        "[--start-at MONO_NS] [--seed N] [--threads N]\n", argv[0]);
                 return 2;
         }
         for (int i = 2; i + 1 < argc; i += 2) {
@@ -103,97 +218,63 @@ int main(int argc, char **argv) {
                         start_at = strtoull(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--seed") == 0)
                         seed = strtoull(argv[i + 1], NULL, 10) | 1;
+                else if (strcmp(argv[i], "--threads") == 0)
+                        threads = atoi(argv[i + 1]);
                 else {
                         fprintf(stderr, "unknown option %s\n", argv[i]);
                         return 2;
                 }
         }
-        if (live == 0 || seconds <= 0) {
-                fprintf(stderr, "bad --live or --seconds\n");
+        if (live == 0 || seconds <= 0 || threads < 1 || threads > 64) {
+                fprintf(stderr, "bad --live, --seconds or --threads\n");
                 return 2;
         }
-        if (cpu >= 0) {
-                cpu_set_t set;
+        ncpu = (int) sysconf(_SC_NPROCESSORS_ONLN);
+        if (ncpu < 1)
+                ncpu = 1;
 
-                CPU_ZERO(&set);
-                CPU_SET(cpu, &set);
-                if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-                        fprintf(stderr, "sched_setaffinity(%d): %m\n", cpu);
-                        return 1;
-                }
-        }
-
-        max_live = live * (fixed > 0 ? fixed : 128 * 4096);
+        max_live = live * (fixed > 0 ? fixed : 128 * 4096) * (size_t) threads;
         r = be_init(max_live);
         if (r < 0) {
                 fprintf(stderr, "%s: init failed: %s\n", be_name, strerror(-r));
                 return 1;
         }
-        slots = (struct blk *) calloc(live, sizeof(*slots));
-        if (!slots)
+
+        ts = (struct loop_thread *) calloc((size_t) threads, sizeof(*ts));
+        if (!ts)
                 return 1;
-
-        for (size_t i = 0; i < live; i++) {
-                r = be_alloc(loop_size(fixed, &seed), &slots[i]);
-                if (r < 0) {
-                        fprintf(stderr, "%s: alloc failed while filling: %s\n", be_name, strerror(-r));
+        pthread_barrier_init(&ready, NULL, (unsigned) threads);
+        for (int i = 0; i < threads; i++) {
+                ts[i].cpu = cpu >= 0 || threads > 1 ? ((cpu >= 0 ? cpu : 0) + i) % ncpu : -1;
+                ts[i].fixed = fixed;
+                ts[i].live = live;
+                /* Thread 0 draws exactly the single-threaded sequence. */
+                ts[i].seed = (seed + (uint64_t) i * UINT64_C(0x632be59bd9b4e019)) | 1;
+                ts[i].start_at = start_at;
+                ts[i].seconds = seconds;
+                ts[i].ready = &ready;
+                r = pthread_create(&ts[i].tid, NULL, loop_run, &ts[i]);
+                if (r != 0) {
+                        fprintf(stderr, "pthread_create: %s\n", strerror(r));
                         return 1;
                 }
-                *(volatile char *) slots[i].ptr = 1;
         }
-
-        /* Warm-up: four times the live set, so caches and free lists reach their steady state. */
-        for (size_t i = 0; i < 4 * live; i++) {
-                struct blk *b = &slots[loop_rand(&seed) % live];
-
-                be_free(b);
-                r = be_alloc(loop_size(fixed, &seed), b);
-                if (r < 0) {
-                        fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
+        for (int i = 0; i < threads; i++) {
+                pthread_join(ts[i].tid, NULL);
+                if (ts[i].r < 0)
                         return 1;
-                }
-                *(volatile char *) b->ptr = 2;
+                pairs += ts[i].pairs;
+                if (ts[i].ns > ns)
+                        ns = ts[i].ns;
         }
-
-        if (start_at > 0) {
-                uint64_t now = loop_now_ns();
-
-                if (start_at > now) {
-                        struct timespec ts;
-
-                        ts.tv_sec = (time_t) (start_at / 1000000000u);
-                        ts.tv_nsec = (long) (start_at % 1000000000u);
-                        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-                }
-        }
-
-        t0 = loop_now_ns();
-        deadline = t0 + (uint64_t) (seconds * 1e9);
-        for (;;) {
-                for (unsigned k = 0; k < 256; k++) {
-                        struct blk *b = &slots[loop_rand(&seed) % live];
-
-                        be_free(b);
-                        r = be_alloc(loop_size(fixed, &seed), b);
-                        if (r < 0) {
-                                fprintf(stderr, "%s: alloc failed: %s\n", be_name, strerror(-r));
-                                return 1;
-                        }
-                        *(volatile char *) b->ptr = 3;
-                }
-                pairs += 256;
-                t1 = loop_now_ns();
-                if (t1 >= deadline)
-                        break;
-        }
-
-        for (size_t i = 0; i < live; i++)
-                be_free(&slots[i]);
         be_fini();
-        free(slots);
 
-        printf("alloc=%s size=%s pairs=%llu seconds=%.6f pairs_per_s=%.1f ns_per_pair=%.2f\n",
-               be_name, argv[1], (unsigned long long) pairs, (double) (t1 - t0) / 1e9,
-               (double) pairs * 1e9 / (double) (t1 - t0), (double) (t1 - t0) / (double) pairs);
+        /* Each thread's rate, summed: the threads ran over the same window. */
+        double rate = 0;
+        for (int i = 0; i < threads; i++)
+                rate += (double) ts[i].pairs * 1e9 / (double) ts[i].ns;
+        printf("alloc=%s size=%s pairs=%llu seconds=%.6f pairs_per_s=%.1f ns_per_pair=%.2f threads=%d\n",
+               be_name, argv[1], (unsigned long long) pairs, (double) ns / 1e9, rate, 1e9 / rate, threads);
+        free(ts);
         return 0;
 }

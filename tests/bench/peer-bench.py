@@ -259,7 +259,7 @@ def row_two(args, bindir, daemon, res):
     for name in ["libscav", "boost", "glibc"]:
         for size in ["8k", "mixed"]:
             one, two, ratio, err = [], [], [], None
-            for _ in range(args.runs):
+            for _ in range(args.runs2):
                 v1, e1 = run_alloc(bindir, name, size, args.seconds, daemon, extra=("--cpu", str(cpus[0])))
                 if ncpu < 2:
                     err = "fewer than two CPUs"
@@ -301,6 +301,21 @@ def row_two(args, bindir, daemon, res):
                 ratio.append(agg / v1 if agg and v1 else None)
             out[(name, size)] = {"one": one, "two": two, "ratio": ratio, "err": err}
     res["two"] = out
+
+    log("row 2b: two threads of one process on the two cores")
+    thr = {}
+    for name in ["libscav", "jemalloc", "tcmalloc", "glibc"]:
+        for size in ["8k", "mixed"]:
+            one, two, ratio, err = [], [], [], None
+            for _ in range(args.runs2):
+                v1, e1 = run_alloc(bindir, name, size, args.seconds, daemon, extra=("--cpu", str(cpus[0])))
+                v2, e2 = run_alloc(bindir, name, size, args.seconds, daemon, extra=("--threads", "2"))
+                err = err or e1 or e2
+                one.append(v1)
+                two.append(v2)
+                ratio.append(v2 / v1 if v1 and v2 else None)
+            thr[(name, size)] = {"one": one, "two": two, "ratio": ratio, "err": err}
+    res["threads"] = thr
 
 
 def profile_libscav(bindir, daemon, outdir, res):
@@ -837,6 +852,16 @@ def write_report(args, res, path):
           f"{fmt_x(median(d['ratio']))} |" + (f" failed: `{d['err']}`" if d.get("err") else ""))
     A("")
 
+    A("Two threads of one process, each pinned to its own core, each with its own live set "
+      "(libscav: one pool, one client slot, a page cache per thread), against one thread pinned alone:")
+    A("")
+    A("| allocator | size | one thread | two threads (sum) | ratio |")
+    A("|---|---|---|---|---|")
+    for (name, size), d in res.get("threads", {}).items():
+        A(f"| {name} | {size} | {fmt_rate(median(d['one']))} | {fmt_rate(median(d['two']))} | "
+          f"{fmt_x(median(d['ratio']))} |" + (f" failed: `{d['err']}`" if d.get("err") else ""))
+    A("")
+
     # Row 3
     rel = res.get("release", {})
     fl = res.get("floors", {})
@@ -1048,6 +1073,9 @@ def compute(args, res):
     for size in ("8k", "mixed"):
         d = res.get("two", {}).get(("libscav", size))
         want(f"two processes ÷ one, {size}", median(d["ratio"]) if d else None, 1.6)
+    for size in ("8k", "mixed"):
+        d = res.get("threads", {}).get(("libscav", size))
+        want(f"two threads of one client ÷ one thread, {size} (issue 3)", median(d["ratio"]) if d else None, 1.6)
     want("forced scavenge ÷ best raw punch-hole", median(res.get("release", {}).get("ratio", [])), 0.8)
     for size in ("8k", "mixed"):
         d = res.get("scale_ops", {}).get(size)
@@ -1079,6 +1107,7 @@ def main():
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--trace-runs", type=int, default=3)
+    ap.add_argument("--runs2", type=int, default=3, help="runs per row-2 figure")
     ap.add_argument("--seconds", type=float, default=0.3, help="measured seconds per row-1 run")
     ap.add_argument("--window", type=float, default=20.0, help="row-4 window after the free")
     ap.add_argument("--burst", default="1G")
@@ -1089,7 +1118,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few short runs, for trying the pipeline")
     args = ap.parse_args()
     if args.quick:
-        args.runs, args.trace_runs, args.seconds, args.window = 2, 1, 0.1, 8.0
+        args.runs, args.runs2, args.trace_runs, args.seconds, args.window = 2, 1, 1, 0.1, 8.0
 
     build = os.path.abspath(args.build)
     bindir = os.path.join(build, "bench-peers")
