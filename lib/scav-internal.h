@@ -30,6 +30,7 @@ struct scav_pool {
         uint64_t id;                  /* unique in the process: TLS entries name pools by it */
         unsigned fork_gen;            /* scav_fork_gen when opened: another value means a child */
         char name[SCAV_POOL_NAME_MAX];
+        char socket[108];             /* the daemon's socket when opened: reconnects go there */
 
         heap *heap;
         void *meta, *base;
@@ -90,13 +91,14 @@ struct scav_session {
         uint32_t slot, page_size;
         uint64_t token, meta_size, capacity;
 };
-int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, int timeout_ms,
-                       struct scav_session *ret);
+int scav_session_hello(const char *socket, const char *pool, uint32_t slot, uint64_t token,
+                       int timeout_ms, struct scav_session *ret);
 int scav_session_mapped(int sock, const void *addr, uint64_t len, int timeout_ms);
 void scav_session_close(struct scav_session *s);
 /* What re-establishing a session needs, copied from the pool. */
 struct scav_reconnect {
         char name[SCAV_POOL_NAME_MAX];
+        char socket[108];
         uint32_t slot;
         uint64_t token;
         dev_t heap_dev;

@@ -180,6 +180,7 @@ static void *watcher(void *unused) {
                         }
                 if (target) {
                         snprintf(rc.name, sizeof(rc.name), "%s", target->name);
+                        snprintf(rc.socket, sizeof(rc.socket), "%s", target->socket);
                         rc.slot = atomic_load(&target->slot);
                         rc.token = target->token;
                         rc.heap_dev = target->heap_dev;

@@ -22,8 +22,8 @@ void scav_session_close(struct scav_session *s) {
         s->sock = s->meta_fd = s->heap_fd = -1;
 }
 
-int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, int timeout_ms,
-                       struct scav_session *ret) {
+int scav_session_hello(const char *socket, const char *pool, uint32_t slot, uint64_t token,
+                       int timeout_ms, struct scav_session *ret) {
         struct scav_session s = { .sock = -1, .meta_fd = -1, .heap_fd = -1 };
         struct scav_msg_hello req = {};
         struct scav_msg_hello_reply rep = {};
@@ -32,7 +32,7 @@ int scav_session_hello(const char *pool, uint32_t slot, uint64_t token, int time
         if (!scav_pool_name_valid(pool))
                 return -EINVAL;
 
-        r = scav_conn_connect(NULL, &s.sock);
+        r = scav_conn_connect(socket, &s.sock);
         if (r < 0)
                 return r;
 
@@ -99,9 +99,10 @@ int scav_session_reconnect(const struct scav_reconnect *rc, struct scav_session 
          * listening socket's queue while the daemon is away. Abandoning it
          * would let the daemon, once back, re-claim the slot for a dead
          * connection and then reclaim it, and our allocations with it. */
-        r = scav_session_hello(rc->name, rc->slot, rc->token, SCAV_CONN_TIMEOUT_FOREVER, &s);
+        r = scav_session_hello(rc->socket, rc->name, rc->slot, rc->token, SCAV_CONN_TIMEOUT_FOREVER, &s);
         if (r == -ESTALE)
-                r = scav_session_hello(rc->name, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_FOREVER, &s);
+                r = scav_session_hello(rc->socket, rc->name, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_FOREVER,
+                                       &s);
         if (r < 0)
                 return r;
 

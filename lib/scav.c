@@ -44,7 +44,9 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
         if (!scav_pool_name_valid(pool))
                 return -EINVAL;
 
-        r = scav_session_hello(pool, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_MS, &s);
+        if (strlen(scav_socket_path()) >= sizeof(p->socket))
+                return -EINVAL;
+        r = scav_session_hello(scav_socket_path(), pool, SCAV_SLOT_NONE, 0, SCAV_CONN_TIMEOUT_MS, &s);
         if (r < 0)
                 return r;
 
@@ -54,6 +56,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
                 return -ENOMEM;
         }
         strncpy(p->name, pool, sizeof(p->name) - 1);
+        strncpy(p->socket, scav_socket_path(), sizeof(p->socket) - 1);
         pthread_mutex_init(&p->shared_lock, NULL);
         pthread_mutex_init(&p->scavenge_lock, NULL);
         p->meta_fd = TAKE_FD(s.meta_fd);
@@ -253,7 +256,7 @@ _public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
         if (scav_pool_forked(p))
                 return -ECHILD;
 
-        r = scav_ctl_request(NULL, SCAV_MSG_SCAVENGE, p->name, bytes, &u, sizeof(u));
+        r = scav_ctl_request(p->socket, SCAV_MSG_SCAVENGE, p->name, bytes, &u, sizeof(u));
         if (r >= 0)
                 return (int64_t) MIN(u.rep.value, (uint64_t) INT64_MAX);
         if (r != -ECONNREFUSED && r != -ECONNRESET && r != -EACCES && r != -EPERM)
