@@ -144,8 +144,11 @@ static int get_status(const char *pool, struct scav_msg_pool_status *st) {
         return 0;
 }
 
+/* Width of the POOL column: the longest name shown, at least 16. */
+static int name_width = 16;
+
 static void status_header(void) {
-        printf("%-16s %9s %9s %9s %9s %9s %9s %6s %9s %7s %s\n", "POOL", "CAPACITY", "HEAP", "IN USE",
+        printf("%-*s %9s %9s %9s %9s %9s %9s %6s %9s %7s %s\n", name_width, "POOL", "CAPACITY", "HEAP", "IN USE",
                "RELEASED", "RETAINED", "GOAL", "GEN", "REL.TOTAL", "CLIENTS", "STATE");
 }
 
@@ -155,7 +158,7 @@ static void status_row(const struct scav_msg_pool_status *st) {
                             : st->flags & SCAV_POOL_DRAINING  ? "draining"
                                                                : "ok";
 
-        printf("%-16s %9s %9s %9s %9s %9s %9s %6" PRIu64 " %9s %7" PRIu64 " %s\n", st->name,
+        printf("%-*s %9s %9s %9s %9s %9s %9s %6" PRIu64 " %9s %7" PRIu64 " %s\n", name_width, st->name,
                fmt_size(st->capacity, a), fmt_size(st->heap_sys, b), fmt_size(st->inuse, c),
                fmt_size(st->released, d), fmt_size(st->retained, e),
                st->retained_goal == UINT64_MAX ? "-" : fmt_size(st->retained_goal, f), st->gen,
@@ -190,6 +193,7 @@ static int cmd_status(const char *pool) {
         int r, n, failed = 0;
 
         if (pool) {
+                name_width = MAX(name_width, (int) strlen(pool));
                 r = get_status(pool, &st);
                 if (r < 0)
                         return fail(r, "status", pool);
@@ -206,6 +210,8 @@ static int cmd_status(const char *pool) {
         n = get_pools(&names);
         if (n < 0)
                 return fail(n, "status", NULL);
+        for (int i = 0; i < n; i++)
+                name_width = MAX(name_width, (int) strlen(names[i]));
         if (arg_json)
                 putchar('[');
         else
@@ -291,6 +297,8 @@ static int cmd_clients(const char *pool) {
         }
         if (arg_json)
                 printf("]}\n");
+        else if (u.rep.count == 0)
+                printf("(no clients)\n");
         else if (u.rep.value > u.rep.count)
                 printf("(%" PRIu64 " slots in all; %u shown)\n", u.rep.value, u.rep.count);
         return 0;
