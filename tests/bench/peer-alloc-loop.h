@@ -161,8 +161,12 @@ static void *loop_run(void *arg) {
                 *(volatile char *) b->ptr = 2;
         }
 
-        /* All threads filled and warmed up: start together. */
-        pthread_barrier_wait(t->ready);
+        /* All threads filled and warmed up: start together. With --start-at,
+         * say so first ("armed"), so a runner may act before the start. */
+        if (pthread_barrier_wait(t->ready) == PTHREAD_BARRIER_SERIAL_THREAD && t->start_at > 0) {
+                printf("armed t=%llu\n", (unsigned long long) loop_now_ns());
+                fflush(stdout);
+        }
         loop_sleep_until(t->start_at);
 
         t0 = t1 = loop_now_ns();

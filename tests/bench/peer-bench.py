@@ -318,6 +318,54 @@ def row_two(args, bindir, daemon, res):
     res["threads"] = thr
 
 
+def row_daemon_stopped(args, bindir, daemon, res):
+    """Issue 3: the daemon is on no allocation's path. The libscav driver
+    opens the pool, fills and warms up, says "armed"; then the daemon is
+    stopped with SIGSTOP for the whole measured second, and continued."""
+    import signal
+    log("row 1b: libscav with the daemon stopped (SIGSTOP)")
+    out = {}
+    if daemon is None:
+        res["stopped"] = {"err": "no daemon"}
+        return
+    for size in ("8k", "mixed"):
+        running, stopped, ratio, err = [], [], [], None
+        for _ in range(args.runs2):
+            v1, e1 = run_alloc(bindir, "libscav", size, args.seconds, daemon, extra=("--cpu", "0"))
+            start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(1.5e9)
+            cmd = [alloc_driver(bindir, "libscav"), size, "--seconds", str(args.seconds), "--cpu", "0",
+                   "--start-at", str(start_at)]
+            note_command(cmd, daemon.env("bench"))
+            env = dict(os.environ)
+            env.update(daemon.env("bench"))
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            armed = kv(p.stdout.readline())
+            v2 = None
+            if "t" in armed and armed["t"] < start_at:
+                os.kill(daemon.pid, signal.SIGSTOP)
+                try:
+                    time.sleep(max(0.0, (start_at - time.clock_gettime_ns(time.CLOCK_MONOTONIC)) / 1e9)
+                               + args.seconds + 0.2)
+                    st = open(f"/proc/{daemon.pid}/stat").read().split(") ")[1].split()[0]
+                finally:
+                    os.kill(daemon.pid, signal.SIGCONT)
+                o, e = p.communicate(timeout=60)
+                if p.returncode == 0 and st == "T":
+                    v2 = kv(o.strip().splitlines()[-1]).get("pairs_per_s")
+                else:
+                    err = f"exit {p.returncode}, daemon state {st}: {e.strip()[-200:]}"
+            else:
+                p.kill()
+                p.communicate()
+                err = "the driver was not armed before the start (machine too loaded)"
+            err = err or e1
+            running.append(v1)
+            stopped.append(v2)
+            ratio.append(v2 / v1 if v1 and v2 else None)
+        out[size] = {"running": running, "stopped": stopped, "ratio": ratio, "err": err}
+    res["stopped"] = out
+
+
 def profile_libscav(bindir, daemon, outdir, res):
     """Where libscav's row-1 time goes: a flat perf profile of its driver,
     so that a missed bar comes with what limits it."""
@@ -818,6 +866,22 @@ def write_report(args, res, path):
     for (a, size), e in sorted(res.get("alloc_err", {}).items()):
         A(f"- {a} {size} failed: `{e}`")
     A("")
+    st = res.get("stopped", {})
+    if st:
+        A("The daemon is on no allocation's path (issue 3): libscav pinned to one core with the "
+          "daemon running, and with the daemon stopped by SIGSTOP for the whole measured interval "
+          "(after the driver opened the pool):")
+        A("")
+        A("| size | daemon running | daemon stopped | stopped ÷ running |")
+        A("|---|---|---|---|")
+        if st.get("err"):
+            A(f"| — | failed: `{st['err']}` | | |")
+        for size, d in st.items():
+            if size == "err":
+                continue
+            A(f"| {size} | {fmt_rate(median(d['running']))} | {fmt_rate(median(d['stopped']))} | "
+              f"{fmt_x(median(d['ratio']))} |" + (f" note: `{d['err']}`" if d.get("err") else ""))
+        A("")
     prof = res.get("profile", {})
     if prof.get("err"):
         A(f"(No profile: {prof['err']}.)")
@@ -1147,6 +1211,7 @@ def main():
         if "1" in rows:
             row_alloc(args, bindir, daemon, res)
         if "1" in rows:
+            row_daemon_stopped(args, bindir, daemon, res)
             profile_libscav(bindir, daemon, outdir, res)
         if "2" in rows:
             row_two(args, bindir, daemon, res)
