@@ -100,7 +100,7 @@ struct model {
         unsigned char *mincore_vec;
 
         /* counters for the closing line */
-        uint64_t n_alloc, n_cache_alloc, n_enomem, n_free, n_bad_free, n_scav, n_gen,
+        uint64_t n_alloc, n_cache_alloc, n_enomem, n_enomem_found, n_free, n_bad_free, n_scav, n_gen,
                 n_claim, n_reclaim, n_flush, n_checkpoints, scav_bytes, n_real_scav, n_fake_scav;
 };
 
@@ -363,6 +363,15 @@ static uint64_t pick_npages(void) {
         return 129 + rnd_below(1024 - 129 + 1);
 }
 
+static void flush_all(struct model *m) {
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                for (uint32_t c = 0; m->slots[i].live && c < CACHES_USED; c++) {
+                        int r = heap_cache_flush(m->h, m->slots[i].id, c);
+                        if (r < 0)
+                                FAILF(m, "heap_cache_flush(%u, %u): %d", m->slots[i].id, c, r);
+                }
+}
+
 static void op_alloc(struct model *m) {
         struct slot *s = random_live_slot(m);
         uint32_t cache = (uint32_t) rnd_below(CACHES_USED);
@@ -382,8 +391,33 @@ static void op_alloc(struct model *m) {
                 r = heap_alloc(m->h, s->id, npages, flags, &off);
         }
         if (r == -ENOMEM) {
+                /* Capacity is a hard limit, but only that: with every cache flushed,
+                 * a run the model sees free must be found. */
+                uint64_t run = 0, longest = 0;
+
                 m->n_enomem++;
-                return;
+                flush_all(m);
+                for (uint64_t p = 0; p < m->cap_pages; p++) {
+                        run = m->page[p] == PAGE_ALLOC ? 0 : run + 1;
+                        longest = MAX(longest, run);
+                }
+                r = heap_alloc(m->h, s->id, npages, flags, &off);
+                note(m, "  -ENOMEM; caches flushed, longest free run %" PRIu64 ": retry %d", longest, r);
+                if (r == -ENOMEM && longest < npages)
+                        return;
+                if (r == -ENOMEM) {
+                        FAILF(m, "heap_alloc(%" PRIu64 " pages) = -ENOMEM with every cache flushed, "
+                              "but the model has a free run of %" PRIu64 " pages", npages, longest);
+                        return;
+                }
+                if (r == 0)
+                        m->n_enomem_found++;
+                if (r == 0 && longest < npages) {
+                        FAILF(m, "heap_alloc(%" PRIu64 " pages) succeeded at %#" PRIx64
+                              ", but the model's longest free run is %" PRIu64 " pages",
+                              npages, off, longest);
+                        return;
+                }
         }
         if (r < 0) {
                 FAILF(m, "allocating %" PRIu64 " pages: %d", npages, r);
@@ -695,10 +729,46 @@ static void op_start_gen(struct model *m) {
         m->peak_seen = st.inuse;
 }
 
+/* Reconnect after a daemon restart: only a live slot of the same pid. */
+static void op_reclaim_for(struct model *m) {
+        struct slot *s = random_live_slot(m);
+        uint32_t pid = (uint32_t) getpid(), other;
+        struct heap_stats before, after;
+        int r;
+
+        note(m, "heap_slot_reclaim_for slot %u", s->id);
+        if (get_stats(m, &before) < 0)
+                return;
+        r = heap_slot_reclaim_for(m->h, s->id, pid + 1);
+        if (r != -ESTALE)
+                FAILF(m, "heap_slot_reclaim_for(%u) with another pid = %d, want -ESTALE", s->id, r);
+        r = heap_slot_reclaim_for(m->h, s->id, pid);
+        if (r < 0)
+                FAILF(m, "heap_slot_reclaim_for(%u) of our live slot: %d", s->id, r);
+        for (other = 1; other < heap_max_slots(m->h) && slot_is_live(m, other); other++)
+                ;
+        if (other < heap_max_slots(m->h)) {
+                r = heap_slot_reclaim_for(m->h, other, pid);
+                if (r != -ESTALE)
+                        FAILF(m, "heap_slot_reclaim_for(%u) of a free slot = %d, want -ESTALE", other, r);
+        }
+        if (get_stats(m, &after) < 0)
+                return;
+        if (after.inuse != before.inuse || after.clients != before.clients)
+                FAILF(m, "heap_slot_reclaim_for changed inuse %" PRIu64 " -> %" PRIu64
+                      " or clients %" PRIu64 " -> %" PRIu64,
+                      before.inuse, after.inuse, before.clients, after.clients);
+}
+
 static void op_claim(struct model *m) {
         uint32_t id = UINT32_MAX;
         unsigned i;
         int r;
+
+        if (live_slot_count(m) > 0 && chance(30)) {
+                op_reclaim_for(m);
+                return;
+        }
 
         for (i = 0; i < MAX_LIVE_SLOTS; i++)
                 if (!m->slots[i].live)
@@ -915,12 +985,7 @@ static void checkpoint(struct model *m) {
 
         note(m, "checkpoint");
         m->n_checkpoints++;
-        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
-                for (uint32_t c = 0; m->slots[i].live && c < CACHES_USED; c++) {
-                        int r = heap_cache_flush(m->h, m->slots[i].id, c);
-                        if (r < 0)
-                                FAILF(m, "heap_cache_flush(%u, %u): %d", m->slots[i].id, c, r);
-                }
+        flush_all(m);
         if (run_check(m, "flushing every cache") < 0 || get_stats(m, &st) < 0)
                 return;
         learned = learn_releases(m);
@@ -1066,7 +1131,7 @@ static int run(const struct config *cfg, uint64_t seed) {
 
         for (m.step = 1; m.step <= cfg->steps && !test_failures; m.step++) {
                 double occ = (double) m.alloc_pages / (double) m.cap_pages;
-                unsigned w_alloc = occ < 0.85 ? 40 : 8, w_free = occ > 0.5 ? 40 : 22;
+                unsigned w_alloc = occ < 0.9 ? 40 : 12, w_free = occ > 0.6 ? 40 : 22;
                 unsigned k;
                 const char *what;
 
@@ -1134,11 +1199,11 @@ static int run(const struct config *cfg, uint64_t seed) {
         }
         get_stats(&m, &st);
         printf("%s: %" PRIu64 " steps: %" PRIu64 " locked + %" PRIu64 " cache allocs (%" PRIu64
-               " ENOMEM), %" PRIu64 " frees, %" PRIu64 " bad frees, %" PRIu64 " scavenges (%" PRIu64
+               " ENOMEM, %" PRIu64 " of them found room after flushing the caches), %" PRIu64 " frees, %" PRIu64 " bad frees, %" PRIu64 " scavenges (%" PRIu64
                " fake, %" PRIu64 " punch-hole; %" PRIu64 " MiB), %" PRIu64 " generations, %" PRIu64
                " claims, %" PRIu64 " reclaims, %" PRIu64 " flushes, %" PRIu64
                " checkpoints; growth scavenged %" PRIu64 " KiB; heap_sys %" PRIu64 " MiB\n",
-               cfg->name, m.step - 1, m.n_alloc, m.n_cache_alloc, m.n_enomem, m.n_free,
+               cfg->name, m.step - 1, m.n_alloc, m.n_cache_alloc, m.n_enomem, m.n_enomem_found, m.n_free,
                m.n_bad_free, m.n_scav, m.n_fake_scav, m.n_real_scav, m.scav_bytes >> 20, m.n_gen,
                m.n_claim, m.n_reclaim, m.n_flush, m.n_checkpoints, m.growth_scavenged >> 10,
                st.heap_sys >> 20);
