@@ -408,6 +408,9 @@ int main(void) {
                 snprintf(when, sizeof(when), "after kill %u (pid %d)", kills, (int) victim);
                 if (check_heap(&f, when) < 0)
                         break;
+                heap_get_stats(f.h, &st);
+                CHECKF(st.clients == STABLE_WORKERS, "%s: %" PRIu64 " live clients, want the %u stable workers",
+                       when, st.clients, STABLE_WORKERS);
                 if (n == 1)
                         keep_freed += harvest_keep(&f, VICTIM, victim, slots[0]);
                 if (atomic_load(&f.sh->log[VICTIM].pending_keep))
@@ -480,6 +483,22 @@ int main(void) {
         CHECKF((uint64_t) sb.st_blocks * 512 <= st.retained,
                "heap memfd has %" PRIu64 " bytes backed, more than retained (%" PRIu64 ")",
                (uint64_t) sb.st_blocks * 512, st.retained);
+
+        /* And the scavenger sees all of it: a forced scavenge releases the whole heap. */
+        {
+                struct heap_gen_report rep;
+                int64_t released;
+
+                CHECK(heap_scavenge_start_gen(f.h, &rep) == 0);
+                released = heap_scavenge(f.h, 0, UINT64_MAX);
+                heap_get_stats(f.h, &st);
+                CHECK(fstat(f.heap_fd, &sb) == 0);
+                CHECKF(released >= 0 && st.released == st.heap_sys && sb.st_blocks == 0,
+                       "forced scavenge of the empty heap released %" PRId64 ": released %" PRIu64
+                       " of heap_sys %" PRIu64 ", %" PRIu64 " bytes still backed",
+                       released, st.released, st.heap_sys, (uint64_t) sb.st_blocks * 512);
+        }
+        check_heap(&f, "after the forced scavenge");
 
         printf("%u kills (%" PRIu64 " slots reclaimed), %" PRIu64 " EOWNERDEAD recoveries; "
                "%u KEEP allocations freed by the parent, %u left unlogged; ops per worker:",
