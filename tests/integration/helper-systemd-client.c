@@ -5,13 +5,17 @@
  * it back, frees it and checks the pool's in-use bytes went back to where
  * they were. Exit 0 when all of that worked; a line on stderr otherwise.
  *
- *   helper-systemd-client POOL [BYTES]
+ *   helper-systemd-client POOL [BYTES] [hold]
+ *
+ * With "hold", it prints "holding" after writing and waits to be killed
+ * with its allocation, for tests of the daemon's reclaim.
  */
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "scav.h"
 
@@ -46,6 +50,12 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "byte %" PRIu64 " reads back wrong\n", i);
                         return 1;
                 }
+        if (argc > 3 && strcmp(argv[3], "hold") == 0) {
+                printf("holding\n");
+                fflush(stdout);
+                for (;;)
+                        pause();
+        }
         r = scav_free(p, off);
         if (r < 0) {
                 fprintf(stderr, "scav_free: %s\n", strerror(-r));

@@ -14,7 +14,9 @@ fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 top=${SCAV_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${BUILD:-$top/build}
 command -v systemd-analyze >/dev/null || skip "systemd-analyze not installed"
-[ -x "$build/scavd" ] || skip "no daemon in $build"
+for f in scavd scavctl libscav.pc libscav.so.0.1; do
+        [ -e "$build/$f" ] || skip "incomplete build: no $build/$f to install"
+done
 
 dir=$(mktemp -d /tmp/scavd-units.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
