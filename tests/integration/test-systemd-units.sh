@@ -95,7 +95,7 @@ elif ! awk -v l="$level" 'BEGIN { exit !(l <= 2.0) }'; then
         fail "exposure $level is above 2.0"
 fi
 
-# sysusers.d: user and group scavd; tmpfiles.d: /run/scavd 0750 scavd:scavd.
+# sysusers.d: user and group scavd; tmpfiles.d: /run/scavd 0755 scavd:scavd.
 root=$dir/root
 mkdir -p "$root/etc"
 if systemd-sysusers --root="$root" "$dest$sysusersdir/scavd.conf" >"$dir/sysusers.log" 2>&1; then
@@ -108,8 +108,10 @@ fi
 if ! systemd-tmpfiles --root="$root" --create "$dest$tmpfilesdir/scavd.conf" >"$dir/tmpfiles.log" 2>&1; then
         grep -q "Failed to resolve user 'scavd'\|Unknown user" "$dir/tmpfiles.log" ||
                 { cat "$dir/tmpfiles.log" >&2; fail "systemd-tmpfiles rejected the entry"; }
-elif [ "$(stat -c %a "$root/run/scavd" 2>/dev/null)" != 750 ]; then
-        fail "tmpfiles.d: /run/scavd is $(stat -c %a "$root/run/scavd" 2>/dev/null), want 750"
+elif [ "$(stat -c %a "$root/run/scavd" 2>/dev/null)" != 755 ]; then
+        fail "tmpfiles.d: /run/scavd is $(stat -c %a "$root/run/scavd" 2>/dev/null), want 755"
+elif [ "$(stat -c %u "$root/run/scavd")" != "$(awk -F: '$1 == "scavd" { print $3 }' "$root/etc/passwd")" ]; then
+        fail "tmpfiles.d: /run/scavd is not owned by the user scavd"
 fi
 
 # Another PREFIX: ExecStart= and the unit directory follow it.
