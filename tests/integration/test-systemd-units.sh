@@ -114,6 +114,22 @@ elif [ "$(stat -c %u "$root/run/scavd")" != "$(awk -F: '$1 == "scavd" { print $3
         fail "tmpfiles.d: /run/scavd is not owned by the user scavd"
 fi
 
+# The installed catalog compiles, and the installed configuration is valid.
+if [ -f "$dest$catalogdir/scavd.catalog" ]; then
+        if journalctl --root="$dest" --update-catalog >"$dir/catalog.log" 2>&1; then
+                n=$(journalctl --root="$dest" --list-catalog 2>/dev/null | grep -c 'scavd')
+                echo "catalog: $n scavd entries"
+                [ "$n" -gt 0 ] || fail "journalctl --list-catalog shows no scavd entry"
+        else
+                cat "$dir/catalog.log" >&2
+                fail "journalctl --update-catalog rejected the catalog"
+        fi
+fi
+if [ -f "$dest/etc/scavd/scavd.conf" ]; then
+        "$dest/usr/sbin/scavd" --config "$dest/etc/scavd/scavd.conf" --check-config >"$dir/check.log" 2>&1 ||
+                { cat "$dir/check.log" >&2; fail "the installed scavd.conf does not pass --check-config"; }
+fi
+
 # Another PREFIX: ExecStart= and the unit directory follow it.
 dest2=$dir/dest2
 make -s -C "$top" BUILD="$build" install-data DESTDIR="$dest2" PREFIX=/opt/scavd >"$dir/install2.log" 2>&1 ||
