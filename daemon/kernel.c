@@ -334,6 +334,9 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                                          "kernel: PSI unavailable (" KERNEL_PSI_PATH ": %m); no response to memory pressure");
         }
 
+        log_info("kernel: page faults %s; pressure from %s", k->skel ? "counted by BPF" : "not counted",
+                 k->rb_source ? "BPF reclaim tracepoints" :
+                 k->psi_source ? "a PSI trigger (" KERNEL_PSI_TRIGGER ")" : "nowhere");
         *ret = k;
         return 0;
 }

@@ -118,7 +118,7 @@ static int child(void) {
                 k = kernel_watch_free(k);
 
         if (have_psi) {
-                r = watch_new_logged(e, CONFIG_OFF, PRESSURE_PSI, "kernel:", &lines, &k);
+                r = watch_new_logged(e, CONFIG_OFF, PRESSURE_PSI, "unavailable", &lines, &k);
                 CHECKF(r == 0, "bpf=off pressure=psi: %s", strerror(-r));
                 CHECK_EQ_U64(lines, 0);
                 if (r == 0) {
