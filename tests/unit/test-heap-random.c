@@ -13,15 +13,17 @@
  *
  * Releases are learned two ways: through a fake release function that checks
  * each range against the model before punching it, and, when the library's
- * own punch-hole runs, from mincore() on the heap mapping.
+ * own punch-hole runs, from mincore() on the heap mapping. An allocation that
+ * fails with -ENOMEM is retried with every cache flushed: it must then
+ * succeed exactly when the model has a free run long enough.
  *
  * SCAV_SEED=<n> replays a run; SCAV_STEPS=<n> changes its length.
  */
 
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
