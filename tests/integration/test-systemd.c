@@ -736,6 +736,7 @@ static int run_scavctl(const char *arg1, const char *arg2) {
 static struct {
         ino_t heap_ino;
         uint64_t bytes_verified, allocs_verified, rounds;
+        uint64_t gen, released_total;  /* statistics live in the meta memfd: they survive too */
 } totals;
 
 /*
@@ -789,6 +790,13 @@ static void verify_round(struct manager *m, const char *what) {
                 CHECKF(r >= 0, "%s: scav_stats: %s", what, strerror(-r));
                 CHECKF(st.inuse >= live_bytes, "%s: inuse %" PRIu64 " < live bytes %" PRIu64,
                        what, st.inuse, live_bytes);
+                CHECKF(st.gen >= totals.gen, "%s: generation %" PRIu64 ", was %" PRIu64, what,
+                       st.gen, totals.gen);
+                CHECKF(st.released_total >= totals.released_total,
+                       "%s: released_total %" PRIu64 ", was %" PRIu64, what, st.released_total,
+                       totals.released_total);
+                totals.gen = st.gen;
+                totals.released_total = st.released_total;
                 scav_close(p);
         }
         clients_resume();
@@ -1008,6 +1016,27 @@ int main(void) {
                 CHECKF(r == 0, "final scavctl check: exit %d", r);
         }
 
+        /* A stored pool the configuration no longer names is adopted,
+         * kept while it has clients (none here), then dropped and taken out
+         * of the store. */
+        write_config(&m, false, NULL);
+        if (!daemon_restart(&m, SIGTERM, 50, -1, "restart without pool extra"))
+                goto out;
+        restarts++;
+        for (int t = 0; t < 200 && store_count_prefix(&m, "pool/" POOL_EXTRA "/") > 0; t++) {
+                notify_drain(&m);
+                msleep(50);
+        }
+        CHECKF(store_count_prefix(&m, "pool/" POOL_EXTRA "/") == 0,
+               "pool %s, no longer configured and unused, still in the store", POOL_EXTRA);
+        CHECKF(scav_open(POOL_EXTRA, &(scav_pool *){ NULL }) < 0, "pool %s still served", POOL_EXTRA);
+        check_store(&m, 1, "restart without pool extra");
+        {
+                char cmd[512];
+                snprintf(cmd, sizeof(cmd), "grep -q '%s.*drop' %s", POOL_EXTRA, m.log_path);
+                CHECKF(system(cmd) == 0, "no log line about dropping pool %s", POOL_EXTRA);
+        }
+
         CHECKF(m.n_foreign == 0, "%u notifications from other processes than the main one", m.n_foreign);
         CHECKF(m.n_bad_fdname == 0, "%u FDNAME= that systemd refuses", m.n_bad_fdname);
         CHECKF(m.n_fds_without_store == 0, "%u notifications with descriptors but no FDSTORE=1",
@@ -1031,7 +1060,7 @@ out:
         }
         if (test_failures)
                 print_log_tail(&m);
-        else {
+        else if (!getenv("KEEP")) {
                 char cmd[128];
                 snprintf(cmd, sizeof(cmd), "rm -rf %s", m.dir);
                 (void) !system(cmd);
