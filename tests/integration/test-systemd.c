@@ -839,10 +839,15 @@ static bool daemon_restart(struct manager *m, int sig, unsigned away_ms, int kil
         return manager_start_ready(m, 0, what);
 }
 
-static bool reload(struct manager *m, const char *what) {
+/* SIGHUP (ExecReload=) or, with ctl, `scavctl reload`. */
+static bool reload_by(struct manager *m, bool ctl, int want_ctl_rc, const char *what) {
         unsigned ready0 = m->n_ready, reloading0 = m->n_reloading;
 
-        kill(m->pid, SIGHUP);
+        if (ctl) {
+                int rc = run_scavctl("reload", NULL);
+                CHECKF(want_ctl_rc == 0 ? rc == 0 : rc != 0, "%s: scavctl reload: exit %d", what, rc);
+        } else
+                kill(m->pid, SIGHUP);
         if (!manager_wait(m, cond_ready, ready0 + 1, START_TIMEOUT_MS)) {
                 CHECKF(false, "%s: no READY=1 after SIGHUP (exited=%d)", what, m->exited);
                 print_log_tail(m);
@@ -854,6 +859,10 @@ static bool reload(struct manager *m, const char *what) {
                "%s: RELOADING=1 without MONOTONIC_USEC= in the same message", what);
         CHECKF(manager_wait(m, cond_status, 0, 10000), "%s: no STATUS= with or after READY=1", what);
         return true;
+}
+
+static bool reload(struct manager *m, const char *what) {
+        return reload_by(m, false, 0, what);
 }
 
 static void pool_usable(const char *name, const char *what) {
@@ -942,6 +951,16 @@ int main(void) {
                 goto out;
         CHECKF(strstr(m.status, "banana") == NULL && strstr(m.status, "scavd.conf:") == NULL,
                "reload fixed: STATUS= still reports the old error: %s", m.status);
+
+        /* The same through `scavctl reload`: it answers with the error. */
+        write_config(&m, true, "\n[pool broken]\ncapacity = banana\n");
+        if (!reload_by(&m, true, 1, "scavctl reload bad"))
+                goto out;
+        CHECKF(strstr(m.status, "banana") != NULL, "scavctl reload bad: STATUS=%s", m.status);
+        write_config(&m, true, NULL);
+        if (!reload_by(&m, true, 0, "scavctl reload good"))
+                goto out;
+        pool_usable(POOL_EXTRA, "scavctl reload good");
 
         /* SIGTERM and restart, with the watchdog on */
         if (!manager_stop(&m, SIGTERM, "SIGTERM"))
