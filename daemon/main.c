@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -123,6 +124,16 @@ static int run(struct manager *m) {
                 return r;
         }
         m->uid = geteuid();
+
+        /* One descriptor per session: take the soft limit up to the hard one
+         * (sd-event uses epoll, not select, so high numbers are fine). */
+        {
+                struct rlimit rl;
+                if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                        rl.rlim_cur = rl.rlim_max;
+                        (void) setrlimit(RLIMIT_NOFILE, &rl);
+                }
+        }
 
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);

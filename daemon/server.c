@@ -31,6 +31,10 @@
 
 #define SERVER_MAX_FDS_IN 8
 #define SERVER_MSGS_PER_WAKEUP 16
+/* Connections one non-root user may hold open: enough for any real set of
+ * clients, few enough that one user cannot take every descriptor. */
+#define SERVER_MAX_CONNS_PER_UID 2048u
+#define SERVER_MAX_CONNS 16384u
 
 struct conn {
         server *server;
@@ -52,6 +56,7 @@ struct server {
         bool stopping;           /* daemon exit: sessions end, slots stay for a restart */
         struct conn *conns;
         unsigned n_conns;
+        int reserve_fd;          /* spent to refuse a connection when out of descriptors */
 };
 
 /* An adopted live slot whose client has not come back yet. */
@@ -693,6 +698,14 @@ close:
         return 0;
 }
 
+static unsigned conns_of_uid(server *s, uid_t uid) {
+        unsigned n = 0;
+
+        for (struct conn *c = s->conns; c; c = c->next)
+                n += c->cred.uid == uid;
+        return n;
+}
+
 static int server_accept(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         server *s = userdata;
 
@@ -706,7 +719,15 @@ static int server_accept(sd_event_source *es, int fd, uint32_t revents, void *us
                 if (cfd < 0) {
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 return 0;
-                        /* EMFILE and friends: say so, keep serving those we have. */
+                        if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0) {
+                                /* The pending connection would wake us forever: take it
+                                 * with the reserve descriptor and close it at once. */
+                                log_warning_errno(negative_errno(), "out of descriptors, refusing a connection: %m");
+                                closep(&s->reserve_fd);
+                                closep(&(int) { accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC) });
+                                s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                                continue;
+                        }
                         log_warning_errno(negative_errno(), "accept failed: %m");
                         return 0;
                 }
@@ -716,6 +737,13 @@ static int server_accept(sd_event_source *es, int fd, uint32_t revents, void *us
                 sl = sizeof(c->cred);
                 if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &c->cred, &sl) < 0) {
                         log_warning_errno(negative_errno(), "SO_PEERCRED failed: %m");
+                        free(c);
+                        continue;
+                }
+                if (s->n_conns >= SERVER_MAX_CONNS ||
+                    (c->cred.uid != 0 && conns_of_uid(s, c->cred.uid) >= SERVER_MAX_CONNS_PER_UID)) {
+                        log_warning("pid %u uid %u: too many connections, refused", (unsigned) c->cred.pid,
+                                    (unsigned) c->cred.uid);
                         free(c);
                         continue;
                 }
@@ -807,6 +835,7 @@ int server_new(struct manager *m, int listen_fd, const char *path, server **ret)
         }
         s->m = m;
         s->listen_fd = -EBADF;
+        s->reserve_fd = -EBADF;
 
         if (listen_fd >= 0) {
                 int type = 0;
@@ -829,6 +858,7 @@ int server_new(struct manager *m, int listen_fd, const char *path, server **ret)
                 log_info("listening on %s", path);
         }
 
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         r = sd_event_add_io(m->event, &s->listen_source, s->listen_fd, EPOLLIN, server_accept, s);
         if (r < 0) {
                 server_free(s);
@@ -846,6 +876,7 @@ server *server_free(server *s) {
                 conn_free(s->conns);
         sd_event_source_disable_unref(s->listen_source);
         closep(&s->listen_fd);
+        closep(&s->reserve_fd);
         if (s->own_path)
                 (void) unlink(s->path);
         free(s);
