@@ -179,6 +179,8 @@ int pool_adopt(const struct pool_config *cfg, uint32_t id, int meta_fd, int heap
                             (unsigned long long) cfg->capacity, cfg->page_size);
         p->cfg.capacity = heap_capacity(p->heap);
         p->cfg.page_size = heap_page_size(p->heap);
+        if (heap_max_slots(p->heap) > 1)
+                p->cfg.max_clients = heap_max_slots(p->heap) - 1;
         heap_set_memory_limit(p->heap, cfg->memory_limit);
         r = pool_init_slots(p);
         if (r < 0)
