@@ -73,7 +73,7 @@ $(LIBSCAV_A): $(LIB_OBJS)
 
 $(LIBSCAV_SO): $(LIB_OBJS) lib/libscav.sym
 	$(CC) -shared -Wl,-soname,libscav.so.$(SO_VERSION) -Wl,--version-script=lib/libscav.sym \
-		-Wl,--no-undefined -o $@ $(LIB_OBJS) $(ALL_LDFLAGS)
+		-Wl,--no-undefined -Wl,-z,nodelete -o $@ $(LIB_OBJS) $(ALL_LDFLAGS)
 	ln -sf libscav.so.$(SO_MINOR) $(BUILD)/libscav.so.$(SO_VERSION)
 	ln -sf libscav.so.$(SO_VERSION) $(BUILD)/libscav.so
 
