@@ -55,6 +55,20 @@ struct kernel_watch {
         const char *mode;                 /* "bpf", "psi", "off" */
         int n_cpus;
         uint64_t pressure_events;
+
+        /* Which counter of the BPF array belongs to whom: an open-addressing
+         * table whose positions are the array's indexes. */
+        struct kernel_counter *counters;  /* KW_MAX_COUNTERS */
+};
+
+/* A pool's own counter sits at (pool, KERNEL_SLOT_POOL). */
+#define KERNEL_SLOT_POOL UINT32_MAX
+
+enum { COUNTER_EMPTY, COUNTER_USED, COUNTER_DELETED };
+
+struct kernel_counter {
+        uint32_t pool_id, slot;
+        uint8_t state;
 };
 
 static const char *const reason_names[_KW_REASON_MAX] = {
@@ -137,6 +151,11 @@ static int kernel_bpf_load(kernel_watch *k, bool with_pressure, char *why, size_
         if (r < 0)
                 goto fail;
         k->n_cpus = r;
+        k->counters = calloc(KW_MAX_COUNTERS, sizeof(struct kernel_counter));
+        if (!k->counters) {
+                r = -ENOMEM;
+                goto fail;
+        }
         k->skel = skel;
         return 0;
 
@@ -346,11 +365,54 @@ kernel_watch *kernel_watch_free(kernel_watch *k) {
                 return NULL;
         kernel_bpf_pressure_stop(k);
         kernel_bpf__destroy(k->skel);
+        free(k->counters);
         k->psi_source = sd_event_source_disable_unref(k->psi_source);
         closep(&k->psi_fd);
         sd_event_unref(k->event);
         free(k);
         return NULL;
+}
+
+static uint32_t counter_hash(uint32_t pool_id, uint32_t slot) {
+        uint64_t h = ((uint64_t) pool_id << 32 | slot) * UINT64_C(0x9e3779b97f4a7c15);
+
+        return (uint32_t) (h >> 32) & (KW_MAX_COUNTERS - 1);
+}
+
+/*
+ * The index of (pool_id, slot)'s counter; with create, a new one (zeroed
+ * in the BPF array, which may hold a forgotten pool's counts) when it has
+ * none. -ENOENT without create, -ENOSPC when all are taken.
+ */
+static int counter_index(kernel_watch *k, uint32_t pool_id, uint32_t slot, bool create, uint32_t *ret) {
+        uint32_t h = counter_hash(pool_id, slot), free_idx = UINT32_MAX;
+
+        for (uint32_t probe = 0; probe < KW_MAX_COUNTERS; probe++) {
+                uint32_t i = (h + probe) & (KW_MAX_COUNTERS - 1);
+                struct kernel_counter *c = &k->counters[i];
+
+                if (c->state == COUNTER_USED && c->pool_id == pool_id && c->slot == slot) {
+                        *ret = i;
+                        return 0;
+                }
+                if (c->state != COUNTER_USED && free_idx == UINT32_MAX)
+                        free_idx = i;
+                if (c->state == COUNTER_EMPTY)
+                        break;
+        }
+        if (!create)
+                return -ENOENT;
+        if (free_idx == UINT32_MAX)
+                return -ENOSPC;
+
+        uint64_t zeros[k->n_cpus];
+
+        memset(zeros, 0, sizeof(zeros));
+        if (bpf_map_update_elem(bpf_map__fd(k->skel->maps.counters), &free_idx, zeros, BPF_ANY) < 0)
+                return negative_errno();
+        k->counters[free_idx] = (struct kernel_counter) { .pool_id = pool_id, .slot = slot, .state = COUNTER_USED };
+        *ret = free_idx;
+        return 0;
 }
 
 /*
@@ -361,16 +423,23 @@ kernel_watch *kernel_watch_free(kernel_watch *k) {
 int kernel_watch_add_mapping(kernel_watch *k, pid_t tgid, uint64_t addr, uint64_t len,
                              uint32_t pool_id, uint32_t slot) {
         struct kw_proc proc = {};
-        uint32_t key = tgid;
+        uint32_t key = tgid, pool_counter, slot_counter;
         unsigned i;
-        int fd;
+        int fd, r;
 
         assert(k);
 
-        if (tgid <= 0 || len == 0 || addr + len < addr)
+        if (tgid <= 0 || len == 0 || addr + len < addr || slot == KERNEL_SLOT_POOL)
                 return -EINVAL;
         if (!k->skel)
                 return 0;
+
+        r = counter_index(k, pool_id, KERNEL_SLOT_POOL, true, &pool_counter);
+        if (r < 0)
+                return r;
+        r = counter_index(k, pool_id, slot, true, &slot_counter);
+        if (r < 0)
+                return r;
 
         fd = bpf_map__fd(k->skel->maps.procs);
         if (bpf_map_lookup_elem(fd, &key, &proc) < 0) {
@@ -386,7 +455,14 @@ int kernel_watch_add_mapping(kernel_watch *k, pid_t tgid, uint64_t addr, uint64_
                         break;
         if (i == KW_MAX_RANGES)
                 return -E2BIG;
-        proc.ranges[i] = (struct kw_range) { .addr = addr, .len = len, .pool_id = pool_id, .slot = slot };
+        proc.ranges[i] = (struct kw_range) {
+                .addr = addr,
+                .len = len,
+                .pool_id = pool_id,
+                .slot = slot,
+                .pool_counter = pool_counter,
+                .slot_counter = slot_counter,
+        };
         if (i == proc.n)
                 proc.n++;
 
@@ -435,7 +511,6 @@ void kernel_watch_remove_process(kernel_watch *k, pid_t tgid) {
 /* Forgets a pool: its ranges in every process and its counters, so that a
  * later pool given the same id starts from zero. */
 void kernel_watch_remove_pool(kernel_watch *k, uint32_t pool_id) {
-        struct kw_slot_key skey, snext;
         uint32_t key, next;
         bool first;
         int fd;
@@ -465,43 +540,36 @@ void kernel_watch_remove_pool(kernel_watch *k, uint32_t pool_id) {
                 (void) bpf_map_update_elem(fd, &key, &proc, BPF_EXIST);
         }
 
-        (void) bpf_map_delete_elem(bpf_map__fd(k->skel->maps.pool_faults), &pool_id);
-
-        fd = bpf_map__fd(k->skel->maps.slot_faults);
-        for (first = true; bpf_map_get_next_key(fd, first ? NULL : &skey, &snext) == 0;) {
-                skey = snext;
-                first = false;
-                if (skey.pool_id == pool_id && bpf_map_delete_elem(fd, &skey) == 0)
-                        first = true;   /* the walk's key is gone: start over */
-        }
+        /* Tombstones, not EMPTY: later entries' probe chains pass here. */
+        for (uint32_t i = 0; i < KW_MAX_COUNTERS; i++)
+                if (k->counters[i].state == COUNTER_USED && k->counters[i].pool_id == pool_id)
+                        k->counters[i].state = COUNTER_DELETED;
 }
 
-static uint64_t kernel_percpu_sum(kernel_watch *k, int fd, const void *key) {
-        uint64_t values[k->n_cpus], sum = 0;
+static uint64_t counter_read(kernel_watch *k, uint32_t pool_id, uint32_t slot) {
+        uint64_t sum = 0;
+        uint32_t i;
 
-        if (bpf_map_lookup_elem(fd, key, values) < 0)
+        if (!k->skel || counter_index(k, pool_id, slot, false, &i) < 0)
                 return 0;
-        for (int i = 0; i < k->n_cpus; i++)
-                sum += values[i];
+
+        uint64_t values[k->n_cpus];
+
+        if (bpf_map_lookup_elem(bpf_map__fd(k->skel->maps.counters), &i, values) < 0)
+                return 0;
+        for (int c = 0; c < k->n_cpus; c++)
+                sum += values[c];
         return sum;
 }
 
 uint64_t kernel_watch_faults(kernel_watch *k, uint32_t pool_id) {
         assert(k);
-
-        if (!k->skel)
-                return 0;
-        return kernel_percpu_sum(k, bpf_map__fd(k->skel->maps.pool_faults), &pool_id);
+        return counter_read(k, pool_id, KERNEL_SLOT_POOL);
 }
 
 uint64_t kernel_watch_slot_faults(kernel_watch *k, uint32_t pool_id, uint32_t slot) {
-        struct kw_slot_key key = { .pool_id = pool_id, .slot = slot };
-
         assert(k);
-
-        if (!k->skel)
-                return 0;
-        return kernel_percpu_sum(k, bpf_map__fd(k->skel->maps.slot_faults), &key);
+        return slot == KERNEL_SLOT_POOL ? 0 : counter_read(k, pool_id, slot);
 }
 
 uint64_t kernel_watch_faults_since(kernel_watch *k, uint32_t pool_id, uint64_t *mark) {

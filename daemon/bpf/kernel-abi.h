@@ -20,9 +20,9 @@ typedef __u64 __kw_u64;
 #define KW_MAX_RANGES 8
 /* Processes watched at once (clients of all pools). */
 #define KW_MAX_PROCS 4096
-/* Distinct pools and (pool, slot) pairs counted. */
-#define KW_MAX_POOLS 1024
-#define KW_MAX_SLOTS 16384
+/* Fault counters: one per pool and one per (pool, slot), indexes into a
+ * per-CPU array the loader hands out (a power of two). */
+#define KW_MAX_COUNTERS 16384
 /* A reclaim reason raises at most one event per this much time. */
 #define KW_PRESSURE_GAP_NS 10000000ULL
 
@@ -33,11 +33,15 @@ enum kw_reason {
         _KW_REASON_MAX,
 };
 
+/* The program needs only the counters' indexes; pool and slot are for
+ * the loader, which edits ranges by them. */
 struct kw_range {
         __kw_u64 addr;
         __kw_u64 len;
         __kw_u32 pool_id;
         __kw_u32 slot;
+        __kw_u32 pool_counter;
+        __kw_u32 slot_counter;
 };
 
 /* Value of the procs map, keyed by tgid. Ranges [0, n) are valid. */
@@ -45,11 +49,6 @@ struct kw_proc {
         __kw_u32 n;
         __kw_u32 _pad;
         struct kw_range ranges[KW_MAX_RANGES];
-};
-
-struct kw_slot_key {
-        __kw_u32 pool_id;
-        __kw_u32 slot;
 };
 
 /* One ring buffer record: a reclaim the kernel started. */

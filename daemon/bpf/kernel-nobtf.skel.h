@@ -18,7 +18,7 @@
 
 struct kernel_bpf {
         struct {
-                struct bpf_map *procs, *pool_faults, *slot_faults, *events;
+                struct bpf_map *procs, *counters, *events;
         } maps;
         struct {
                 struct bpf_program *scav_page_fault_user, *scav_direct_reclaim, *scav_kswapd_wake,

@@ -6,7 +6,7 @@
  *  - page_fault_user: a fault at an address inside a pool mapping of a
  *    registered client process is the price of memory the scavenger released
  *    and the client touched again. Counted per pool and per (pool, slot), in
- *    per-CPU hashes so that faulting CPUs never share a cache line.
+ *    per-CPU counters the loader assigns to each.
  *  - reclaim begins (direct, kswapd wake-up, memcg): the kernel is short of
  *    memory and scavd holds free pages it could give back now. One ring
  *    buffer record per reason per KW_PRESSURE_GAP_NS at most, since reclaim
@@ -32,19 +32,14 @@ struct {
         __type(value, struct kw_proc);
 } procs SEC(".maps");
 
+/* Per-CPU so that faulting CPUs never share a cache line; an array, so
+ * that a lookup is an index, not a hash. */
 struct {
-        __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-        __uint(max_entries, KW_MAX_POOLS);
-        __type(key, __u32);                 /* pool id */
+        __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+        __uint(max_entries, KW_MAX_COUNTERS);
+        __type(key, __u32);
         __type(value, __u64);
-} pool_faults SEC(".maps");
-
-struct {
-        __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-        __uint(max_entries, KW_MAX_SLOTS);
-        __type(key, struct kw_slot_key);
-        __type(value, __u64);
-} slot_faults SEC(".maps");
+} counters SEC(".maps");
 
 struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -77,21 +72,13 @@ static __always_inline __u32 current_tgid(void) {
         return ns.tgid;
 }
 
-static __always_inline void count(void *map, const void *key) {
-        __u64 one = 1, *v;
+static __always_inline void count(__u32 index) {
+        __u64 *v = bpf_map_lookup_elem(&counters, &index);
 
-        v = bpf_map_lookup_elem(map, key);
-        if (v) {
-                *v += 1;
-                return;
-        }
-        /* Another CPU may insert the key between our lookup and update;
-         * then it exists and the second lookup finds it. */
-        if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0)
-                return;
-        v = bpf_map_lookup_elem(map, key);
+        /* Per-CPU, yet atomic: a preemptible kernel may run this program
+         * for another task on the same CPU between a load and a store. */
         if (v)
-                *v += 1;
+                __sync_fetch_and_add(v, 1);
 }
 
 SEC("tp_btf/page_fault_user")
@@ -113,12 +100,8 @@ int BPF_PROG(scav_page_fault_user, unsigned long address, struct pt_regs *regs,
                         break;
                 if (address - r->addr >= r->len)
                         continue;
-
-                struct kw_slot_key key = { .pool_id = r->pool_id, .slot = r->slot };
-                __u32 pool_id = r->pool_id;
-
-                count(&pool_faults, &pool_id);
-                count(&slot_faults, &key);
+                count(r->pool_counter);
+                count(r->slot_counter);
                 break;
         }
         return 0;
