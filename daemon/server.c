@@ -557,7 +557,11 @@ static int conn_dispatch(struct conn *c, const uint8_t *buf, size_t n) {
         type = scav_msg_parse(buf, n, &reason);
         if (type == -EPROTO) {
                 log_warning("pid %u: protocol version mismatch, closing", (unsigned) c->cred.pid);
-                (void) reply_simple(c, SCAV_MSG_HELLO_REPLY, -EPROTO, 0);
+                struct scav_msg_hello_reply rep = { .slot = SCAV_SLOT_NONE };
+
+                scav_msg_init(&rep.hdr, SCAV_MSG_HELLO_REPLY, sizeof(rep));
+                rep.hdr.error = -EPROTO;
+                (void) conn_send(c, &rep, sizeof(rep), NULL, 0);
                 return -EPROTO;
         }
         if (type < 0) {
