@@ -253,9 +253,11 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                 }
 
                 if (!fd_is_regular(fd, &st)) {
-                        log_warning("pool %s: stored %s descriptor is not a memfd, closing it",
+                        log_warning("pool %s: stored %s descriptor is not a memfd, dropping it",
                                     pool, role_names[role]);
                         close(fd);
+                        if (getenv("NOTIFY_SOCKET"))
+                                (void) notify_remove(pool, role);
                         continue;
                 }
 
@@ -315,6 +317,6 @@ int fdstore_adopt(int *ret_listen_fd, struct fdstore_pool *ret_pools, int max) {
                 ret_pools[j] = ret_pools[--n_pools];
         }
 
-        *ret_listen_fd = listen_fd;
+        *ret_listen_fd = listen_fd >= 0 ? listen_fd : -1;
         return n_pools;
 }

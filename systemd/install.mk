@@ -71,3 +71,9 @@ install-data:
 		journalctl --update-catalog 2>/dev/null || true; \
 		systemctl daemon-reload || true; \
 	fi
+
+# test-systemd-fdstore tests daemon/fdstore.c itself against the protocol, so
+# it links that object and the log it writes with, besides the test objects.
+$(BUILD)/tests/integration/test-systemd-fdstore: $(BUILD)/tests/integration/test-systemd-fdstore.o \
+		$(BUILD)/daemon/fdstore.o $(BUILD)/daemon/log.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(PKG_LIBS) -lm
