@@ -59,6 +59,7 @@ struct kernel_watch {
         /* Which counter of the BPF array belongs to whom: an open-addressing
          * table whose positions are the array's indexes. */
         struct kernel_counter *counters;  /* KW_MAX_COUNTERS */
+        uint32_t n_counters;              /* USED among them */
 };
 
 /* A pool's own counter sits at (pool, KERNEL_SLOT_POOL). */
@@ -411,6 +412,7 @@ static int counter_index(kernel_watch *k, uint32_t pool_id, uint32_t slot, bool 
         if (bpf_map_update_elem(bpf_map__fd(k->skel->maps.counters), &free_idx, zeros, BPF_ANY) < 0)
                 return negative_errno();
         k->counters[free_idx] = (struct kernel_counter) { .pool_id = pool_id, .slot = slot, .state = COUNTER_USED };
+        k->n_counters++;
         *ret = free_idx;
         return 0;
 }
@@ -540,10 +542,16 @@ void kernel_watch_remove_pool(kernel_watch *k, uint32_t pool_id) {
                 (void) bpf_map_update_elem(fd, &key, &proc, BPF_EXIST);
         }
 
-        /* Tombstones, not EMPTY: later entries' probe chains pass here. */
+        /* Tombstones, not EMPTY: later entries' probe chains pass here.
+         * Entries cannot move (their positions are the counters' indexes),
+         * so the table only starts afresh once nothing is in it. */
         for (uint32_t i = 0; i < KW_MAX_COUNTERS; i++)
-                if (k->counters[i].state == COUNTER_USED && k->counters[i].pool_id == pool_id)
+                if (k->counters[i].state == COUNTER_USED && k->counters[i].pool_id == pool_id) {
                         k->counters[i].state = COUNTER_DELETED;
+                        k->n_counters--;
+                }
+        if (k->n_counters == 0)
+                memset(k->counters, 0, KW_MAX_COUNTERS * sizeof(struct kernel_counter));
 }
 
 static uint64_t counter_read(kernel_watch *k, uint32_t pool_id, uint32_t slot) {

@@ -125,6 +125,42 @@ static void test_api_bounds(kernel_watch *k) {
         CHECK_EQ_U64(kernel_watch_remove_mapping(k, me, 201, 0), 0);
 }
 
+/* The counters' table: thousands of (pool, slot) pairs over fake tgids
+ * fill it until -ENOSPC; forgetting pools frees their counters for others,
+ * which start from zero. */
+static void test_counter_table(kernel_watch *k) {
+        const pid_t base = 3000000;     /* beyond the pids in use: only map keys */
+        unsigned added = 0, full = 0;
+        int r;
+
+        for (pid_t t = 0; t < 2100; t++)
+                for (uint32_t p = 0; p < 8; p++) {
+                        r = kernel_watch_add_mapping(k, base + t, 0x10000000 + p * 0x100000, 4096, 1000 + p, t);
+                        if (r == 0)
+                                added++;
+                        else if (r == -ENOSPC)
+                                full++;
+                        else
+                                CHECKF(false, "add_mapping(tgid %d, pool %u): %s", (int) (base + t), 1000 + p,
+                                       strerror(-r));
+                }
+        printf("counter table: %u mappings added, %u refused (full)\n", added, full);
+        CHECKF(added >= 16000, "only %u counters", added);
+        CHECKF(full > 0, "16800 pairs never filled a table of 16384");
+        CHECK_EQ_U64(kernel_watch_slot_faults(k, 1003, 1500), 0);
+
+        for (uint32_t p = 0; p < 4; p++)
+                kernel_watch_remove_pool(k, 1000 + p);
+        r = kernel_watch_add_mapping(k, base + 2099, 0x20000000, 4096, 1000, 2099);
+        CHECKF(r == 0, "add_mapping after freeing pools: %s", strerror(-r));
+        CHECK_EQ_U64(kernel_watch_faults(k, 1000), 0);
+        for (uint32_t p = 4; p < 8; p++)
+                kernel_watch_remove_pool(k, 1000 + p);
+        kernel_watch_remove_pool(k, 1000);
+        for (pid_t t = 0; t < 2100; t++)
+                kernel_watch_remove_process(k, base + t);
+}
+
 int main(void) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         kernel_watch *k = NULL;
@@ -148,6 +184,7 @@ int main(void) {
         CHECK(strcmp(kernel_watch_mode(k), "off") == 0);
 
         test_api_bounds(k);
+        test_counter_table(k);
 
         r = child_start(&c, addr);
         CHECKF(r == 0, "starting the child: %s", strerror(-r));
