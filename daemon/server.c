@@ -527,7 +527,10 @@ static int handle_scavenge(struct conn *c, struct pool *p, uint64_t bytes) {
 
         if (p->quarantined)
                 return reply_simple(c, SCAV_MSG_SCAVENGE_REPLY, -EUCLEAN, 0);
-        n = scavenger_force(mgr->scavenger, p, bytes, "scavctl");
+        if (p->scavenging)
+                n = scavenger_force(mgr->scavenger, p, bytes, "scavctl");
+        else    /* not scheduled (the scavenger refused it): release directly */
+                n = heap_scavenge(p->heap, 0, bytes ? bytes : UINT64_MAX);
         if (n < 0)
                 return reply_simple(c, SCAV_MSG_SCAVENGE_REPLY, (int) n, 0);
         log_info("pool %s: forced scavenge by pid %u released %lld bytes", p->cfg.name, (unsigned) c->cred.pid,
