@@ -317,7 +317,7 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                                 return -EOPNOTSUPP;
                         }
                         log_full_errno(LOG_NOTICE, r, "kernel: BPF unavailable (%s); page faults are not counted%s",
-                                         why, pressure == PRESSURE_AUTO ? ", pressure comes from PSI" : "");
+                                       why, pressure == PRESSURE_AUTO ? ", pressure comes from PSI" : "");
                 }
         }
 
@@ -336,7 +336,7 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                 }
         } else if (pressure == PRESSURE_BPF) {
                 log_full_errno(LOG_ERR, -EOPNOTSUPP, "kernel: pressure=bpf needs BPF, which is %s",
-                                 bpf == CONFIG_OFF ? "turned off (bpf=off)" : "unavailable");
+                               bpf == CONFIG_OFF ? "turned off (bpf=off)" : "unavailable");
                 kernel_watch_free(k);
                 return -EOPNOTSUPP;
         }
@@ -351,7 +351,7 @@ int kernel_watch_new(sd_event *e, enum config_tristate bpf, enum config_pressure
                         return -EOPNOTSUPP;
                 } else
                         log_full_errno(LOG_NOTICE, r,
-                                         "kernel: PSI unavailable (" KERNEL_PSI_PATH ": %m); no response to memory pressure");
+                                       "kernel: PSI unavailable (" KERNEL_PSI_PATH ": %m); no response to memory pressure");
         }
 
         log_info("kernel: page faults %s; pressure from %s", k->skel ? "counted by BPF" : "not counted",
