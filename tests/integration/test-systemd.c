@@ -11,7 +11,8 @@
  * It drives start -> READY=1, reload with a good and a bad file, the
  * watchdog, SIGTERM and restart, SIGKILL and restart, then the bar: 20
  * restarts, half of them SIGKILL, while client processes (libscav) allocate,
- * write, verify and free continuously. After each restart every live
+ * write, verify and free continuously, and are seen doing so while the
+ * daemon is away. After each restart every live
  * allocation of every client is read back through a fresh session (so
  * through the daemon's current heap memfd, not an old mapping) and
  * `scavctl check` must pass; at the end every allocation made before any
@@ -833,6 +834,24 @@ static bool daemon_restart(struct manager *m, int sig, unsigned away_ms, int kil
                 kill(c->pid, SIGKILL);
                 waitpid(c->pid, NULL, 0);
                 c->dead = true;
+        }
+        /* Each living client allocates, writes and frees while the daemon is
+         * away: nothing on their path needs it. */
+        {
+                uint64_t base[N_WORKERS + 1], end = now_usec() + 20 * 1000000ull;
+                bool all;
+
+                for (unsigned i = 0; i <= N_WORKERS; i++)
+                        base[i] = atomic_load(&shm->c[i].ops);
+                do {
+                        all = true;
+                        for (unsigned i = 0; i <= N_WORKERS; i++)
+                                if (!shm->c[i].dead && atomic_load(&shm->c[i].ops) < base[i] + 20)
+                                        all = false;
+                        if (!all)
+                                msleep(2);
+                } while (!all && now_usec() < end);
+                CHECKF(all, "%s: a client made no progress while the daemon was away", what);
         }
         msleep(away_ms);
         atomic_fetch_add(&shm->epoch, 1);
