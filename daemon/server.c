@@ -12,8 +12,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "log.h"
 #include "proto.h"
 #include "server.h"
@@ -196,66 +195,6 @@ void server_forget_pool(struct manager *m, struct pool *p) {
                         }
 }
 
-/* ---- access ---- */
-
-/* Supplementary groups of the peer, from /proc (what the process has now),
- * else from the group database (what its user would get at login). */
-static int peer_groups(const struct ucred *cred, gid_t *groups, int max) {
-        char path[64], line[4096];
-        FILE *f;
-        int n = 0;
-
-        snprintf(path, sizeof(path), "/proc/%u/status", (unsigned) cred->pid);
-        f = fopen(path, "re");
-        if (f) {
-                while (fgets(line, sizeof(line), f))
-                        if (strncmp(line, "Groups:", 7) == 0) {
-                                char *p = line + 7, *e;
-                                for (;;) {
-                                        unsigned long g = strtoul(p, &e, 10);
-                                        if (e == p || n >= max)
-                                                break;
-                                        groups[n++] = (gid_t) g;
-                                        p = e;
-                                }
-                                fclose(f);
-                                return n;
-                        }
-                fclose(f);
-        }
-
-        struct passwd pw, *res = NULL;
-        char buf[4096];
-        if (getpwuid_r(cred->uid, &pw, buf, sizeof(buf), &res) != 0 || !res)
-                return 0;
-        n = max;
-        if (getgrouplist(res->pw_name, res->pw_gid, groups, &n) < 0)
-                return 0;
-        return n;
-}
-
-static bool peer_allowed(const struct pool_config *cfg, const struct ucred *cred) {
-        gid_t groups[256];
-        int n;
-
-        if (cred->uid == 0 || cfg->allow_all)
-                return true;
-        for (unsigned i = 0; i < cfg->n_allow_users; i++)
-                if (cfg->allow_users[i] == cred->uid)
-                        return true;
-        if (cfg->n_allow_groups == 0)
-                return false;
-        for (unsigned i = 0; i < cfg->n_allow_groups; i++)
-                if (cfg->allow_groups[i] == cred->gid)
-                        return true;
-        n = peer_groups(cred, groups, (int) ELEMENTSOF(groups));
-        for (int k = 0; k < n; k++)
-                for (unsigned i = 0; i < cfg->n_allow_groups; i++)
-                        if (cfg->allow_groups[i] == groups[k])
-                                return true;
-        return false;
-}
-
 /* ---- sending ---- */
 
 static int conn_send(struct conn *c, const void *buf, size_t len, const int *fds, unsigned nfds) {
@@ -333,7 +272,7 @@ static int handle_hello(struct conn *c, const struct scav_msg_hello *m) {
                 REFUSE(-ENOENT, "pid %u: unknown pool '%s'", (unsigned) c->cred.pid, m->pool);
         if (p->quarantined)
                 REFUSE(-EUCLEAN, "pool %s: pid %u refused: pool quarantined", p->cfg.name, (unsigned) c->cred.pid);
-        if (!peer_allowed(&p->cfg, &c->cred))
+        if (!access_peer_allowed(&p->cfg, &c->cred))
                 REFUSE(-EACCES, "pool %s: pid %u uid %u gid %u not allowed", p->cfg.name, (unsigned) c->cred.pid,
                        (unsigned) c->cred.uid, (unsigned) c->cred.gid);
 
@@ -599,7 +538,7 @@ static int conn_dispatch(struct conn *c, const uint8_t *buf, size_t n) {
                 p = manager_find_pool(mgr, m.pool);
                 if (!p)
                         return reply_simple(c, type + 1, -ENOENT, 0);
-                if (!peer_allowed(&p->cfg, &c->cred))
+                if (!access_peer_allowed(&p->cfg, &c->cred))
                         return reply_simple(c, type + 1, -EACCES, 0);
                 switch (type) {
                 case SCAV_MSG_SCAVENGE:

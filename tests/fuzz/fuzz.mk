@@ -20,3 +20,7 @@ $(FUZZ_BUILD)/fuzz-proto: tests/fuzz/fuzz-proto.c lib/proto.c lib/proto.h
 # test-config links the parser itself (daemon objects are not in libscav).
 $(BUILD)/tests/unit/test-config: $(BUILD)/tests/unit/test-config.o $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A)
 	$(CC) -o $@ $< $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+
+# test-access links the access check (and config.o for pool_config_defaults).
+$(BUILD)/tests/unit/test-access: $(BUILD)/tests/unit/test-access.o $(BUILD)/daemon/access.o $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A)
+	$(CC) -o $@ $< $(BUILD)/daemon/access.o $(BUILD)/daemon/config.o $(TESTLIB_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
