@@ -16,6 +16,7 @@
  * at the price of disk traffic while it lasts; so only the PSI test writes.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -108,6 +109,30 @@ static inline int memcg_file_dir(char *buf, size_t len) {
         return -ENOENT;
 }
 
+/* Removes what tests killed before their cleanup left in dir: entries
+ * named prefix<pid> whose process is gone (cgroups: empty ones). */
+static inline void memcg_remove_stale(const char *dir, const char *prefix, bool is_group) {
+        char path[2 * PATH_MAX];
+        struct dirent *de;
+        DIR *d = opendir(dir);
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                char *end;
+                long pid;
+
+                if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+                        continue;
+                pid = strtol(de->d_name + strlen(prefix), &end, 10);
+                if (*end || pid <= 0 || kill((pid_t) pid, 0) == 0 || errno != ESRCH)
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                (void) (is_group ? rmdir(path) : unlink(path));
+        }
+        closedir(d);
+}
+
 /* Returns 0, or a negative errno with why written to skip (the machine
  * cannot do it: the caller skips), or a positive errno (a failure). */
 static inline int memcg_pressure_setup(struct memcg_pressure *m, char *skip, size_t skiplen) {
@@ -125,6 +150,8 @@ static inline int memcg_pressure_setup(struct memcg_pressure *m, char *skip, siz
                 snprintf(skip, skiplen, "this process is in no memory cgroup: %s", strerror(-r));
                 return r;
         }
+        snprintf(path, sizeof(path), MEMCG_ROOT "%s", self);
+        memcg_remove_stale(path, "scavd-test-", true);
         snprintf(m->group, sizeof(m->group), MEMCG_ROOT "%s/scavd-test-%d", self, (int) getpid());
         if (mkdir(m->group, 0755) < 0) {
                 r = -errno;
@@ -144,6 +171,7 @@ static inline int memcg_pressure_setup(struct memcg_pressure *m, char *skip, siz
                 snprintf(skip, skiplen, "no writable disk-backed directory for a page cache file");
                 return -ENOENT;
         }
+        memcg_remove_stale(dir, "scavd-test-memcg-", false);
         snprintf(m->file, sizeof(m->file), "%s/scavd-test-memcg-%d", dir, (int) getpid());
         fd = open(m->file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0 || ftruncate(fd, MEMCG_FILE_SIZE) < 0) {
