@@ -937,6 +937,8 @@ int main(void) {
         /* start -> READY=1, the pool's memfds in the store */
         if (!manager_start_ready(&m, 0, "first start"))
                 goto out;
+        /* READY=1 means usable: no retry here. */
+        pool_usable(POOL, "first start");
         check_store(&m, 1, "first start");
 
         for (unsigned i = 0; i < N_WORKERS; i++)
