@@ -137,7 +137,7 @@ class Daemon:
         self.config = os.path.join(self.dir, "scavd.conf")
         self.logpath = os.path.join(self.dir, "scavd.log")
         lines = ["[daemon]", f"socket = {self.socket}", f"scavtrace = {scavtrace}",
-                 f"scavenge_percent = {scavenge_percent}", "bpf = off", ""]
+                 f"scavenge_percent = {scavenge_percent}", "bpf = off", "pressure = off", ""]
         for pname, cap in pools:
             lines += [f"[pool {pname}]", f"capacity = {cap}", ""]
         with open(self.config, "w") as f:
@@ -500,6 +500,7 @@ def trace_once(args, build, bindir, case, system, outdir, run_idx):
         cpu0 = cpu_ns()
         t_end = t_freed + int(args.window * 1e9)
         samples = result["samples"]
+        common_goal = 1.1 * parse_size(args.keep)
         peak = 0
         while True:
             now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -508,9 +509,11 @@ def trace_once(args, build, bindir, case, system, outdir, run_idx):
             fp = footprint()
             peak = max(peak, fp)
             samples.append(((now - t_freed) / 1e9, fp, cpu_ns() - cpu0))
-            # Stop early once the footprint fell well below the peak and has
-            # stayed within 2% for 2.5 s: the curve is flat from there on.
-            if fp < 0.5 * peak:
+            # Stop early once the footprint is near the common goal and has
+            # stayed within 2% for 2.5 s (after 12 s: wherever it is): the
+            # curve is flat from there on.
+            near = fp <= 1.21 * common_goal or samples[-1][0] >= 12.0
+            if near and fp < 0.5 * peak:
                 window = [s for s in samples if s[0] >= samples[-1][0] - 2.5]
                 if samples[-1][0] - window[0][0] >= 2.4 and \
                         max(s[1] for s in window) - min(s[1] for s in window) <= 0.02 * peak:
@@ -825,8 +828,9 @@ def write_report(args, res, path):
           "machine for the reference figures.")
     A(f"- Versions: {'; '.join(versions())}")
     A("- The daemon is `$(BUILD)/scavd` from `make all`, started on a private socket with "
-      "`bpf = off` (no system-wide page-fault programs while the peers run); its configuration "
-      "is given under the commands.")
+      "`bpf = off` (no system-wide page-fault programs while the peers run) and `pressure = off` "
+      "(so that memory pressure from other work on the machine cannot trigger unpaced release "
+      "in the middle of a paced measurement); its configuration is given under the commands.")
     A("")
 
     # Bars summary first.
