@@ -47,12 +47,14 @@ TEST_DEFINE_GLOBALS;
 #define CACHES_USED 4u
 #define MAX_LIVE 128u
 #define MAX_KEEP 4u /* KEEP allocations per worker life */
+#define MAILBOX 32u
 
 /* Shared between the parent and the workers (a MAP_SHARED anonymous mapping). */
 struct shared {
         _Atomic uint32_t stop;
         _Atomic uint32_t ready;
         _Atomic uint32_t failures;
+        _Atomic uint64_t handoffs;
         char failmsg[512];
         struct worker_log {
                 /* KEEP allocations outlive their owner: the parent frees them. */
@@ -62,6 +64,19 @@ struct shared {
                 _Atomic uint64_t ops;
                 _Atomic uint32_t claimed; /* this life has its slot */
         } log[WORKERS];
+        /* Stable workers hand allocations to each other to free: frees by a
+         * slot that is not the owner, while the owner keeps using its caches. */
+        struct handoff {
+                _Atomic uint32_t state;
+                uint32_t from_pid, from_slot;
+                uint64_t off, npages;
+        } box[MAILBOX];
+};
+
+enum {
+        BOX_EMPTY,
+        BOX_BUSY,
+        BOX_FULL,
 };
 
 struct fixture {
@@ -124,17 +139,68 @@ static void tag_pages(struct fixture *f, uint32_t slot, const struct walloc *a, 
         }
 }
 
-static void check_tags(struct fixture *f, uint32_t slot, const struct walloc *a) {
+static void check_tags_of(struct fixture *f, uint64_t tag, const struct walloc *a) {
         for (uint64_t i = 0; i < a->npages; i++) {
                 uint64_t off = a->off + i * 4096;
                 uint64_t t = *page_word(f, off, 0), s = *page_word(f, off, 1);
-                if (t != owner_tag(slot) || s != a->off)
-                        worker_fail(f, "slot %u: page %" PRIu64 " of my allocation %#" PRIx64
-                                    " (%" PRIu64 " pages) holds tag %#" PRIx64 "/%#" PRIx64
+                if (t != tag || s != a->off)
+                        worker_fail(f, "page %" PRIu64 " of allocation %#" PRIx64 " (%" PRIu64
+                                    " pages) of pid %u slot %u holds tag %#" PRIx64 "/%#" PRIx64
                                     " (pid %u slot %u): owned twice?",
-                                    slot, i, a->off, a->npages, t, s, (unsigned) (t >> 32),
-                                    (unsigned) t);
+                                    i, a->off, a->npages, (unsigned) (tag >> 32), (unsigned) tag,
+                                    t, s, (unsigned) (t >> 32), (unsigned) t);
         }
+}
+
+static void check_tags(struct fixture *f, uint32_t slot, const struct walloc *a) {
+        check_tags_of(f, owner_tag(slot), a);
+}
+
+static bool post_handoff(struct fixture *f, uint32_t slot, const struct walloc *a) {
+        unsigned start = (unsigned) rnd_below(MAILBOX);
+
+        for (unsigned k = 0; k < MAILBOX; k++) {
+                struct handoff *b = &f->sh->box[(start + k) % MAILBOX];
+                uint32_t expect = BOX_EMPTY;
+                if (!atomic_compare_exchange_strong(&b->state, &expect, BOX_BUSY))
+                        continue;
+                b->from_pid = (uint32_t) getpid();
+                b->from_slot = slot;
+                b->off = a->off;
+                b->npages = a->npages;
+                atomic_store(&b->state, BOX_FULL);
+                return true;
+        }
+        return false;
+}
+
+/* Frees one allocation another worker handed over (any, when draining). */
+static bool take_handoff(struct fixture *f, heap *h, uint32_t slot, bool any) {
+        unsigned start = (unsigned) rnd_below(MAILBOX);
+
+        for (unsigned k = 0; k < MAILBOX; k++) {
+                struct handoff *b = &f->sh->box[(start + k) % MAILBOX];
+                uint32_t expect = BOX_FULL;
+                struct walloc a;
+                uint64_t tag;
+                int r;
+
+                if (atomic_load(&b->state) != BOX_FULL || (!any && b->from_pid == (uint32_t) getpid()))
+                        continue;
+                if (!atomic_compare_exchange_strong(&b->state, &expect, BOX_BUSY))
+                        continue;
+                a = (struct walloc) { .off = b->off, .npages = b->npages };
+                tag = (uint64_t) b->from_pid << 32 | b->from_slot;
+                atomic_store(&b->state, BOX_EMPTY);
+                atomic_fetch_add(&f->sh->handoffs, 1);
+                check_tags_of(f, tag, &a);
+                r = heap_free(h, slot, (uint32_t) rnd_below(CACHES_USED), a.off);
+                if (r < 0)
+                        worker_fail(f, "slot %u: heap_free(%#" PRIx64 ") handed over by slot %u: %s",
+                                    slot, a.off, (unsigned) tag, strerror(-r));
+                return true;
+        }
+        return false;
 }
 
 /*
@@ -206,8 +272,12 @@ static _Noreturn void worker(struct fixture *f, unsigned w, uint64_t seed) {
                         struct walloc a = live[i];
                         uint32_t cache = rnd_below(100) < 85 ? a.cache : (uint32_t) rnd_below(CACHES_USED);
 
+                        if (!victim && rnd_below(100) < 10 && take_handoff(f, h, slot, false))
+                                continue;
                         check_tags(f, slot, &a);
                         live[i] = live[--nlive];
+                        if (!victim && rnd_below(100) < 10 && post_handoff(f, slot, &a))
+                                continue;
                         r = heap_free(h, slot, cache, a.off);
                         if (r < 0)
                                 worker_fail(f, "slot %u: heap_free(%#" PRIx64 "): %s", slot, a.off,
@@ -235,7 +305,10 @@ static _Noreturn void worker(struct fixture *f, unsigned w, uint64_t seed) {
                 }
         }
 
-        /* Stopped: give everything back, as a well-behaved client does. */
+        /* Stopped: give everything back, as a well-behaved client does, and free
+         * what is left in the mailbox (the last one out finds it empty). */
+        while (take_handoff(f, h, slot, true))
+                ;
         while (nlive > 0) {
                 struct walloc a = live[--nlive];
                 check_tags(f, slot, &a);
@@ -441,6 +514,8 @@ int main(void) {
                         keep_freed += harvest_keep(&f, w, pids[w], slots[i]);
                 }
         }
+        for (unsigned i = 0; i < MAILBOX; i++)
+                CHECKF(atomic_load(&f.sh->box[i].state) == BOX_EMPTY, "mailbox entry %u left full", i);
         if (atomic_load(&f.sh->failures))
                 fprintf(stderr, "%u worker failure(s); first: %s\n", atomic_load(&f.sh->failures),
                         f.sh->failmsg);
@@ -501,8 +576,9 @@ int main(void) {
         check_heap(&f, "after the forced scavenge");
 
         printf("%u kills (%" PRIu64 " slots reclaimed), %" PRIu64 " EOWNERDEAD recoveries; "
-               "%u KEEP allocations freed by the parent, %u left unlogged; ops per worker:",
-               kills, victim_slots, st.recoveries, keep_freed, leftovers);
+               "%u KEEP allocations freed by the parent, %u left unlogged; %" PRIu64
+               " frees by another worker; ops per worker:",
+               kills, victim_slots, st.recoveries, keep_freed, leftovers, atomic_load(&f.sh->handoffs));
         for (unsigned w = 0; w < WORKERS; w++)
                 printf(" %" PRIu64, atomic_load(&f.sh->log[w].ops));
         printf("; heap_sys %" PRIu64 " MiB\n", st.heap_sys >> 20);
