@@ -1093,7 +1093,8 @@ static int setup(struct model *m, const struct heap_params *p) {
 }
 
 static void teardown(struct model *m) {
-        heap_detach(m->h_fake);
+        if (m->h_fake)
+                heap_detach(m->h_fake);
         heap_detach(m->h_real);
         munmap(m->meta, m->meta_size);
         munmap(m->base, m->capacity);
@@ -1144,6 +1145,18 @@ static int run(const struct config *cfg, uint64_t seed) {
                 m.checkpoint_now = m.step % 1000 == 0;
 
                 if (m.step % 3000 == 0) {
+                        if (m.h == m.h_real) {
+                                /* A fresh attach to the live heap each time, as a client's. */
+                                heap_detach(m.h_fake);
+                                m.h_fake = NULL;
+                                r = heap_attach(m.meta, m.meta_size, m.base, m.capacity, m.heap_fd,
+                                                &m.h_fake);
+                                if (r < 0) {
+                                        FAILF(&m, "heap_attach to the live heap: %d", r);
+                                        break;
+                                }
+                                heap_set_release(m.h_fake, fake_release, &m);
+                        }
                         m.h = m.h == m.h_real ? m.h_fake : m.h_real;
                         note(&m, "now releasing through %s",
                              m.h == m.h_fake ? "the fake" : "the library's punch-hole");
