@@ -170,6 +170,8 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
                 int64_t i = cache_take(c, npages, &scav);
                 if (i >= 0) {
                         uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
+                        if (_unlikely_(base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES))
+                                return -EUCLEAN; /* not a block of ours: shared memory was scribbled on */
                         uint64_t page = base + (uint64_t) i;
                         atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0),
                                               memory_order_release);

@@ -249,6 +249,21 @@ uint64_t heap_pa_alloc_range(heap *h, uint64_t base, uint64_t npages) {
         return scav;
 }
 
+/* Whether [page, page+npages) lies in the grown heap and is free: summaries are shared memory. */
+static bool range_free(heap *h, uint64_t page, uint64_t npages) {
+        if (page + npages > heap_nchunks(h) * HEAP_CHUNK_PAGES || page + npages < page)
+                return false;
+        while (npages > 0) {
+                unsigned i = page % HEAP_CHUNK_PAGES;
+                unsigned k = npages < HEAP_CHUNK_PAGES - i ? (unsigned) npages : HEAP_CHUNK_PAGES - i;
+                if (heap_bits_popcnt_range(h->chunks[page / HEAP_CHUNK_PAGES].alloc, i, k))
+                        return false;
+                page += k;
+                npages -= k;
+        }
+        return true;
+}
+
 /*
  * Ports the search half of pageAlloc.alloc: first the chunk of the search
  * address (most small allocations are satisfied there), then the tree.
@@ -279,6 +294,10 @@ int heap_pa_alloc_find(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *r
         r = heap_pa_find(h, npages, ret_page, ret_search);
         if (r == 0 && npages == 1)
                 heap_store(&h->hdr->search_page, HEAP_PAGE_NONE);
+        if (r > 0 && !range_free(h, *ret_page, npages)) {
+                mark_corrupt(h, "summaries point at allocated pages");
+                return -EUCLEAN;
+        }
         return r;
 }
 

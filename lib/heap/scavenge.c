@@ -228,6 +228,7 @@ int heap_scavenge_reserve(heap *h, uint64_t *ret_base, uint64_t *ret_limit, uint
         if (r < 0)
                 return r;
         *ret_gen = hd->gen;
+        heap_scav_state_validate(h);
         heap_scav_ranges_remove_last(hd, hd->reservation_bytes, &base, &limit);
         if (limit <= base) {
                 heap_scav_unlock(h);
@@ -255,6 +256,7 @@ void heap_scavenge_unreserve(heap *h, uint64_t base, uint64_t limit, uint64_t ge
                 return;
         if (heap_scav_lock(h) < 0)
                 return;
+        heap_scav_state_validate(h);
         if (gen == h->hdr->gen)
                 heap_scav_ranges_add(h->hdr, base, limit);
         heap_scav_unlock(h);

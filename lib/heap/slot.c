@@ -109,6 +109,10 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
                                 p++;
                                 continue;
                         }
+                        if (n > heap_nchunks(h) * HEAP_CHUNK_PAGES - p) {
+                                p++; /* a record past the heap: skipped (heap_check reports it) */
+                                continue;
+                        }
                         if (HEAP_REC_OWNER(rec) == slot + 1) {
                                 if (rec & HEAP_REC_KEEP) {
                                         uint64_t nrec = HEAP_REC_MAKE(n, 0, HEAP_REC_FLAGS(rec));

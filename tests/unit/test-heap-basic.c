@@ -411,8 +411,57 @@ static void test_check_detects(void) {
         heap_test_free(&t);
 }
 
+/* The meta region is shared memory: scribbles must give errors, never wild writes. */
+static void test_untrusted(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 8 * MiB, .max_slots = 4 };
+        uint32_t s;
+        uint64_t a;
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        struct heap_hdr *hd = t.meta;
+        CHECK(heap_slot_claim(h, 1, 1, &s) == 0);
+        CHECK(heap_alloc(h, s, 100, 0, &a) == 0);
+
+        /* Search ranges past their array: the generation is dropped, nothing else. */
+        hd->nranges = 1000;
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) == 0);
+        CHECK(hd->nranges == 0);
+        hd->nranges = 1;
+        hd->ranges[0][0] = 0;
+        hd->ranges[0][1] = UINT64_C(1) << 50;
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) >= 0);
+
+        /* A record past the grown heap: free refuses, reclaim skips it. */
+        _Atomic uint64_t *rec = (_Atomic uint64_t *) ((uint8_t *) t.meta + hd->records_off);
+        rec[300] = HEAP_REC_MAKE(1u << 30, s + 1, 0);
+        CHECK(heap_free(h, s, 0, 300 * 4096) < 0);
+        char buf[256];
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+
+        /* A cache pointing outside the heap: its owner gets -EUCLEAN. */
+        struct heap_slot *sl = (struct heap_slot *) ((uint8_t *) t.meta + hd->slots_off);
+        sl[s].caches[5].base = UINT64_C(1) << 40;
+        sl[s].caches[5].owned = sl[s].caches[5].free_mask = 1;
+        uint64_t o;
+        CHECK(heap_cache_alloc(h, s, 5, 1, 0, &o) == -EUCLEAN);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+
+        /* Summaries that lie about free pages: allocation refuses and marks the heap corrupt. */
+        CHECK(heap_alloc(h, 0, 100, 0, &a) == 0);
+        CHECK_EQ_U64(a, 0);
+        struct heap_sum *leaf = (struct heap_sum *) ((uint8_t *) t.meta + hd->level_off[hd->nlevels - 1]);
+        leaf[0] = (struct heap_sum) { 512, 512, 512 };
+        hd->search_page = 0;
+        int r = heap_alloc(h, 0, 512, 0, &o);
+        CHECKF(r == -EUCLEAN, "alloc on lying summaries: %d", r);
+        CHECK(heap_alloc(h, 0, 1, 0, &o) == -EUCLEAN);
+        heap_test_free(&t);
+}
+
 int main(void) {
         test_layout();
+        test_untrusted();
         test_check_detects();
         test_alloc_free();
         test_cache();
