@@ -211,6 +211,33 @@ int main(void) {
         for (size_t i = 0; i < ELEMENTSOF(scenarios); i++)
                 run(&scenarios[i]);
 
+        /* Dying with the scav lock held: its state is only a hint, validated and reset. */
+        {
+                struct heap_test t;
+                struct heap_params p = { .capacity = 2 * (uint64_t) 4096 * P };
+                uint64_t a;
+                CHECK(heap_test_new(&p, &t) == 0);
+                CHECK(heap_alloc(t.h, 0, 100, 0, &a) == 0);
+                CHECK(heap_free(t.h, 0, 0, a) == 0);
+                CHECK(heap_scavenge_start_gen(t.h, NULL) == 0);
+                pid_t pid = fork();
+                if (pid == 0) {
+                        heap_scav_lock(t.h);
+                        struct heap_hdr *hd = heap_test_hdr(t.h);
+                        hd->nranges = 3;
+                        hd->ranges[1][0] = 5; /* unsorted, unaligned, overlapping */
+                        raise(SIGKILL);
+                }
+                int status;
+                waitpid(pid, &status, 0);
+                CHECK(heap_scavenge(t.h, 0, UINT64_MAX) == 0); /* the generation was dropped */
+                CHECK(heap_scavenge_start_gen(t.h, NULL) == 0);
+                CHECK(heap_scavenge(t.h, 0, UINT64_MAX) == 100 * 4096);
+                char buf[256] = "";
+                CHECKF(heap_check(t.h, buf, sizeof(buf)) == 0, "after scav lock owner died: %s", buf);
+                heap_test_free(&t);
+        }
+
         /* A heap whose intent makes no sense is quarantined, not trusted. */
         struct heap_test t;
         struct heap_params p = { .capacity = (uint64_t) 4096 * P };
