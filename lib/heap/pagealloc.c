@@ -64,7 +64,11 @@ void heap_summary_update(heap *h, uint64_t base, uint64_t npages, bool contig, b
         if (sc == ec) {
                 /* Summarized in place: a struct copy of the fresh result would stall on store forwarding. */
                 struct heap_sum old = leaf[sc];
-                heap_palloc_summarize_into(h->chunks[sc].alloc, &leaf[sc]);
+                if (contig)
+                        heap_palloc_summarize_after(h->chunks[sc].alloc, &leaf[sc], base % HEAP_CHUNK_PAGES,
+                                                    (unsigned) npages, alloc);
+                else
+                        heap_palloc_summarize_into(h->chunks[sc].alloc, &leaf[sc]);
                 if (heap_sum_eq(old, leaf[sc]))
                         return;
         } else if (contig) {

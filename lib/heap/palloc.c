@@ -150,6 +150,72 @@ struct heap_sum heap_palloc_summarize(const uint64_t *b) {
         return s;
 }
 
+/* Free pages immediately below page i. */
+static unsigned free_below(const uint64_t *b, unsigned i) {
+        unsigned cnt = 0;
+        while (i > 0) {
+                unsigned bit = (i - 1) % 64;
+                /* Bit i-1 to the top; the bits below it follow. */
+                uint64_t x = b[(i - 1) / 64] << (63 - bit);
+                unsigned z = lz64(x);
+                if (z > bit + 1)
+                        z = bit + 1;
+                cnt += z;
+                i -= z;
+                if (z < bit + 1)
+                        break;
+        }
+        return cnt;
+}
+
+/* Free pages from page i up. */
+static unsigned free_above(const uint64_t *b, unsigned i) {
+        unsigned cnt = 0;
+        while (i < HEAP_CHUNK_PAGES) {
+                unsigned bit = i % 64;
+                unsigned z = tz64(b[i / 64] >> bit);
+                if (z > 64 - bit)
+                        z = 64 - bit;
+                cnt += z;
+                i += z;
+                if (z < 64 - bit)
+                        break;
+        }
+        return cnt;
+}
+
+/*
+ * Not in Go: the summary after [i, i+n) was freed or allocated as a whole,
+ * from the summary before and the free run around the range, instead of a
+ * full summarize. Freeing only joins runs, so the new run bounds the new
+ * max; allocating splits one run, and only when that run may have been the
+ * longest does it fall back to summarizing the chunk.
+ */
+void heap_palloc_summarize_after(const uint64_t *b, struct heap_sum *sum, unsigned i, unsigned n, bool alloc_op) {
+        unsigned lo = i - free_below(b, i);
+        unsigned hi;
+        if (!alloc_op) {
+                hi = i + n + free_above(b, i + n);
+                if (lo == 0)
+                        sum->start = hi;
+                if (hi == HEAP_CHUNK_PAGES)
+                        sum->end = HEAP_CHUNK_PAGES - lo;
+                if (hi - lo > sum->max)
+                        sum->max = hi - lo;
+                return;
+        }
+        hi = i + n + free_above(b, i + n);
+        /* The run [lo, hi) was free before and is split now. */
+        if (hi - lo >= sum->max) {
+                heap_palloc_summarize_into(b, sum);
+                return;
+        }
+        if (lo == 0)
+                sum->start = i;
+        if (hi == HEAP_CHUNK_PAGES)
+                sum->end = HEAP_CHUNK_PAGES - (i + n);
+}
+
 /*
  * Ports findBitRange64: the lowest index of a run of n 1 bits in c, or 64.
  * Shrinks runs of ones by doubling steps, so it costs O(log n).

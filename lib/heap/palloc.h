@@ -7,6 +7,7 @@
  * Pure functions over the words; the caller holds whatever lock protects them.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "heap/layout.h"
@@ -30,6 +31,7 @@ unsigned heap_bits_popcnt_range(const uint64_t *b, unsigned i, unsigned n);
 
 struct heap_sum heap_palloc_summarize(const uint64_t *alloc);
 void heap_palloc_summarize_into(const uint64_t *alloc, struct heap_sum *ret);
+void heap_palloc_summarize_after(const uint64_t *alloc, struct heap_sum *sum, unsigned i, unsigned n, bool alloc_op);
 unsigned heap_find_bit_range64(uint64_t c, unsigned n);
 unsigned heap_palloc_find1(const uint64_t *alloc, unsigned search_idx);
 unsigned heap_palloc_find(const uint64_t *alloc, uint64_t npages, unsigned search_idx,

@@ -200,6 +200,39 @@ static void test_summarize(void) {
         }
 }
 
+/* Not in Go: the incremental summary after freeing or allocating a range agrees with summarize. */
+static void test_summarize_after(void) {
+        unsigned checked = 0;
+        for (unsigned iter = 0; iter < 20000; iter++) {
+                bits_t b;
+                uint64_t density = rng() % 3;
+                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++)
+                        b[w] = density == 0 ? rng() : density == 1 ? (rng() & rng() & rng()) : (rng() | rng() | rng());
+                if (rng() % 8 == 0)
+                        memset(b, rng() % 2 ? 0xff : 0, sizeof(b));
+                unsigned i = (unsigned) (rng() % P), n = 1 + (unsigned) (rng() % (rng() % 2 ? 8 : P));
+                if (i + n > P)
+                        n = P - i;
+                bool alloc = rng() % 2;
+                /* Make [i, i+n) wholly the opposite of what the operation makes it. */
+                if (alloc)
+                        heap_bits_clear_range(b, i, n);
+                else
+                        heap_bits_set_range(b, i, n);
+                struct heap_sum sum = heap_palloc_summarize(b);
+                if (alloc)
+                        heap_bits_set_range(b, i, n);
+                else
+                        heap_bits_clear_range(b, i, n);
+                heap_palloc_summarize_after(b, &sum, i, n, alloc);
+                struct heap_sum want = heap_palloc_summarize(b);
+                CHECKF(heap_sum_eq(sum, want), "%s [%u, +%u): got (%u, %u, %u), want (%u, %u, %u)",
+                       alloc ? "alloc" : "free", i, n, sum.start, sum.max, sum.end, want.start, want.max, want.end);
+                checked++;
+        }
+        CHECK(checked == 20000);
+}
+
 static void test_alloc(void) {
         static const struct {
                 const char *name;
@@ -299,6 +332,7 @@ int main(void) {
         test_alloc_range();
         test_popcnt_range();
         test_summarize();
+        test_summarize_after();
         test_alloc();
         test_free();
         test_find_bit_range64();
