@@ -437,7 +437,7 @@ int main(void) {
 
         for (unsigned w = 0; w < STABLE_WORKERS; w++)
                 pids[w] = spawn(&f, w, seed ^ ((uint64_t) (w + 1) << 40));
-        while (atomic_load(&f.sh->ready) < STABLE_WORKERS)
+        while (atomic_load(&f.sh->ready) < STABLE_WORKERS && !atomic_load(&f.sh->failures))
                 usleep(1000);
 
         for (;;) {
