@@ -172,7 +172,7 @@ static double bench_pair(struct pool *p, uint64_t npages) {
 
 /*
  * 1,000 live blocks, one freed at random and replaced per iteration, first
- * byte written: the peers' loop. size(i) gives the pages of a new block.
+ * byte written: the peers' loop. size() gives the pages of each new block.
  */
 static double bench_live(struct pool *p, uint64_t (*size)(void), uint64_t n) {
         uint64_t blk[LIVE_BLOCKS];
