@@ -374,13 +374,13 @@ def profile_libscav(bindir, daemon, outdir, res):
         res["profile"] = {"err": "perf not installed" if daemon else "no daemon"}
         return
     log("profile: perf record of the libscav driver")
-    for size in ("8k", "mixed"):
-        data = os.path.join(outdir, f"perf-{size}.data")
+    for label, size, extra in (("8k", "8k", []), ("mixed", "mixed", []), ("8k, 2 threads", "8k", ["--threads", "2"])):
+        data = os.path.join(outdir, f"perf-{size}-{len(extra)}.data")
         cmd = ["perf", "record", "-q", "-o", data, "--", alloc_driver(bindir, "libscav"), size,
-               "--seconds", "1"]
+               "--seconds", "1", *extra]
         out, err = run(cmd, daemon.env("bench"), timeout=60)
         if err:
-            prof[size] = {"err": err}
+            prof[label] = {"err": err}
             continue
         p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "dso,sym",
                             "--percent-limit", "1.5"], capture_output=True, text=True)
@@ -389,7 +389,7 @@ def profile_libscav(bindir, daemon, outdir, res):
             m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
             if m:
                 lines.append((float(m.group(1)), m.group(2), m.group(4)))
-        prof[size] = {"top": lines[:10], "rate": kv(out.strip().splitlines()[-1]).get("pairs_per_s")}
+        prof[label] = {"top": lines[:10], "rate": kv(out.strip().splitlines()[-1]).get("pairs_per_s")}
     res["profile"] = prof
 
 
@@ -449,7 +449,7 @@ TRACE_CASES = [("active", "scavd"), ("active", "go"), ("active", "jemalloc-bg"),
                ("idle", "scavd"), ("idle", "go"), ("idle", "go-gc"), ("idle", "jemalloc-bg"),
                ("idle", "jemalloc-nobg")]
 # Cases that only explain another (run in the first round only, to keep `make bench` short).
-TRACE_AUX = {("idle", "go"), ("idle", "jemalloc-nobg")}
+TRACE_AUX = {("idle", "go"), ("idle", "go-gc"), ("idle", "jemalloc-nobg")}
 
 
 def trace_once(args, build, bindir, case, system, outdir, run_idx):
