@@ -622,6 +622,31 @@ def row_trace(args, build, bindir, outdir, res):
     res["trace"] = results
 
 
+def plot_alloc(outdir, res, docs):
+    r1 = res.get("alloc", {})
+    if not r1:
+        return
+    data = os.path.join(outdir, "alloc.dat")
+    with open(data, "w") as f:
+        f.write("size " + " ".join(ALLOCATORS) + "\n")
+        for size in SIZES:
+            vals = []
+            for a in ALLOCATORS:
+                m = median(r1.get(a, {}).get(size, []))
+                vals.append(f"{1e9 / m:.2f}" if m else "NaN")
+            f.write(size + " " + " ".join(vals) + "\n")
+    png = os.path.join(docs, "bench-alloc.png")
+    cmd = ["gnuplot", "-e", f"out='{png}'; data='{data}'; "
+           "ttl='Allocation: one process, 1,000 live blocks, first byte written (median ns per pair)'",
+           os.path.join(TOP, "tests", "bench", "peer-alloc.gp")]
+    note_command(["gnuplot", "-e", "out=...; data=...", "tests/bench/peer-alloc.gp"], None)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode == 0:
+        res.setdefault("pngs", {})["alloc"] = os.path.basename(png)
+    else:
+        log("gnuplot failed: " + p.stderr.strip()[-300:])
+
+
 def plot_traces(args, outdir, res, docs):
     gp = os.path.join(TOP, "tests", "bench", "peer-retained.gp")
     pngs = {}
@@ -646,7 +671,7 @@ def plot_traces(args, outdir, res, docs):
             pngs[case] = os.path.basename(png)
         else:
             log("gnuplot failed: " + p.stderr.strip()[-300:])
-    res["pngs"] = pngs
+    res.setdefault("pngs", {}).update(pngs)
 
 
 # --------------------------------------------------------------------------
@@ -853,6 +878,9 @@ def write_report(args, res, path):
       "Boost.Interprocess is `managed_shared_memory` (default `rbtree_best_fit`, its own mutex); "
       "memfd is `memfd_create`+`ftruncate`+`mmap` per allocation and `munmap` per free.")
     A("")
+    if "alloc" in res.get("pngs", {}):
+        A(f"![allocation, ns per pair]({res['pngs']['alloc']})")
+        A("")
     A("| size | " + " | ".join(ALLOCATORS) + " |")
     A("|---" * (len(ALLOCATORS) + 1) + "|")
     for size in SIZES:
@@ -1241,6 +1269,7 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     docs = os.path.join(TOP, os.path.dirname(args.out) or "docs")
     out_path = os.path.join(TOP, args.out)
+    os.makedirs(docs, exist_ok=True)
     rows = set(args.rows.split(","))
     if args.trace_systems:
         keep_sys = set(args.trace_systems.split(","))
@@ -1286,6 +1315,8 @@ def main():
     finally:
         if daemon:
             daemon.stop()
+    if "1" in rows:
+        plot_alloc(outdir, res, docs)
     if "4" in rows:
         row_trace(args, build, bindir, outdir, res)
         plot_traces(args, outdir, res, docs)
