@@ -178,17 +178,17 @@ int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t
 bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint64_t npages) {
         if (owner_slot >= h->max_slots || npages > HEAP_CACHE_PAGES)
                 return false;
+        uint64_t base = (page / HEAP_CACHE_PAGES) * HEAP_CACHE_PAGES;
+        if (page + npages > base + HEAP_CACHE_PAGES)
+                return false;
+        uint64_t mask = heap_low_mask(npages) << (page - base);
         for (uint32_t m = h->slots[owner_slot].cache_mask; m; m &= m - 1) {
                 uint32_t ci = (uint32_t) __builtin_ctz(m);
                 if (ci >= HEAP_SLOT_CACHES)
                         break;
                 struct heap_cache *c = &h->slots[owner_slot].caches[ci];
-                uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
-                uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
-                if (!owned || page < base || page + npages > base + HEAP_CACHE_PAGES)
-                        continue;
-                uint64_t mask = heap_low_mask(npages) << (page - base);
-                if ((owned & mask) == mask)
+                int b = heap_cache_find_block(c, page);
+                if (b >= 0 && (atomic_load_explicit(&c->owned[b], memory_order_relaxed) & mask) == mask)
                         return true;
         }
         return false;
@@ -248,23 +248,8 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         /* Fast path: the owner's own cache takes it back, no lock. */
         uint64_t n = HEAP_REC_NPAGES(rec);
         if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES &&
-            n < HEAP_CACHE_PAGES) {
-                struct heap_cache *c = &h->slots[slot].caches[cache];
-                uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
-                uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
-                if (owned && page >= base && page + n <= base + HEAP_CACHE_PAGES) {
-                        uint64_t mask = heap_low_mask(n) << (page - base);
-                        if ((owned & mask) == mask) {
-                                uint64_t expect = rec;
-                                if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0))
-                                        return -EINVAL;
-                                atomic_store_explicit(&c->free_mask,
-                                                      atomic_load_explicit(&c->free_mask, memory_order_relaxed) | mask,
-                                                      memory_order_relaxed);
-                                return 0;
-                        }
-                }
-        }
+            n < HEAP_CACHE_PAGES && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
+                return r;
 
         r = heap_lock(h);
         if (r < 0)

@@ -26,6 +26,9 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
 
 /* cache.c. Called with heap lock held. */
 uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
+int heap_cache_find_block(const struct heap_cache *c, uint64_t page);
+bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n, uint64_t rec,
+                          int *ret);
 
 /* Mask of the low n bits, n in [0, 64]. */
 static inline uint64_t heap_low_mask(uint64_t n) {

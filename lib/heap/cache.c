@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Page caches (Go's pageCache, mpagecache.go), one per (slot, cache index):
- * a 64-page aligned block taken from the heap under the lock, from which the
- * owning thread serves small allocations, and takes back its own frees,
- * without any lock. Cached pages count as in use.
+ * Page caches (Go's pageCache, mpagecache.go), one per (slot, cache index),
+ * each holding up to HEAP_CACHE_BLOCKS 64-page aligned blocks taken from
+ * the heap under the lock. The owning thread serves small allocations from
+ * them, and takes back its own frees of pages in them, without any lock.
+ * Cached pages count as in use. A block that becomes wholly free while
+ * another is current goes back to the heap, so a cache holds few free pages
+ * it does not need.
  *
- * The free mask is only the owner's hint. What a cache gives back on flush
- * is recomputed from the allocation records (owned pages not covered by a
- * live record), so a thread killed between clearing a free bit and storing
- * the record loses nothing.
+ * The free masks are only the owner's hint. What a block gives back on
+ * flush is recomputed from the allocation records (owned pages not covered
+ * by a live record), so a thread killed between clearing a free bit and
+ * storing the record loses nothing.
  */
 
 #include <errno.h>
@@ -33,25 +36,40 @@ static uint64_t covered_by_records(heap *h, uint64_t base, uint64_t owned) {
         return covered;
 }
 
+/* Block position of page in cache c, or -1. Unlocked for the owner; under the lock for others. */
+int heap_cache_find_block(const struct heap_cache *c, uint64_t page) {
+        uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1);
+        uint32_t p = key % HEAP_CACHE_BLOCKS;
+        if (atomic_load_explicit(&c->key[p], memory_order_relaxed) == key)
+                return (int) p;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                if (atomic_load_explicit(&c->key[b], memory_order_relaxed) == key)
+                        return (int) b;
+        return -1;
+}
+
 /*
- * Ports pageCache.flush: gives the free owned pages back to the heap,
- * scavenged ones as scavenged. Returns the pages given back.
+ * Ports pageCache.flush for one block: gives the free owned pages back to
+ * the heap, scavenged ones as scavenged. Returns the pages given back.
  * Called with heap lock held.
  */
-uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
+static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint32_t b) {
         struct heap_cache *c = &h->slots[slot].caches[cache];
-        uint64_t owned = atomic_load_explicit(&c->owned, memory_order_relaxed);
-        if (!owned)
+        uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
+        uint32_t key = atomic_load_explicit(&c->key[b], memory_order_relaxed);
+        if (!owned && !key)
                 return 0;
-        uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
-        uint64_t scav = atomic_load_explicit(&c->scav_mask, memory_order_relaxed);
-        if (base % HEAP_CACHE_PAGES || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES) {
+        uint64_t base = heap_cache_key_base(key);
+        uint64_t scav = atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed);
+        if (!owned || !key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES) {
                 /* Not a block of ours: forget it (heap_check reports the pages). */
-                atomic_store_explicit(&c->owned, 0, memory_order_relaxed);
+                atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
+                atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
                 return 0;
         }
 
         uint64_t tofree = owned & ~covered_by_records(h, base, owned);
+        heap_intent_block(h, b);
         heap_intent_begin(h, HEAP_OP_CACHE_FLUSH, slot, cache, base, HEAP_CACHE_PAGES, tofree, scav);
         struct heap_chunk *ch = &h->chunks[base / HEAP_CHUNK_PAGES];
         unsigned w = (unsigned) (base % HEAP_CHUNK_PAGES) / 64;
@@ -64,21 +82,56 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         heap_test_point(h, HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID);
         heap_stats_inuse_add(h, -(int64_t) heap_popcount64(tofree));
         heap_stats_released_add(h, heap_popcount64(tofree & scav));
-        atomic_store_explicit(&c->free_mask, 0, memory_order_relaxed);
-        atomic_store_explicit(&c->scav_mask, 0, memory_order_relaxed);
-        atomic_store_explicit(&c->owned, 0, memory_order_relaxed);
-        h->slots[slot].cache_mask &= ~(UINT32_C(1) << cache);
+        atomic_store_explicit(&c->free_mask[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
 }
 
+/* Every block of a cache. Called with heap lock held. */
+uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
+        uint64_t n = 0;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                n += block_flush_locked(h, slot, cache, b);
+        h->slots[slot].cache_mask &= ~(UINT32_C(1) << cache);
+        return n;
+}
+
+/*
+ * A position for a new block at key: its own (key % blocks) if empty, else
+ * any empty one, else the block with the fewest pages in use is flushed
+ * (its live allocations stay, outside the cache). Called with heap lock held.
+ */
+static uint32_t block_slot_locked(heap *h, uint32_t slot, uint32_t cache, uint32_t key) {
+        struct heap_cache *c = &h->slots[slot].caches[cache];
+        uint32_t p = key % HEAP_CACHE_BLOCKS;
+        if (!atomic_load_explicit(&c->owned[p], memory_order_relaxed))
+                return p;
+        uint32_t victim = 0;
+        unsigned fewest = UINT32_MAX;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
+                uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
+                if (!owned)
+                        return b;
+                unsigned live = heap_popcount64(owned & ~atomic_load_explicit(&c->free_mask[b], memory_order_relaxed));
+                if (live < fewest) {
+                        fewest = live;
+                        victim = b;
+                }
+        }
+        block_flush_locked(h, slot, cache, victim);
+        return victim;
+}
+
 /*
  * Ports pageAlloc.allocToCache: takes the free pages of the 64-page block
- * holding the first free page. Grows the heap if nothing is free.
- * Returns 1 when filled, 0 when the heap is full.
- * Called with heap lock held.
+ * holding the first free page into a block of the cache. Grows the heap if
+ * nothing is free. Returns 1 and the block's position, 0 when the heap is
+ * full. Called with heap lock held.
  */
-static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *grown) {
+static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *grown, uint32_t *ret_block) {
         struct heap_cache *c = &h->slots[slot].caches[cache];
         uint64_t page = HEAP_PAGE_NONE;
         int r;
@@ -114,11 +167,21 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         }
 
         uint64_t base = page & ~(uint64_t) (HEAP_CACHE_PAGES - 1);
+        uint32_t key = (uint32_t) (base / HEAP_CACHE_PAGES + 1);
+        /* One entry per block: pages of a block we hold already join it. */
+        int found = heap_cache_find_block(c, base);
+        uint32_t b = found >= 0 ? (uint32_t) found : block_slot_locked(h, slot, cache, key);
         struct heap_chunk *ch = &h->chunks[base / HEAP_CHUNK_PAGES];
         unsigned w = (unsigned) (base % HEAP_CHUNK_PAGES) / 64;
         uint64_t owned = ~ch->alloc[w];
         uint64_t scav = ch->scav[w] & owned;
+        if (!owned) {
+                /* The victim's flush cannot have taken our free pages; the summaries lie. */
+                atomic_store(&h->hdr->corrupt, 1);
+                return -EUCLEAN;
+        }
 
+        heap_intent_block(h, b);
         heap_intent_begin(h, HEAP_OP_CACHE_FILL, slot, cache, base, HEAP_CACHE_PAGES, owned, scav);
         ch->alloc[w] |= owned;
         ch->scav[w] &= ~scav;
@@ -127,31 +190,34 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         heap_store(&h->hdr->search_page, base + HEAP_CACHE_PAGES - 1);
         heap_stats_inuse_add(h, heap_popcount64(owned));
         heap_stats_released_add(h, -(int64_t) heap_popcount64(scav));
-        atomic_store_explicit(&c->base, base, memory_order_relaxed);
-        atomic_store_explicit(&c->free_mask, owned, memory_order_relaxed);
-        atomic_store_explicit(&c->scav_mask, scav, memory_order_relaxed);
-        atomic_store_explicit(&c->owned, owned, memory_order_relaxed);
+        atomic_store_explicit(&c->free_mask[b], atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | owned,
+                              memory_order_relaxed);
+        atomic_store_explicit(&c->scav_mask[b], atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed) | scav,
+                              memory_order_relaxed);
+        atomic_store_explicit(&c->owned[b], atomic_load_explicit(&c->owned[b], memory_order_relaxed) | owned,
+                              memory_order_relaxed);
+        atomic_store_explicit(&c->key[b], key, memory_order_relaxed);
         h->slots[slot].cache_mask |= UINT32_C(1) << cache;
         heap_intent_end(h);
+        *ret_block = b;
         return 1;
 }
 
-/* Ports pageCache.alloc/allocN: a run of npages from the free mask, or -1. */
-static int64_t cache_take(struct heap_cache *c, uint64_t npages, uint64_t *ret_scav) {
-        uint64_t free = atomic_load_explicit(&c->free_mask, memory_order_relaxed);
+/* Ports pageCache.alloc/allocN on block b: a run of npages from its free mask, or -1. */
+static inline int take(struct heap_cache *c, uint32_t b, uint64_t npages, uint64_t *ret_scav) {
+        uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed);
         if (!free)
                 return -1;
-        unsigned i = npages == 1 ? (unsigned) __builtin_ctzll(free)
-                                 : heap_find_bit_range64(free, (unsigned) npages);
+        unsigned i = npages == 1 ? (unsigned) __builtin_ctzll(free) : heap_find_bit_range64(free, (unsigned) npages);
         if (i >= 64)
                 return -1;
         uint64_t mask = heap_low_mask(npages) << i;
-        uint64_t scav = atomic_load_explicit(&c->scav_mask, memory_order_relaxed);
-        atomic_store_explicit(&c->free_mask, free & ~mask, memory_order_relaxed);
+        uint64_t scav = atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed);
+        atomic_store_explicit(&c->free_mask[b], free & ~mask, memory_order_relaxed);
         if (scav & mask)
-                atomic_store_explicit(&c->scav_mask, scav & ~mask, memory_order_relaxed);
+                atomic_store_explicit(&c->scav_mask[b], scav & ~mask, memory_order_relaxed);
         *ret_scav = scav & mask;
-        return i;
+        return (int) i;
 }
 
 int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
@@ -165,43 +231,77 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
                 return -EUCLEAN;
 
         struct heap_cache *c = &h->slots[slot].caches[cache];
-        for (unsigned attempt = 0; attempt < 2; attempt++) {
-                uint64_t scav;
-                int64_t i = cache_take(c, npages, &scav);
-                if (i >= 0) {
-                        uint64_t base = atomic_load_explicit(&c->base, memory_order_relaxed);
-                        if (_unlikely_(base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES))
-                                return -EUCLEAN; /* not a block of ours: shared memory was scribbled on */
-                        uint64_t page = base + (uint64_t) i;
-                        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0),
-                                              memory_order_release);
-                        if (flags & HEAP_ALLOC_ZERO) {
-                                struct heap_zero_plan zp;
-                                heap_zero_plan_mask(h, &zp, base,
-                                                    (heap_low_mask(npages) << i) & ~scav);
-                                heap_zero_plan_run(h, &zp);
-                        }
-                        *ret_off = page << h->page_shift;
-                        return 0;
+        uint32_t b = c->cur % HEAP_CACHE_BLOCKS;
+        uint64_t scav;
+        int i = take(c, b, npages, &scav);
+        if (_unlikely_(i < 0)) {
+                /* Another block that can serve, then a new block. */
+                for (b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                        if ((i = take(c, b, npages, &scav)) >= 0)
+                                break;
+                if (i < 0) {
+                        uint64_t grown = 0;
+                        int r = heap_lock(h);
+                        if (r < 0)
+                                return r;
+                        r = cache_fill_locked(h, slot, cache, &grown, &b);
+                        heap_unlock(h);
+                        if (grown)
+                                heap_growth_scavenge(h, slot, grown);
+                        if (r < 0)
+                                return r;
+                        if (r == 0 || (i = take(c, b, npages, &scav)) < 0)
+                                return heap_alloc(h, slot, npages, flags, ret_off);
                 }
-                if (attempt > 0)
-                        break;
-
-                uint64_t grown = 0;
-                int r = heap_lock(h);
-                if (r < 0)
-                        return r;
-                heap_cache_flush_locked(h, slot, cache);
-                r = cache_fill_locked(h, slot, cache, &grown);
-                heap_unlock(h);
-                if (grown)
-                        heap_growth_scavenge(h, slot, grown);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
+                c->cur = b;
         }
-        return heap_alloc(h, slot, npages, flags, ret_off);
+
+        uint32_t key = atomic_load_explicit(&c->key[b], memory_order_relaxed);
+        uint64_t base = heap_cache_key_base(key);
+        if (_unlikely_(!key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES))
+                return -EUCLEAN; /* not a block of ours: shared memory was scribbled on */
+        uint64_t page = base + (uint64_t) i;
+        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0), memory_order_release);
+        if (flags & HEAP_ALLOC_ZERO) {
+                struct heap_zero_plan zp;
+                heap_zero_plan_mask(h, &zp, base, (heap_low_mask(npages) << i) & ~scav);
+                heap_zero_plan_run(h, &zp);
+        }
+        *ret_off = page << h->page_shift;
+        return 0;
+}
+
+/*
+ * The owner's free of [page, page+n) into its cache, without the lock:
+ * true if the pages were in one of the cache's blocks. A block left wholly
+ * free while another is current goes back to the heap.
+ */
+bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n, uint64_t rec,
+                          int *ret) {
+        struct heap_cache *c = &h->slots[slot].caches[cache];
+        int b = heap_cache_find_block(c, page);
+        if (b < 0)
+                return false;
+        uint64_t base = (page / HEAP_CACHE_PAGES) * HEAP_CACHE_PAGES;
+        if (page + n > base + HEAP_CACHE_PAGES)
+                return false;
+        uint64_t mask = heap_low_mask(n) << (page - base);
+        uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
+        if ((owned & mask) != mask)
+                return false;
+        uint64_t expect = rec;
+        if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0)) {
+                *ret = -EINVAL;
+                return true;
+        }
+        uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | mask;
+        atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
+        *ret = 0;
+        if (_unlikely_(free == owned && (uint32_t) b != c->cur % HEAP_CACHE_BLOCKS) && heap_lock(h) >= 0) {
+                block_flush_locked(h, slot, cache, (uint32_t) b);
+                heap_unlock(h);
+        }
+        return true;
 }
 
 int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache) {

@@ -112,24 +112,30 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         heap_bits_set_range(held, (unsigned) b, (unsigned) np);
                         intents += np;
                 }
-                for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++) {
-                        struct heap_cache *c = &sl->caches[ci];
-                        uint64_t owned = atomic_load(&c->owned), base = atomic_load(&c->base);
-                        if (!owned)
-                                continue;
-                        if (!(sl->cache_mask & (UINT32_C(1) << ci)))
-                                return fail(buf, len, "slot %u cache %u owns pages but is not in the slot's cache mask", s, ci);
-                        if (state == HEAP_SLOT_FREE)
-                                return fail(buf, len, "free slot %u holds page cache %u", s, ci);
-                        if (base % HEAP_CACHE_PAGES || base + HEAP_CACHE_PAGES > grown)
-                                return fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
-                        if (atomic_load(&c->free_mask) & ~owned)
-                                return fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
-                        if (held[base / 64] & owned)
-                                return fail(buf, len, "slot %u cache %u: a page at %" PRIu64 " is held twice", s, ci, base);
-                        held[base / 64] |= owned;
-                        in_cache[base / 64] |= owned;
-                }
+                for (uint32_t ci = 0; ci < HEAP_SLOT_CACHES; ci++)
+                        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
+                                struct heap_cache *c = &sl->caches[ci];
+                                uint64_t owned = atomic_load(&c->owned[b]);
+                                uint32_t key = atomic_load(&c->key[b]);
+                                if (!owned != !key)
+                                        return fail(buf, len, "slot %u cache %u block %u: key %u but owned %#" PRIx64,
+                                                    s, ci, b, key, owned);
+                                if (!owned)
+                                        continue;
+                                uint64_t base = heap_cache_key_base(key);
+                                if (!(sl->cache_mask & (UINT32_C(1) << ci)))
+                                        return fail(buf, len, "slot %u cache %u owns pages but is not in the slot's cache mask", s, ci);
+                                if (state == HEAP_SLOT_FREE)
+                                        return fail(buf, len, "free slot %u holds page cache %u", s, ci);
+                                if (base + HEAP_CACHE_PAGES > grown)
+                                        return fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
+                                if (atomic_load(&c->free_mask[b]) & ~owned)
+                                        return fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
+                                if (held[base / 64] & owned)
+                                        return fail(buf, len, "slot %u cache %u: a page at %" PRIu64 " is held twice", s, ci, base);
+                                held[base / 64] |= owned;
+                                in_cache[base / 64] |= owned;
+                        }
         }
 
         for (uint64_t p = 0; p < grown; p++) {

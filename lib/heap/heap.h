@@ -23,8 +23,13 @@
 /* Go's pallocChunkPages: the unit of the bitmaps; 2 MiB with 4 KiB pages. */
 #define HEAP_CHUNK_PAGES 512u
 #define HEAP_CHUNK_WORDS (HEAP_CHUNK_PAGES / 64u)
-/* Go's pageCachePages: a page cache covers one 64-page aligned block. */
+/* Go's pageCachePages: a page cache block is one 64-page aligned block. */
 #define HEAP_CACHE_PAGES 64u
+/* Blocks a page cache holds at most (Go's pageCache holds one): the owner's
+ * frees of pages in any of them need no lock. */
+#define HEAP_CACHE_BLOCKS 32u
+/* Pages a page cache may hold at most (all count as in use). */
+#define HEAP_CACHE_MAX_PAGES (HEAP_CACHE_PAGES * HEAP_CACHE_BLOCKS)
 /* Allocations below this many pages go through a page cache (Go: pageCachePages/4). */
 #define HEAP_CACHE_MAX_ALLOC 16u
 /* Page caches per client slot: one per thread that allocates (libscav). */

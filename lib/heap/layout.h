@@ -65,16 +65,27 @@ struct heap_chunk {
 #define HEAP_REC_KEEP ((uint64_t) HEAP_ALLOC_KEEP << 48)
 
 /*
- * Go's pageCache, shared so that a dead owner's cache can be given back.
- * Only the owning thread changes free_mask and scav_mask without the lock;
- * base and owned change under the heap lock. Empty when owned == 0.
+ * A page cache: up to HEAP_CACHE_BLOCKS of Go's pageCache (one 64-page
+ * aligned block each), shared so that a dead owner's cache can be given
+ * back. Several blocks let the owner's frees of pages anywhere in its
+ * recent allocations come back without the lock (Go frees those to the
+ * heap). Block b is at position key % HEAP_CACHE_BLOCKS when it can be, so
+ * that a lookup usually costs one compare. Only the owning thread changes
+ * cur, free_mask and scav_mask without the lock; key and owned change under
+ * the heap lock. A block is empty when owned == 0 (key is then 0).
  */
 struct heap_cache {
-        alignas(64) _Atomic uint64_t base; /* first page (64-page aligned) */
-        _Atomic uint64_t owned;            /* pages taken from the heap */
-        _Atomic uint64_t free_mask;        /* owned pages not handed out (1 = free) */
-        _Atomic uint64_t scav_mask;        /* free pages that are released */
+        alignas(64) uint32_t cur;                        /* owner's hint: block to allocate from */
+        uint32_t _pad;
+        _Atomic uint32_t key[HEAP_CACHE_BLOCKS];         /* first page / 64 + 1; 0 = empty */
+        _Atomic uint64_t owned[HEAP_CACHE_BLOCKS];       /* pages taken from the heap */
+        _Atomic uint64_t free_mask[HEAP_CACHE_BLOCKS];   /* owned pages not handed out (1 = free) */
+        _Atomic uint64_t scav_mask[HEAP_CACHE_BLOCKS];   /* free pages that are released */
 };
+
+static inline uint64_t heap_cache_key_base(uint32_t key) {
+        return ((uint64_t) key - 1) * HEAP_CACHE_PAGES;
+}
 
 enum {
         HEAP_SLOT_FREE = 0,
@@ -98,8 +109,8 @@ enum heap_op {
         HEAP_OP_ALLOC,       /* base, npages, a = record */
         HEAP_OP_FREE,        /* base, npages, a = record, b = 1 if left in a cache */
         HEAP_OP_GROW,        /* base = old chunks, npages = new chunks */
-        HEAP_OP_CACHE_FILL,  /* slot, cache, base, a = owned, b = scav */
-        HEAP_OP_CACHE_FLUSH, /* slot, cache, base, a = owned, b = scav */
+        HEAP_OP_CACHE_FILL,  /* slot, cache, block, base, a = owned, b = scav */
+        HEAP_OP_CACHE_FLUSH, /* slot, cache, block, base, a = pages given back, b = scav */
         HEAP_OP_SCAV_MARK,   /* slot, base, npages */
         HEAP_OP_SCAV_FREE,   /* slot, base, npages */
         HEAP_OP_RECORD,      /* base: records[base] = a (reclaim's ownerless KEEP) */
@@ -107,7 +118,7 @@ enum heap_op {
 };
 
 struct heap_intent {
-        uint32_t op, slot, cache, _pad;
+        uint32_t op, slot, cache, block;
         uint64_t base, npages, a, b;
 };
 
@@ -218,6 +229,7 @@ static inline struct heap_sum *heap_leaf(heap *h) {
 /* Intent record: written first, cleared last. Called with heap lock held. */
 void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, uint64_t base,
                        uint64_t npages, uint64_t a, uint64_t b);
+void heap_intent_block(heap *h, uint32_t block);
 void heap_intent_end(heap *h);
 
 /* layout.c */

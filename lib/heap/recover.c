@@ -31,6 +31,11 @@ void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, 
         heap_test_point(h, op, HEAP_STAGE_EARLY);
 }
 
+/* The cache block of a CACHE_FILL/FLUSH intent; set before heap_intent_begin. */
+void heap_intent_block(heap *h, uint32_t block) {
+        h->hdr->intent.block = block;
+}
+
 void heap_intent_end(heap *h) {
         heap_test_point(h, (enum heap_op) h->hdr->intent.op, HEAP_STAGE_LATE);
         atomic_signal_fence(memory_order_seq_cst);
@@ -97,25 +102,26 @@ static int roll_forward(heap *h, const struct heap_intent *it) {
                 break;
         case HEAP_OP_CACHE_FILL:
         case HEAP_OP_CACHE_FLUSH: {
-                if (it->base % HEAP_CACHE_PAGES)
+                if (it->base % HEAP_CACHE_PAGES || it->block >= HEAP_CACHE_BLOCKS)
                         return -EUCLEAN;
+                uint32_t b = it->block;
                 struct heap_chunk *ch = &h->chunks[it->base / HEAP_CHUNK_PAGES];
                 unsigned w = (unsigned) (it->base % HEAP_CHUNK_PAGES) / 64;
                 if (it->op == HEAP_OP_CACHE_FILL) {
                         ch->alloc[w] |= it->a;
                         ch->scav[w] &= ~it->b;
-                        atomic_store(&c->base, it->base);
-                        atomic_store(&c->free_mask, it->a);
-                        atomic_store(&c->scav_mask, it->b);
-                        atomic_store(&c->owned, it->a);
-                        sl->cache_mask |= UINT32_C(1) << it->cache;
+                        /* The block may have held other pages already: join them. */
+                        atomic_store(&c->free_mask[b], atomic_load(&c->free_mask[b]) | it->a);
+                        atomic_store(&c->scav_mask[b], atomic_load(&c->scav_mask[b]) | it->b);
+                        atomic_store(&c->owned[b], atomic_load(&c->owned[b]) | it->a);
+                        atomic_store(&c->key[b], (uint32_t) (it->base / HEAP_CACHE_PAGES + 1));
                 } else {
                         ch->alloc[w] &= ~it->a;
                         ch->scav[w] |= it->a & it->b;
-                        atomic_store(&c->free_mask, 0);
-                        atomic_store(&c->scav_mask, 0);
-                        atomic_store(&c->owned, 0);
-                        sl->cache_mask &= ~(UINT32_C(1) << it->cache);
+                        atomic_store(&c->free_mask[b], 0);
+                        atomic_store(&c->scav_mask[b], 0);
+                        atomic_store(&c->owned[b], 0);
+                        atomic_store(&c->key[b], 0);
                 }
                 break;
         }
@@ -154,8 +160,9 @@ static void recount(heap *h) {
                 intents += sl->scav_npages;
                 sl->cache_mask = 0;
                 for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
-                        if (atomic_load(&sl->caches[c].owned))
-                                sl->cache_mask |= UINT32_C(1) << c;
+                        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                                if (atomic_load(&sl->caches[c].owned[b]))
+                                        sl->cache_mask |= UINT32_C(1) << c;
         }
         heap_store(&hd->inuse_pages, alloc >= intents ? alloc - intents : 0);
         heap_store(&hd->released_pages, scav);

@@ -25,12 +25,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                 sl->scav_base = 0;
                 sl->scav_npages = 0;
                 sl->cache_mask = 0;
-                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
-                        atomic_store(&sl->caches[c].owned, 0);
-                        atomic_store(&sl->caches[c].free_mask, 0);
-                        atomic_store(&sl->caches[c].scav_mask, 0);
-                        atomic_store(&sl->caches[c].base, 0);
-                }
+                memset(sl->caches, 0, sizeof(sl->caches));
                 atomic_store(&sl->state, HEAP_SLOT_LIVE);
                 heap_unlock(h);
                 *ret_slot = s;
@@ -162,8 +157,9 @@ int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret) {
                 p += n;
         }
         for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
-                info.cached_pages += (uint64_t) heap_popcount64(
-                        atomic_load_explicit(&sl->caches[c].free_mask, memory_order_relaxed));
+                for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                        info.cached_pages += (uint64_t) heap_popcount64(
+                                atomic_load_explicit(&sl->caches[c].free_mask[b], memory_order_relaxed));
         *ret = info;
         return 0;
 }

@@ -190,6 +190,39 @@ static void test_cache(void) {
         heap_test_free(&t);
 }
 
+/* Several blocks per cache: the owner's frees anywhere in them come back; wholly free blocks go home. */
+static void test_cache_blocks(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        static uint64_t offs[3000];
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        for (unsigned n = 1500; n <= 3000; n += 1500) {
+                for (unsigned i = 0; i < n; i++)
+                        CHECK(heap_cache_alloc(h, s, 0, 1, 0, &offs[i]) == 0);
+                check_heap(h, "many blocks");
+                struct heap_slot_info info;
+                CHECK(heap_slot_info(h, s, &info) == 0);
+                CHECK_EQ_U64(info.inuse_pages, n);
+                /* Free in a scattered order. */
+                for (unsigned k = 0; k < 7; k++)
+                        for (unsigned i = k; i < n; i += 7)
+                                CHECK(heap_free(h, s, 0, offs[i]) == 0);
+                check_heap(h, "many blocks freed");
+                CHECK(heap_get_stats(h, &st) == 0);
+                /* Only blocks still current or partly live stay cached; here at most the current one. */
+                CHECKF(st.inuse <= HEAP_CACHE_PAGES * 4096, "%u: %" PRIu64 " bytes still cached", n, st.inuse);
+                CHECK(heap_cache_flush(h, s, 0) == 0);
+                CHECK(heap_get_stats(h, &st) == 0);
+                CHECK_EQ_U64(st.inuse, 0);
+        }
+        heap_test_free(&t);
+}
+
 static void test_zero_keep_reclaim(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 8 * MiB, .max_slots = 4 };
@@ -441,8 +474,9 @@ static void test_untrusted(void) {
 
         /* A cache pointing outside the heap: its owner gets -EUCLEAN. */
         struct heap_slot *sl = (struct heap_slot *) ((uint8_t *) t.meta + hd->slots_off);
-        sl[s].caches[5].base = UINT64_C(1) << 40;
-        sl[s].caches[5].owned = sl[s].caches[5].free_mask = 1;
+        sl[s].caches[5].cur = 0;
+        sl[s].caches[5].key[0] = 1u << 30;
+        sl[s].caches[5].owned[0] = sl[s].caches[5].free_mask[0] = 1;
         uint64_t o;
         CHECK(heap_cache_alloc(h, s, 5, 1, 0, &o) == -EUCLEAN);
         CHECK(heap_slot_reclaim(h, s) >= 0);
@@ -465,6 +499,7 @@ int main(void) {
         test_check_detects();
         test_alloc_free();
         test_cache();
+        test_cache_blocks();
         test_zero_keep_reclaim();
         test_scavenge();
         test_release_failure();
