@@ -1012,7 +1012,9 @@ def write_report(args, res, path):
       "Go and jemalloc — the process's `RssAnon` above what it was before the burst. scavd runs "
       "with `scavenge_percent = 1`; Go with `GODEBUG=scavtrace=1` and its defaults (GOGC=100, "
       "its scavenger's 1% of GOMAXPROCS); jemalloc with `MALLOC_CONF=background_thread:true` "
-      "and its default decay (dirty 10 s, muzzy 0). *go-gc* calls `runtime.GC()` once after "
+      "and its default decay (dirty 10 s, muzzy 0). Same CPU budget: Go's scavenger aims at 1% of "
+      "GOMAXPROCS CPUs (2 here), the meaning of scavd's `scavenge_percent = 1`; jemalloc's "
+      "background thread has no CPU budget, it purges along its decay curve. *go-gc* calls `runtime.GC()` once after "
       "dropping the burst, to tell \"no GC ran\" from \"the scavenger did not run\".")
     A("")
     A(f"Goals: *own* — scavd's `retained_goal` at the end (1.1 × in use once it has parked); Go's heap "
