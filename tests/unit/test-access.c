@@ -22,8 +22,10 @@ static struct pool_config pool(const uid_t *users, unsigned nu, const gid_t *gro
         struct pool_config p;
 
         pool_config_defaults(&p);
-        memcpy(p.allow_users, users, nu * sizeof(uid_t));
-        memcpy(p.allow_groups, groups, ng * sizeof(gid_t));
+        for (unsigned i = 0; i < nu; i++)
+                p.allow_users[i] = users[i];
+        for (unsigned i = 0; i < ng; i++)
+                p.allow_groups[i] = groups[i];
         p.n_allow_users = nu;
         p.n_allow_groups = ng;
         p.allow_all = nu == 0 && ng == 0;
