@@ -383,13 +383,25 @@ def profile_libscav(bindir, daemon, outdir, res):
             prof[label] = {"err": err}
             continue
         p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "dso,sym",
-                            "--percent-limit", "1.5"], capture_output=True, text=True)
+                            "--percent-limit", "0.05"], capture_output=True, text=True)
         lines = []
         for line in p.stdout.splitlines():
             m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
             if m:
                 lines.append((float(m.group(1)), m.group(2), m.group(4)))
-        prof[label] = {"top": lines[:10], "rate": kv(out.strip().splitlines()[-1]).get("pairs_per_s")}
+        # Where the time goes, by kind: the shared heap lock, the bitmap and
+        # summary work done under it, the lock-free cache path, the kernel.
+        cats = {"heap lock (pthread_mutex_*)": 0.0, "bitmaps and summaries (heap_palloc_*, heap_summary_*, heap_pa_*)": 0.0,
+                "kernel (page faults, futex waits)": 0.0}
+        for pct, dso, sym in lines:
+            if "pthread_mutex" in sym or sym.startswith("heap_lock") or sym.startswith("heap_unlock"):
+                cats["heap lock (pthread_mutex_*)"] += pct
+            elif sym.startswith(("heap_palloc", "heap_summary", "heap_pa_", "heap_bits")):
+                cats["bitmaps and summaries (heap_palloc_*, heap_summary_*, heap_pa_*)"] += pct
+            elif dso.startswith("[kernel"):
+                cats["kernel (page faults, futex waits)"] += pct
+        prof[label] = {"top": [x for x in lines if x[0] >= 1.5][:10], "cats": cats,
+                       "rate": kv(out.strip().splitlines()[-1]).get("pairs_per_s")}
     res["profile"] = prof
 
 
@@ -932,6 +944,10 @@ def write_report(args, res, path):
                 continue
             for pct, dso, sym in d["top"]:
                 A(f"| {size} | {pct:.1f}% | {dso} | `{sym}` |")
+        A("")
+        for size, d in prof.items():
+            if d.get("cats"):
+                A(f"- {size}: " + "; ".join(f"{k} {v:.0f}%" for k, v in d["cats"].items()) + " of the samples.")
         A("")
 
     # Row 2
