@@ -11,6 +11,7 @@
 #include "heap/alloc.h"
 #include "macro.h"
 #include "heap/pagealloc.h"
+#include "heap/scavenge.h"
 
 static bool valid_slot(heap *h, uint32_t slot) {
         return slot < h->max_slots;
@@ -107,8 +108,15 @@ void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes) {
         if (todo == 0)
                 return;
         int64_t r = heap_scavenge(h, slot, todo);
-        if (r > 0)
-                __atomic_fetch_add(&h->hdr->growth_scavenged, (uint64_t) r, __ATOMIC_RELAXED);
+        uint64_t done = r > 0 ? (uint64_t) r : 0;
+        /* The generation's ranges may be exhausted: then the whole heap, from the top. */
+        if (done < todo) {
+                r = heap_scavenge_whole(h, slot, todo - done);
+                if (r > 0)
+                        done += (uint64_t) r;
+        }
+        if (done)
+                __atomic_fetch_add(&h->hdr->growth_scavenged, done, __ATOMIC_RELAXED);
 }
 
 /* Called with heap lock held. */

@@ -102,8 +102,10 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 uint32_t state = atomic_load(&sl->state);
                 if (state != HEAP_SLOT_FREE && state != HEAP_SLOT_LIVE)
                         return fail(buf, len, "slot %u: bad state %u", s, state);
-                if (sl->scav_npages) {
-                        uint64_t b = sl->scav_base, np = sl->scav_npages;
+                for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++) {
+                        uint64_t b = sl->scav[k].base, np = sl->scav[k].npages;
+                        if (!np)
+                                continue;
                         if (b >= grown || np > grown - b)
                                 return fail(buf, len, "slot %u: scavenge intent [%" PRIu64 ", +%" PRIu64 ") outside the heap",
                                             s, b, np);

@@ -171,7 +171,10 @@ int64_t heap_alloc_size(heap *h, uint64_t off);
  * the scavenger, for its crash intent. nbytes = UINT64_MAX releases all.
  * Only the ranges of the current generation are searched: before the first
  * heap_scavenge_start_gen, and once a generation is exhausted, it returns 0.
- * -EIO when the release function failed before anything was released.
+ * -EIO when the release function failed before anything was released,
+ * -EBUSY when the slot already has its limit of scavenges in flight (its
+ * other threads). Heap-growth scavenging also searches outside the
+ * generation's ranges when they are exhausted.
  */
 int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes);
 

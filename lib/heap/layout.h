@@ -87,6 +87,8 @@ static inline uint64_t heap_cache_key_base(uint32_t key) {
         return ((uint64_t) key - 1) * HEAP_CACHE_PAGES;
 }
 
+#define HEAP_SLOT_SCAV_INTENTS 8u
+
 enum {
         HEAP_SLOT_FREE = 0,
         HEAP_SLOT_LIVE = 1,
@@ -97,9 +99,12 @@ struct heap_slot {
         uint32_t pid;
         uint32_t uid;
         uint32_t cache_mask; /* bit c: cache c owns pages (heap lock); a hint for frees */
-        /* Scavenge intent: pages marked allocated while being released. Heap lock. */
-        uint64_t scav_base;
-        uint64_t scav_npages;
+        /* Scavenge intents: pages marked allocated while being released, one per
+         * scavenger of this slot in flight (its threads may scavenge at once on
+         * heap growth). Heap lock. */
+        struct {
+                uint64_t base, npages;
+        } scav[HEAP_SLOT_SCAV_INTENTS];
         struct heap_cache caches[HEAP_SLOT_CACHES];
 };
 
@@ -111,8 +116,8 @@ enum heap_op {
         HEAP_OP_GROW,        /* base = old chunks, npages = new chunks */
         HEAP_OP_CACHE_FILL,  /* slot, cache, block, base, a = owned, b = scav */
         HEAP_OP_CACHE_FLUSH, /* slot, cache, block, base, a = pages given back, b = scav */
-        HEAP_OP_SCAV_MARK,   /* slot, base, npages */
-        HEAP_OP_SCAV_FREE,   /* slot, base, npages */
+        HEAP_OP_SCAV_MARK,   /* slot, block = scavenge intent index, base, npages */
+        HEAP_OP_SCAV_FREE,   /* slot, block = scavenge intent index, base, npages, a = released */
         HEAP_OP_RECORD,      /* base: records[base] = a (reclaim's ownerless KEEP) */
         _HEAP_OP_MAX,
 };

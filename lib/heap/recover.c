@@ -127,13 +127,17 @@ static int roll_forward(heap *h, const struct heap_intent *it) {
         }
         case HEAP_OP_SCAV_MARK:
                 bits_over_range(h, it->base, it->npages, true, false, true);
-                sl->scav_base = it->base;
-                sl->scav_npages = it->npages;
+                if (it->block >= HEAP_SLOT_SCAV_INTENTS)
+                        return -EUCLEAN;
+                sl->scav[it->block].base = it->base;
+                sl->scav[it->block].npages = it->npages;
                 break;
         case HEAP_OP_SCAV_FREE:
                 bits_over_range(h, it->base, it->npages, false, it->a != 0, false);
-                sl->scav_base = 0;
-                sl->scav_npages = 0;
+                if (it->block >= HEAP_SLOT_SCAV_INTENTS)
+                        return -EUCLEAN;
+                sl->scav[it->block].base = 0;
+                sl->scav[it->block].npages = 0;
                 break;
         case HEAP_OP_RECORD:
                 expect = it->b;
@@ -157,7 +161,8 @@ static void recount(heap *h) {
                 }
         for (uint32_t s = 0; s < h->max_slots; s++) {
                 struct heap_slot *sl = &h->slots[s];
-                intents += sl->scav_npages;
+                for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++)
+                        intents += sl->scav[k].npages;
                 sl->cache_mask = 0;
                 for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
                         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)

@@ -279,8 +279,9 @@ static void set_scavenged(heap *h, uint64_t base, uint64_t n) {
  * goes. When the release failed the pages are still backed: free, not
  * scavenged. Called with heap lock held.
  */
-void heap_scav_free_locked(heap *h, uint32_t slot, uint64_t base, uint64_t n, bool released) {
+void heap_scav_free_locked(heap *h, uint32_t slot, uint32_t k, uint64_t base, uint64_t n, bool released) {
         struct heap_slot *sl = &h->slots[slot];
+        heap_intent_block(h, k);
         heap_intent_begin(h, HEAP_OP_SCAV_FREE, slot, 0, base, n, released, 0);
         heap_pa_free(h, base, n, true);
         heap_test_point(h, HEAP_OP_SCAV_FREE, HEAP_STAGE_MID);
@@ -289,8 +290,8 @@ void heap_scav_free_locked(heap *h, uint32_t slot, uint64_t base, uint64_t n, bo
                 heap_stats_released_add(h, (int64_t) n);
                 heap_store(&h->hdr->released_total, h->hdr->released_total + (n << h->page_shift));
         }
-        sl->scav_base = 0;
-        sl->scav_npages = 0;
+        sl->scav[k].base = 0;
+        sl->scav[k].npages = 0;
         heap_intent_end(h);
 }
 
@@ -309,6 +310,15 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
         uint64_t addr = page << h->page_shift;
         int r;
 
+        /* A free scavenge intent of the slot: one per scavenger of it in flight. */
+        uint32_t k = 0;
+        while (k < HEAP_SLOT_SCAV_INTENTS && sl->scav[k].npages)
+                k++;
+        if (k == HEAP_SLOT_SCAV_INTENTS) {
+                heap_unlock(h);
+                return -EBUSY;
+        }
+        heap_intent_block(h, k);
         heap_intent_begin(h, HEAP_OP_SCAV_MARK, slot, 0, page, npages, 0, 0);
         if (heap_pa_alloc_range(h, page, npages) != 0) {
                 /* Go throws "double scavenge": the bitmaps lie. */
@@ -318,8 +328,8 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
                 return -EUCLEAN;
         }
         heap_test_point(h, HEAP_OP_SCAV_MARK, HEAP_STAGE_MID);
-        sl->scav_base = page;
-        sl->scav_npages = npages;
+        sl->scav[k].base = page;
+        sl->scav[k].npages = npages;
         heap_intent_end(h);
         heap_unlock(h);
 
@@ -335,7 +345,7 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        heap_scav_free_locked(h, slot, page, npages, released);
+        heap_scav_free_locked(h, slot, k, page, npages, released);
         if (!released) {
                 heap_unlock(h);
                 return -EIO;
@@ -476,6 +486,33 @@ int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes) {
                         break;
         }
         heap_scavenge_unreserve(h, base, limit, gen);
+        if (released)
+                atomic_fetch_add_explicit(&h->hdr->gen_released, released, memory_order_relaxed);
+        if (r < 0 && released == 0)
+                return r;
+        return (int64_t) released;
+}
+
+/*
+ * Not in Go: scavenges up to nbytes from the top of the whole grown heap,
+ * outside the generation's ranges. Heap-growth scavenging falls back to it:
+ * Go starts a generation every GC cycle, so its growth scavenging always
+ * has ranges to search; ours may run when the generation is exhausted, or
+ * before the daemon started one.
+ */
+int64_t heap_scavenge_whole(heap *h, uint32_t slot, uint64_t nbytes) {
+        uint64_t base = 0, limit = heap_nchunks(h) * h->chunk_bytes, released = 0;
+        int r = 0;
+
+        if (slot >= h->max_slots)
+                return -EINVAL;
+        while (released < nbytes && limit > base) {
+                uint64_t got;
+                r = scavenge_one(h, slot, &base, &limit, nbytes - released, &got);
+                released += got;
+                if (r < 0)
+                        break;
+        }
         if (released)
                 atomic_fetch_add_explicit(&h->hdr->gen_released, released, memory_order_relaxed);
         if (r < 0 && released == 0)

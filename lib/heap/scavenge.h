@@ -15,7 +15,9 @@ unsigned heap_find_scavenge_candidate(const struct heap_chunk *c, unsigned searc
                                       uint64_t max, uint64_t pages_per_huge, unsigned *ret_start);
 
 /* Called with heap lock held: frees [base, base+n) after release, clears the slot's intent. */
-void heap_scav_free_locked(heap *h, uint32_t slot, uint64_t base, uint64_t n, bool released);
+void heap_scav_free_locked(heap *h, uint32_t slot, uint32_t k, uint64_t base, uint64_t n, bool released);
+
+int64_t heap_scavenge_whole(heap *h, uint32_t slot, uint64_t nbytes);
 
 /* Go's scavengeReserve / scavengeUnreserve over byte ranges. */
 int heap_scavenge_reserve(heap *h, uint64_t *ret_base, uint64_t *ret_limit, uint64_t *ret_gen);

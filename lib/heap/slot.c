@@ -22,8 +22,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                         continue;
                 sl->pid = pid;
                 sl->uid = uid;
-                sl->scav_base = 0;
-                sl->scav_npages = 0;
+                memset(sl->scav, 0, sizeof(sl->scav));
                 sl->cache_mask = 0;
                 memset(sl->caches, 0, sizeof(sl->caches));
                 atomic_store(&sl->state, HEAP_SLOT_LIVE);
@@ -45,27 +44,29 @@ int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid) {
 }
 
 /*
- * Completes the slot's in-flight scavenge: releases the range again (the
+ * Completes the slot's in-flight scavenges: releases each range again (the
  * dead scavenger may or may not have) and frees it as scavenged.
  */
 static int finish_slot_scavenge(heap *h, uint32_t slot) {
         struct heap_slot *sl = &h->slots[slot];
-        int r = heap_lock(h);
-        if (r < 0)
-                return r;
-        uint64_t base = sl->scav_base, n = sl->scav_npages;
-        heap_unlock(h);
-        if (n == 0)
-                return 0;
-        if (base + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || base + n < base)
-                return -EUCLEAN;
-        bool released = h->release(h, base << h->page_shift, n << h->page_shift, h->release_userdata) >= 0;
-        r = heap_lock(h);
-        if (r < 0)
-                return r;
-        if (sl->scav_base == base && sl->scav_npages == n)
-                heap_scav_free_locked(h, slot, base, n, released);
-        heap_unlock(h);
+        for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++) {
+                int r = heap_lock(h);
+                if (r < 0)
+                        return r;
+                uint64_t base = sl->scav[k].base, n = sl->scav[k].npages;
+                heap_unlock(h);
+                if (n == 0)
+                        continue;
+                if (base + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || base + n < base)
+                        return -EUCLEAN;
+                bool released = h->release(h, base << h->page_shift, n << h->page_shift, h->release_userdata) >= 0;
+                r = heap_lock(h);
+                if (r < 0)
+                        return r;
+                if (sl->scav[k].base == base && sl->scav[k].npages == n)
+                        heap_scav_free_locked(h, slot, k, base, n, released);
+                heap_unlock(h);
+        }
         return 0;
 }
 

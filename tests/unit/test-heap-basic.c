@@ -7,6 +7,9 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -358,6 +361,75 @@ static void test_scavenge(void) {
         heap_test_free(&t);
 }
 
+/* Heap-growth scavenging runs without a generation too (outside the generation's ranges). */
+static void test_growth_without_generation(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 32 * MiB };
+        struct heap_stats st;
+        uint64_t a, b, c;
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_alloc(h, 0, 512, 0, &a) == 0);
+        CHECK(heap_alloc(h, 0, 512, 0, &c) == 0);
+        memset((uint8_t *) heap_base(h) + a, 1, 2 * MiB);
+        CHECK(heap_free(h, 0, 0, a) == 0);
+        heap_set_goal(h, 0);
+        CHECK(heap_alloc(h, 0, 1024, 0, &b) == 0); /* does not fit in a's hole: grows, over a goal of 0 */
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECKF(st.growth_scavenged >= 2 * MiB, "growth scavenged %" PRIu64, st.growth_scavenged);
+        check_heap(h, "growth without generation");
+        heap_test_free(&t);
+}
+
+/* Several threads of one slot scavenging at once each get their own scavenge intent. */
+static atomic_int in_release, max_in_release;
+static int slow_release(heap *h, uint64_t off, uint64_t len, void *userdata) {
+        int n = atomic_fetch_add(&in_release, 1) + 1;
+        int m = atomic_load(&max_in_release);
+        while (n > m && !atomic_compare_exchange_weak(&max_in_release, &m, n))
+                ;
+        char buf[256] = "";
+        CHECKF(heap_check(h, buf, sizeof(buf)) == 0, "during a release: %s", buf);
+        usleep(200);
+        atomic_fetch_sub(&in_release, 1);
+        return 0;
+}
+
+static void *scavenger_thread(void *arg) {
+        heap *h = arg;
+        int64_t r = heap_scavenge(h, 1, UINT64_MAX);
+        CHECKF(r >= 0, "heap_scavenge: %" PRId64, r);
+        return NULL;
+}
+
+static void test_concurrent_scavengers(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4, .reservation_shards = 16 };
+        uint64_t a[64];
+        uint32_t s;
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 1, 1, &s) == 0);
+        CHECK(s == 1);
+        for (unsigned i = 0; i < 64; i++)
+                CHECK(heap_alloc(h, 0, 128, 0, &a[i]) == 0);
+        for (unsigned i = 0; i < 64; i += 2)
+                CHECK(heap_free(h, 0, 0, a[i]) == 0);
+        CHECK(heap_scavenge_start_gen(h, NULL) == 0);
+        heap_set_release(h, slow_release, NULL);
+        pthread_t th[4];
+        for (unsigned i = 0; i < 4; i++)
+                CHECK(pthread_create(&th[i], NULL, scavenger_thread, h) == 0);
+        for (unsigned i = 0; i < 4; i++)
+                pthread_join(th[i], NULL);
+        struct heap_stats st;
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.gen_released, 32 * 128 * 4096);
+        printf("concurrent scavengers of one slot: up to %d releases at once\n", atomic_load(&max_in_release));
+        check_heap(h, "after concurrent scavengers");
+        heap_test_free(&t);
+}
+
 static int fail_release(heap *h, uint64_t off, uint64_t len, void *userdata) {
         (*(unsigned *) userdata)++;
         return -EIO;
@@ -503,6 +575,8 @@ int main(void) {
         test_zero_keep_reclaim();
         test_scavenge();
         test_release_failure();
+        test_growth_without_generation();
+        test_concurrent_scavengers();
         test_goal();
         return TEST_END();
 }
