@@ -1132,7 +1132,8 @@ def write_report(args, res, path):
     # Commands
     A("## Commands")
     A("")
-    A("Everything above comes from one command, `make bench`, which ran:")
+    A("Everything above comes from one command, `make bench` (these rows alone: `make bench-peers`; "
+      "options: `tests/bench/peer-bench.py --help`), which ran:")
     A("")
     A("```")
     for c, n in COMMANDS.items():
