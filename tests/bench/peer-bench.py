@@ -428,9 +428,11 @@ def row_release(args, bindir, daemon, res):
         for k in ("raw-64K", "raw-2M", "scavenge"):
             runs[k].append(got.get(k, {}).get("gib_per_s"))
         runs["scav_cpu"].append(got.get("scavenge", {}).get("cpu_seconds"))
-        best_raw = max(x for x in (runs["raw-64K"][-1], runs["raw-2M"][-1]) if x is not None)
-        runs["ratio"].append(runs["scavenge"][-1] / best_raw if runs["scavenge"][-1] else None)
-        runs.setdefault("released", []).append(got.get("scavenge", {}).get("released"))
+        raws = [x for x in (runs["raw-64K"][-1], runs["raw-2M"][-1]) if x]
+        best_raw = max(raws) if raws else None
+        runs["ratio"].append(runs["scavenge"][-1] / best_raw if runs["scavenge"][-1] and best_raw else None)
+        for k in ("raw-64K", "raw-2M", "scavenge"):
+            runs.setdefault("released-" + k, []).append(got.get(k, {}).get("released"))
     runs["err"] = err
     res["release"] = runs
 
@@ -987,12 +989,13 @@ def write_report(args, res, path):
       "`scav_scavenge(pool, 0)` (a forced scavenge). Rate = bytes released (checked with "
       "`st_blocks`) per wall second.")
     A("")
-    A("| method | GiB/s | ratio to the best raw loop |")
-    A("|---|---|---|")
+    A("| method | GiB/s | released (`st_blocks`) | ratio to the best raw loop |")
+    A("|---|---|---|---|")
     for k in ("raw-64K", "raw-2M", "scavenge"):
         v = median(rel.get(k, []))
         A(f"| {'forced scavenge' if k == 'scavenge' else 'raw punch-hole, ' + k[4:] + ' pieces'} | "
-          f"{'—' if v is None else f'{v:.2f}'} | " + (fmt_x(median(rel.get('ratio', []))) if k == "scavenge" else "") + " |")
+          f"{'—' if v is None else f'{v:.2f}'} | {fmt_bytes(median(rel.get('released-' + k, [])))} | "
+          + (fmt_x(median(rel.get('ratio', []))) if k == "scavenge" else "") + " |")
     if rel.get("err"):
         A(f"\nThe forced-scavenge driver failed: `{rel['err']}`")
     A("")
@@ -1345,12 +1348,10 @@ def main():
     ours = (self1.user + self1.system + self1.children_user + self1.children_system) - \
         (self0.user + self0.system + self0.children_user + self0.children_system)
     hz = os.sysconf("SC_CLK_TCK")
-    ncpu = os.cpu_count()
     other = ((busy1 - busy0) / hz - ours) / ((total1 - total0) / hz) if total1 > total0 else 0
     res["other_load"] = max(0.0, other)
     res["loadavg_end"] = os.getloadavg()[0]
     res["t_total"] = time.monotonic() - t0
-    del ncpu
 
     import pickle
     with open(saved, "wb") as f:
