@@ -86,6 +86,9 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
         atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
         atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT32_C(1) << b),
+                              memory_order_relaxed);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
 }
@@ -197,6 +200,9 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         atomic_store_explicit(&c->owned[b], atomic_load_explicit(&c->owned[b], memory_order_relaxed) | owned,
                               memory_order_relaxed);
         atomic_store_explicit(&c->key[b], key, memory_order_relaxed);
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                              memory_order_relaxed);
         h->slots[slot].cache_mask |= UINT32_C(1) << cache;
         heap_intent_end(h);
         *ret_block = b;
@@ -214,6 +220,10 @@ static inline int take(struct heap_cache *c, uint32_t b, uint64_t npages, uint64
         uint64_t mask = heap_low_mask(npages) << i;
         uint64_t scav = atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed);
         atomic_store_explicit(&c->free_mask[b], free & ~mask, memory_order_relaxed);
+        if (!(free & ~mask))
+                atomic_store_explicit(&c->nonempty,
+                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT32_C(1) << b),
+                                      memory_order_relaxed);
         if (scav & mask)
                 atomic_store_explicit(&c->scav_mask[b], scav & ~mask, memory_order_relaxed);
         *ret_scav = scav & mask;
@@ -236,9 +246,11 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         int i = take(c, b, npages, &scav);
         if (_unlikely_(i < 0)) {
                 /* Another block that can serve, then a new block. */
-                for (b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed); m; m &= m - 1) {
+                        b = (uint32_t) __builtin_ctz(m);
                         if ((i = take(c, b, npages, &scav)) >= 0)
                                 break;
+                }
                 if (i < 0) {
                         uint64_t grown = 0;
                         int r = heap_lock(h);
@@ -295,6 +307,9 @@ bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page,
                 return true;
         }
         uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | mask;
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                              memory_order_relaxed);
         atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
         *ret = 0;
         if (_unlikely_(free == owned && (uint32_t) b != c->cur % HEAP_CACHE_BLOCKS) && heap_lock(h) >= 0) {

@@ -76,7 +76,7 @@ struct heap_chunk {
  */
 struct heap_cache {
         alignas(64) uint32_t cur;                        /* owner's hint: block to allocate from */
-        uint32_t _pad;
+        _Atomic uint32_t nonempty;                       /* owner's hint: bit b = block b has free pages */
         _Atomic uint32_t key[HEAP_CACHE_BLOCKS];         /* first page / 64 + 1; 0 = empty */
         _Atomic uint64_t owned[HEAP_CACHE_BLOCKS];       /* pages taken from the heap */
         _Atomic uint64_t free_mask[HEAP_CACHE_BLOCKS];   /* owned pages not handed out (1 = free) */

@@ -164,10 +164,16 @@ static void recount(heap *h) {
                 for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++)
                         intents += sl->scav[k].npages;
                 sl->cache_mask = 0;
-                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
-                        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
+                        uint32_t nonempty = 0;
+                        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
                                 if (atomic_load(&sl->caches[c].owned[b]))
                                         sl->cache_mask |= UINT32_C(1) << c;
+                                if (atomic_load(&sl->caches[c].free_mask[b]))
+                                        nonempty |= UINT32_C(1) << b;
+                        }
+                        atomic_store(&sl->caches[c].nonempty, nonempty);
+                }
         }
         heap_store(&hd->inuse_pages, alloc >= intents ? alloc - intents : 0);
         heap_store(&hd->released_pages, scav);
