@@ -313,9 +313,10 @@ static bool slot_is_live(struct model *m, uint32_t id) {
         return false;
 }
 
-/* Pages page caches may hold beyond our allocations: the model cannot see them. */
+/* Pages page caches may hold beyond our allocations (up to HEAP_CACHE_BLOCKS
+ * blocks each): the model cannot see them. */
 static uint64_t cache_slack_pages(struct model *m) {
-        return (uint64_t) live_slot_count(m) * CACHES_USED * HEAP_CACHE_PAGES;
+        return (uint64_t) live_slot_count(m) * CACHES_USED * HEAP_CACHE_MAX_PAGES;
 }
 
 static void model_add(struct model *m, uint64_t off, uint64_t npages, uint32_t owner,
@@ -820,7 +821,7 @@ static void op_reclaim(struct model *m) {
         }
         if (get_stats(m, &after) < 0)
                 return;
-        if ((uint64_t) r < own || (uint64_t) r > own + HEAP_SLOT_CACHES * HEAP_CACHE_PAGES)
+        if ((uint64_t) r < own || (uint64_t) r > own + HEAP_SLOT_CACHES * HEAP_CACHE_MAX_PAGES)
                 FAILF(m, "heap_slot_reclaim(%u) gave back %" PRId64 " pages; it owned %" PRIu64
                       " in allocations (plus at most a page cache's worth each)",
                       s->id, r, own);
@@ -870,7 +871,7 @@ static void op_flush(struct model *m) {
         }
         if (get_stats(m, &after) < 0)
                 return;
-        if (after.inuse > before.inuse || before.inuse - after.inuse > HEAP_CACHE_PAGES * m->ps)
+        if (after.inuse > before.inuse || before.inuse - after.inuse > HEAP_CACHE_MAX_PAGES * m->ps)
                 FAILF(m, "heap_cache_flush(%u, %u) took inuse from %" PRIu64 " to %" PRIu64,
                       s->id, cache, before.inuse, after.inuse);
 }
