@@ -104,8 +104,9 @@ static void slot_reclaim(struct manager *m, struct pool *p, uint32_t slot, uint3
                 /* scav_close() gave the slot back itself. */
                 log_info("pool %s: client pid %u (slot %u) %s after closing its slot", p->cfg.name, pid, slot, why);
         else if (n < 0) {
-                log_error_errno((int) n, "pool %s: cannot reclaim slot %u of pid %u (%s): %m", p->cfg.name,
-                                slot, pid, why);
+                /* A quarantined pool was reported once; its later refusals are noise. */
+                log_full_errno(p->quarantined && n == -EUCLEAN ? LOG_DEBUG : LOG_ERR, (int) n,
+                               "pool %s: cannot reclaim slot %u of pid %u (%s): %m", p->cfg.name, slot, pid, why);
                 if (n == -EUCLEAN) {
                         (void) pool_check(p, NULL, 0);
                         pool_quarantine(m, p);
