@@ -75,6 +75,9 @@ static void test_supplementary_proc(void) {
         pid = fork();
         if (pid == 0) {
                 gid_t supp = 4321;
+                /* Only the parent holds the write end: if it dies, read() ends. */
+                close(down[1]);
+                close(up[0]);
                 if (setgroups(1, &supp) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
                         _exit(1);
                 (void) !write(up[1], "r", 1);
@@ -95,6 +98,10 @@ static void test_supplementary_proc(void) {
         }
         (void) !write(down[1], "x", 1);
         waitpid(pid, NULL, 0);
+        close(up[0]);
+        close(up[1]);
+        close(down[0]);
+        close(down[1]);
 }
 
 /* Without /proc (pid 0), the group database: root's groups include gid 0. */
