@@ -103,21 +103,19 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
 }
 
 /*
- * A position for a new block at key: its own (key % blocks) if empty, else
- * any empty one, else the block with the fewest pages in use is flushed
- * (its live allocations stay, outside the cache). Called with heap lock held.
+ * With all blocks in use, flushes the one with the fewest pages in use (its
+ * live allocations stay, outside the cache), so that a position is free.
+ * Done before the search for the next free page: the flush may give back
+ * pages below the search address. Called with heap lock held.
  */
-static uint32_t block_slot_locked(heap *h, uint32_t slot, uint32_t cache, uint32_t key) {
+static void make_room_locked(heap *h, uint32_t slot, uint32_t cache) {
         struct heap_cache *c = &h->slots[slot].caches[cache];
-        uint32_t p = key % HEAP_CACHE_BLOCKS;
-        if (!atomic_load_explicit(&c->owned[p], memory_order_relaxed))
-                return p;
         uint32_t victim = 0;
         unsigned fewest = UINT32_MAX;
         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
                 uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
                 if (!owned)
-                        return b;
+                        return;
                 unsigned live = heap_popcount64(owned & ~atomic_load_explicit(&c->free_mask[b], memory_order_relaxed));
                 if (live < fewest) {
                         fewest = live;
@@ -125,7 +123,21 @@ static uint32_t block_slot_locked(heap *h, uint32_t slot, uint32_t cache, uint32
                 }
         }
         block_flush_locked(h, slot, cache, victim);
-        return victim;
+}
+
+/* A position for the block at key: its entry if the cache holds it already,
+ * else key % blocks if empty, else any empty one (make_room_locked made one). */
+static uint32_t block_position(struct heap_cache *c, uint64_t base, uint32_t key) {
+        int found = heap_cache_find_block(c, base);
+        if (found >= 0)
+                return (uint32_t) found;
+        uint32_t p = key % HEAP_CACHE_BLOCKS;
+        if (!atomic_load_explicit(&c->owned[p], memory_order_relaxed))
+                return p;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                if (!atomic_load_explicit(&c->owned[b], memory_order_relaxed))
+                        return b;
+        return p; /* unreachable after make_room_locked */
 }
 
 /*
@@ -139,6 +151,7 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         uint64_t page = HEAP_PAGE_NONE;
         int r;
 
+        make_room_locked(h, slot, cache);
         for (unsigned attempt = 0;; attempt++) {
                 uint64_t search = heap_load(&h->hdr->search_page);
                 uint64_t n = heap_nchunks(h);
@@ -172,14 +185,16 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         uint64_t base = page & ~(uint64_t) (HEAP_CACHE_PAGES - 1);
         uint32_t key = (uint32_t) (base / HEAP_CACHE_PAGES + 1);
         /* One entry per block: pages of a block we hold already join it. */
-        int found = heap_cache_find_block(c, base);
-        uint32_t b = found >= 0 ? (uint32_t) found : block_slot_locked(h, slot, cache, key);
+        uint32_t b = block_position(c, base, key);
+        if (atomic_load_explicit(&c->owned[b], memory_order_relaxed) &&
+            atomic_load_explicit(&c->key[b], memory_order_relaxed) != key)
+                return -EUCLEAN; /* no room: the cache's keys were scribbled on */
         struct heap_chunk *ch = &h->chunks[base / HEAP_CHUNK_PAGES];
         unsigned w = (unsigned) (base % HEAP_CHUNK_PAGES) / 64;
         uint64_t owned = ~ch->alloc[w];
         uint64_t scav = ch->scav[w] & owned;
         if (!owned) {
-                /* The victim's flush cannot have taken our free pages; the summaries lie. */
+                /* The first free page is in this block: the bitmaps changed under the lock. */
                 atomic_store(&h->hdr->corrupt, 1);
                 return -EUCLEAN;
         }

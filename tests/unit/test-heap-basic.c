@@ -223,6 +223,25 @@ static void test_cache_blocks(void) {
                 CHECK(heap_get_stats(h, &st) == 0);
                 CHECK_EQ_U64(st.inuse, 0);
         }
+
+        /* All blocks in use and none can serve two pages: a new block evicts the one
+         * with the fewest pages in use, whose free pages lie below where the search
+         * for the new block ends (the search address must not pass over them). */
+        unsigned n = HEAP_CACHE_MAX_PAGES;
+        for (unsigned i = 0; i < n; i++)
+                CHECK(heap_cache_alloc(h, s, 0, 1, 0, &offs[i]) == 0);
+        for (unsigned i = 1; i < HEAP_CACHE_PAGES; i += 2)
+                CHECK(heap_free(h, s, 0, offs[i]) == 0);
+        uint64_t extra;
+        CHECK(heap_cache_alloc(h, s, 0, 2, 0, &extra) == 0);
+        check_heap(h, "after an eviction");
+        CHECK(heap_free(h, s, 0, extra) == 0);
+        for (unsigned i = 0; i < n; i += (i < HEAP_CACHE_PAGES ? 2 : 1))
+                CHECK(heap_free(h, s, 0, offs[i]) == 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "after freeing around an eviction");
         heap_test_free(&t);
 }
 
