@@ -159,10 +159,15 @@ static int run(struct manager *m) {
         r = scavenger_new(m->event, m->config, &m->scavenger);
         if (r < 0)
                 return log_error_errno(r, "cannot start the scavenger: %m");
+        scavenger_set_status_callback(m->scavenger, manager_status_changed, m);
         r = kernel_watch_new(m->event, m->config->bpf, m->config->pressure, manager_pressure, m, &m->kernel);
         if (r < 0) {
+                /* What was asked for explicitly must not be silently missing. */
                 if (m->config->bpf == CONFIG_ON)
                         return log_error_errno(r, "bpf = on, but kernel awareness cannot be had: %m");
+                if (m->config->pressure == PRESSURE_BPF || m->config->pressure == PRESSURE_PSI)
+                        return log_error_errno(r, "pressure = %s, but that pressure source cannot be had: %m",
+                                               m->config->pressure == PRESSURE_BPF ? "bpf" : "psi");
                 log_warning_errno(r, "kernel awareness unavailable, continuing without: %m");
                 m->kernel = NULL;
         }
@@ -181,8 +186,7 @@ static int run(struct manager *m) {
                 return r;
 
         m->ready = true;
-        (void) sd_notify(0, "READY=1");
-        manager_notify_status(m);
+        manager_notify_ready(m);
         log_info("ready: %u pools", m->n_pools);
 
         r = sd_event_loop(m->event);

@@ -16,6 +16,7 @@
 
 #include "fdstore.h"
 #include "log.h"
+#include "macro.h"
 #include "manager.h"
 #include "server.h"
 
@@ -166,6 +167,8 @@ void manager_pool_maybe_drop(struct manager *m, struct pool *p) {
         log_notice("pool %s: removed from the configuration and its last client left: dropped", p->cfg.name);
         pool_unregister(m, p);
         server_forget_pool(m, p);
+        if (m->kernel)
+                kernel_watch_remove_pool(m->kernel, p->id);
         (void) fdstore_remove(p->cfg.name);
         pool_free(p);
 }
@@ -251,22 +254,24 @@ int manager_reload(struct manager *m, char *err, size_t errlen) {
         for (unsigned i = 0; i < n_drop; i++)
                 manager_pool_maybe_drop(m, drop[i]);
         log_info("configuration reloaded from %s: %u pools", m->config_path, m->n_pools);
-        (void) sd_notify(0, "READY=1");
-        manager_notify_status(m);
+        manager_notify_ready(m);
         return 0;
 
 fail:
         free(n);
         log_error("reload failed, keeping the running configuration: %s", err);
         snprintf(m->reload_error, sizeof(m->reload_error), "%s", err);
-        (void) sd_notify(0, "READY=1");
-        manager_notify_status(m);
+        manager_notify_ready(m);
         return r;
 }
 
-void manager_notify_status(struct manager *m) {
+/* STATUS= with a one-line summary, after `prefix` (e.g. "READY=1\n") in
+ * the same notification, so the service manager never sees one without
+ * the other. */
+static void notify_status(struct manager *m, const char *prefix) {
         char scav[256] = "", buf[1024];
         unsigned clients = 0, quarantined = 0;
+        size_t skip = strlen(prefix);
 
         if (!m->ready)
                 return;
@@ -276,14 +281,26 @@ void manager_notify_status(struct manager *m) {
         }
         if (m->scavenger)
                 scavenger_status(m->scavenger, scav, sizeof(scav));
-        snprintf(buf, sizeof(buf), "STATUS=%u pools, %u clients%s%s%s%s%s", m->n_pools, clients,
+        snprintf(buf, sizeof(buf), "%sSTATUS=%u pools, %u clients%s%s%s%s%s", prefix, m->n_pools, clients,
                  quarantined ? ", QUARANTINED pools present" : "", scav[0] ? "; " : "", scav,
                  m->reload_error[0] ? "; reload failed: " : "", m->reload_error);
         /* STATUS= is one line. */
-        for (char *p = buf; *p; p++)
+        for (char *p = buf + MIN(skip, sizeof(buf) - 1); *p; p++)
                 if (*p == '\n')
                         *p = ' ';
         (void) sd_notify(0, buf);
+}
+
+void manager_notify_status(struct manager *m) {
+        notify_status(m, "");
+}
+
+void manager_notify_ready(struct manager *m) {
+        notify_status(m, "READY=1\n");
+}
+
+void manager_status_changed(void *userdata) {
+        manager_notify_status(userdata);
 }
 
 /* The kernel is reclaiming: give back free memory now rather than at our pace. */

@@ -50,8 +50,12 @@ int manager_reload(struct manager *m, char *err, size_t errlen);
 /* Drops a draining pool once nothing holds it any more. */
 void manager_pool_maybe_drop(struct manager *m, struct pool *p);
 
-/* Sends STATUS= (and READY=1 when asked). */
+/* Sends STATUS=; manager_notify_ready() sends READY=1 and STATUS= in one
+ * notification (start, end of a reload). */
 void manager_notify_status(struct manager *m);
+void manager_notify_ready(struct manager *m);
+/* For scavenger_set_status_callback(): userdata is the manager. */
+void manager_status_changed(void *userdata);
 
 void manager_pressure(const char *why, void *userdata);
 

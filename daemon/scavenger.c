@@ -551,6 +551,7 @@ int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char
                 .inuse = st.inuse,
                 .retained = st.retained,
                 .forced = true,
+                .why = why,
         });
         log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, why ?: "request", r);
         return r;

@@ -342,6 +342,9 @@ static int handle_hello(struct conn *c, const struct scav_msg_hello *m) {
         rep.meta_size = p->meta_size;
         rep.capacity = heap_capacity(p->heap);
         r = conn_send(c, &rep, sizeof(rep), (int[]) { p->meta_fd, p->heap_fd }, 2);
+        /* A parked pool looks again: its new client is about to use it. */
+        if (p->scavenging)
+                scavenger_wake(mgr->scavenger, p);
         manager_notify_status(mgr);
         return r;
 }

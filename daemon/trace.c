@@ -70,15 +70,20 @@ static int format_checked(char *buf, size_t len, const char *fmt, ...) {
 
 /*
  * "scav <pool> <gen>: <work> KiB work, <total> KiB total, <util>% util",
- * then " (forced)" or " [controller reset]" (a forced line never carries the
- * reset mark, which waits for the next paced line, as in the seed).
+ * then " (forced: <why>)" (or " (forced)" when nobody said why) or
+ * " [controller reset]" (a forced line never carries the reset mark, which
+ * waits for the next paced line, as in the seed).
  */
 int trace_format_gen(const struct trace_gen *g, char *buf, size_t len) {
+        const char *why = g->forced && g->why && g->why[0] ? g->why : NULL;
+
         return format_checked(buf, len, "scav %s %" PRIu64 ": %" PRIu64 " KiB work, %" PRIu64
-                              " KiB total, %u%% util%s",
+                              " KiB total, %u%% util%s%s%s",
                               g->pool, g->gen, g->work >> 10, g->total >> 10,
                               trace_util_percent(g->inuse, g->retained),
-                              g->forced ? " (forced)" : g->controller_reset ? " [controller reset]" : "");
+                              why ? " (forced: " : g->forced ? " (forced)" :
+                              g->controller_reset ? " [controller reset]" : "",
+                              why ?: "", why ? ")" : "");
 }
 
 int trace_format_pacing(const struct trace_pacing *pc, char *buf, size_t len) {
@@ -153,6 +158,8 @@ void trace_gen(const struct trace *t, const struct trace_gen *g) {
         field(&f, "SCAV_RELEASED_BYTES=%" PRIu64, g->work);
         field(&f, "SCAV_TOTAL_RELEASED_BYTES=%" PRIu64, g->total);
         field(&f, "SCAV_UTIL_PERCENT=%u", trace_util_percent(g->inuse, g->retained));
+        if (g->forced)
+                field(&f, "SCAV_FORCED=%s", g->why && g->why[0] ? g->why : "yes");
         (void) sd_journal_sendv(f.iov, f.n);
 }
 

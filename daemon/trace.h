@@ -30,6 +30,7 @@ struct trace_gen {
         uint64_t inuse, retained;
         bool forced;
         bool controller_reset;
+        const char *why;     /* forced: who asked ("scavctl", "memcg reclaim", ...), or NULL */
 };
 
 /* A pacing update (scavtrace = 2). goal UINT64_MAX: nothing to do. */

@@ -93,8 +93,8 @@ for f in MESSAGE_ID PRIORITY SCAV_POOL SCAV_GEN SCAV_RELEASED_BYTES SCAV_TOTAL_R
         [ "$c" = "$n" ] || fail "field $f in $c of $n entries"
 done
 printf '%s\n' "$out" | grep -q '"PRIORITY":"6"' || fail "no PRIORITY=6"
-printf '%s\n' "$out" | grep -q '"MESSAGE":"scav jtest [0-9]*: [0-9]* KiB work, [0-9]* KiB total, [0-9]*% util (forced)"' ||
-        fail "no (forced) line in the journal: $out"
+printf '%s\n' "$out" | grep -q '"MESSAGE":"scav jtest [0-9]*: [0-9]* KiB work, [0-9]* KiB total, [0-9]*% util (forced: scavctl)"' ||
+        fail "no (forced: scavctl) line in the journal: $out"
 printf '%s\n' "$out" | grep -q '"MESSAGE":"scav jtest [0-9]*: [0-9]* KiB work, [0-9]* KiB total, [0-9]*% util"' ||
         fail "no generation line in the journal"
 

@@ -44,15 +44,21 @@ static void test_format_gen(void) {
                 struct trace_gen g;
                 const char *want;
         } cases[] = {
-                { "plain", { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, false, false },
+                { "plain", { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, false, false, NULL },
                   "scav media 7: 10240 KiB work, 307200 KiB total, 50% util" },
-                { "forced", { "p", 1, 4096, 4096, 0, 4096, true, false },
+                { "forced", { "p", 1, 4096, 4096, 0, 4096, true, false, NULL },
                   "scav p 1: 4 KiB work, 4 KiB total, 0% util (forced)" },
-                { "reset", { "p", 2, 0, 0, 3, 4, false, true },
+                { "reset", { "p", 2, 0, 0, 3, 4, false, true, NULL },
                   "scav p 2: 0 KiB work, 0 KiB total, 75% util [controller reset]" },
-                { "forced-wins", { "p", 2, 0, 0, 0, 0, true, true },
+                { "forced-wins", { "p", 2, 0, 0, 0, 0, true, true, NULL },
                   "scav p 2: 0 KiB work, 0 KiB total, 0% util (forced)" },
-                { "huge", { "p", UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, false, false },
+                { "forced-why", { "p", 3, 8192, 8192, 0, 8192, true, false, "memcg reclaim" },
+                  "scav p 3: 8 KiB work, 8 KiB total, 0% util (forced: memcg reclaim)" },
+                { "forced-scavctl", { "p", 3, 0, 0, 0, 0, true, true, "scavctl" },
+                  "scav p 3: 0 KiB work, 0 KiB total, 0% util (forced: scavctl)" },
+                { "why-unforced", { "p", 4, 0, 0, 0, 0, false, false, "ignored" },
+                  "scav p 4: 0 KiB work, 0 KiB total, 0% util" },
+                { "huge", { "p", UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, false, false, NULL },
                   "scav p 18446744073709551615: 18014398509481983 KiB work, 18014398509481983 KiB total, 100% util" },
         };
 
@@ -82,7 +88,7 @@ static void test_format_pacing(void) {
 
 static void test_journal_fields(void) {
         struct trace t = { .level = 1, .journal = true };
-        struct trace_gen g = { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, false, true };
+        struct trace_gen g = { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, false, true, NULL };
         struct trace_pacing pc = { "media", 7, 70 << 20, 90 << 20, 0.25, 0.01 };
 
         trace_gen(&t, &g);
@@ -94,6 +100,15 @@ static void test_journal_fields(void) {
         CHECK(has_field("SCAV_RELEASED_BYTES=10485760"));
         CHECK(has_field("SCAV_TOTAL_RELEASED_BYTES=314572800"));
         CHECK(has_field("SCAV_UTIL_PERCENT=50"));
+        CHECK(!has_field("SCAV_FORCED=yes"));
+
+        g.forced = true;
+        g.why = "kswapd";
+        trace_gen(&t, &g);
+        CHECK(has_field("MESSAGE=scav media 7: 10240 KiB work, 307200 KiB total, 50% util (forced: kswapd)"));
+        CHECK(has_field("SCAV_FORCED=kswapd"));
+        g.forced = false;
+        g.why = NULL;
 
         /* Level 1: no pacing lines. */
         n_sent = 0;
@@ -115,7 +130,7 @@ static void test_journal_fields(void) {
 /* Without journald, plain lines on stderr, one per write. */
 static void test_stderr(void) {
         struct trace t = { .level = 1, .journal = false };
-        struct trace_gen g = { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, true, false };
+        struct trace_gen g = { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, true, false, NULL };
         char path[] = "/tmp/test-trace.XXXXXX", buf[512] = {};
         int fd, saved;
         ssize_t n;
