@@ -57,6 +57,7 @@ LIBSCAV_SO := $(BUILD)/libscav.so.$(SO_MINOR)
 
 # Keep objects of test programs: they are not intermediate files to delete.
 .SECONDARY:
+.PRECIOUS: $(BUILD)/%.o
 
 .PHONY: all lib daemon tests check check-run deps bench-deps demo bench install clean fuzz
 all: lib daemon tests
