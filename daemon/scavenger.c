@@ -38,6 +38,11 @@ enum scav_state {
         SCAV_RUNNABLE,  /* woken: run at the next loop iteration */
 };
 
+/* What a generation compares to decide that nothing happened in the pool. */
+struct gen_snapshot {
+        uint64_t inuse, heap_sys, released;
+};
+
 struct pool_scav {
         scavenger *s;
         struct pool *pool;
@@ -45,12 +50,11 @@ struct pool_scav {
         struct pacer_pool pp;
         uint64_t forced_this_gen;  /* forced bytes already traced as "(forced)" */
         double burst_worked;       /* ns of this burst spent on this pool */
-        uint64_t last_inuse, last_retained;
-        unsigned idle_gens;        /* generations without change and without clients */
+        struct gen_snapshot last;  /* the heap when the last generation ended */
+        bool gen_parked;           /* no generation timer armed: nothing changed, nothing to do */
+        int64_t last_wake;         /* CLOCK_MONOTONIC ns of the last scavenger_wake() */
 };
 
-/* An idle pool without clients has its generations spaced out up to this factor. */
-#define GEN_IDLE_BACKOFF_MAX 4u
 
 struct scavenger {
         sd_event *event;
@@ -185,14 +189,6 @@ static int64_t bg_scavenge_one(void *userdata, uint64_t nbytes, int64_t *ret_ns)
         }
 }
 
-static uint64_t heap_stats_inuse(heap *h, uint64_t *ret_retained) {
-        struct heap_stats st = {};
-
-        (void) heap_get_stats(h, &st);
-        *ret_retained = st.retained;
-        return st.inuse;
-}
-
 static void pools_refresh(scavenger *s) {
         for (size_t i = 0; i < s->n_pools; i++) {
                 struct pool_scav *ps = s->pools[i];
@@ -262,7 +258,7 @@ static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
  * next one (gcPaceScavenger: peak in-use of the ended generation plus
  * retain_extra_percent, at most 95% of memory_limit).
  */
-static int pool_new_generation(struct pool_scav *ps) {
+static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret_rep) {
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
         struct heap_gen_report rep = {};
@@ -314,40 +310,79 @@ static int pool_new_generation(struct pool_scav *ps) {
 
         if (pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
                 bg_wake(s);
+        if (ret_rep)
+                *ret_rep = rep;
         return 0;
 }
 
+static void gen_arm(struct pool_scav *ps) {
+        (void) sd_event_source_set_time_relative(ps->gen_timer, ps->s->gen_interval_usec);
+        (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
+        ps->gen_parked = false;
+}
+
+/* A parked pool's generations start again, one interval from now. */
+static void gen_unpark(struct pool_scav *ps) {
+        if (ps->gen_parked && !ps->pool->quarantined)
+                gen_arm(ps);
+}
+
 /*
- * Generations run every generation_interval while a pool has clients or
- * something changed; a pool that nobody uses and that is at its goal is
- * looked at less and less often (up to 16 intervals), so that an idle daemon
- * does not poll. scavenger_wake() brings the pace back.
+ * Whether a pool may stop running generations: nothing happened in it
+ * during the generation that just ended (same in-use, grown heap and
+ * released bytes as when it began, and in-use never rose above where it
+ * was: no allocation or free in between that the totals hide), and the
+ * background scavenger has nothing to do for it (within its goal, or
+ * background release off, or the whole generation searched without finding
+ * anything). Pure.
+ */
+static bool gen_may_park(const struct gen_snapshot *before, const struct gen_snapshot *now,
+                         uint64_t peak_inuse, const struct pacer_pool *pp, bool searched_all) {
+        if (now->inuse != before->inuse || now->heap_sys != before->heap_sys ||
+            now->released != before->released || peak_inuse > before->inuse)
+                return false;
+        return pacer_pool_excess(pp) == 0 || pp->share == 0 || searched_all;
+}
+
+/*
+ * Generations run every generation_interval while something happens in a
+ * pool. A pool in which nothing changed during a generation and in which
+ * the background scavenger has nothing to do parks its generation timer:
+ * an idle daemon has no timer armed at all. scavenger_wake() (a client
+ * connects, disconnects or says it freed memory; pressure; reload) and
+ * scavenger_force() start its generations again. A pool is not parked
+ * within SCAV_WAKE_INTERVAL_MS of a wake-up: a client sends at most one
+ * WAKE per interval, so frees that follow a WAKE closely are still seen by
+ * the generations that WAKE started.
  */
 static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         struct pool_scav *ps = userdata;
         scavenger *s = ps->s;
-        uint64_t inuse, retained;
-        bool changed;
+        struct heap_gen_report rep = {};
+        struct heap_stats st = {};
+        struct gen_snapshot now;
+        bool searched_all = ps->pp.exhausted, changed;
 
-        if (pool_new_generation(ps) < 0 && ps->pool->quarantined) {
+        if (pool_new_generation(ps, &rep) < 0 && ps->pool->quarantined) {
                 (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
                 if (s->status_changed)
                         s->status_changed(s->status_userdata);
                 return 0;
         }
-        inuse = heap_stats_inuse(ps->pool->heap, &retained);
-        changed = inuse != ps->last_inuse || retained != ps->last_retained;
-        ps->last_inuse = inuse;
-        ps->last_retained = retained;
-        if (changed || ps->pool->n_clients > 0 || ps->pp.goal != HEAP_GOAL_NONE)
-                ps->idle_gens = 0;
-        else if (ps->idle_gens < GEN_IDLE_BACKOFF_MAX)
-                ps->idle_gens++;
+        (void) heap_get_stats(ps->pool->heap, &st);
+        now = (struct gen_snapshot) { .inuse = st.inuse, .heap_sys = st.heap_sys, .released = st.released };
+        changed = memcmp(&now, &ps->last, sizeof(now)) != 0;
+        if (gen_may_park(&ps->last, &now, rep.peak_inuse, &ps->pp, searched_all) &&
+            clock_ns(CLOCK_MONOTONIC) - ps->last_wake >= (int64_t) SCAV_WAKE_INTERVAL_MS * 1000000) {
+                (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
+                ps->gen_parked = true;
+                log_debug("pool %s: idle at generation %" PRIu64 ", generations parked", ps->pool->cfg.name,
+                          st.gen);
+        } else
+                gen_arm(ps);
+        ps->last = now;
         if (changed && s->status_changed)
                 s->status_changed(s->status_userdata);
-
-        (void) sd_event_source_set_time_relative(src, s->gen_interval_usec << ps->idle_gens);
-        (void) sd_event_source_set_enabled(src, SD_EVENT_ONESHOT);
         return 0;
 }
 
@@ -405,13 +440,15 @@ void scavenger_reconfigure(scavenger *s, const struct daemon_config *cfg) {
         pacer_set_percent(&s->pacer, cfg->scavenge_percent);
         s->gen_interval_usec = cfg->generation_interval_usec > 0 ? cfg->generation_interval_usec : 1000000;
 
-        if (old_interval != s->gen_interval_usec)
-                for (size_t i = 0; i < s->n_pools; i++) {
-                        if (!s->pools[i]->gen_timer || s->pools[i]->pool->quarantined)
-                                continue;
-                        (void) sd_event_source_set_time_relative(s->pools[i]->gen_timer, s->gen_interval_usec);
-                        (void) sd_event_source_set_enabled(s->pools[i]->gen_timer, SD_EVENT_ONESHOT);
-                }
+        /* A new interval applies now; tunables may have given a parked pool work. */
+        for (size_t i = 0; i < s->n_pools; i++) {
+                struct pool_scav *ps = s->pools[i];
+
+                if (!ps->gen_timer || ps->pool->quarantined)
+                        continue;
+                if (old_interval != s->gen_interval_usec || ps->gen_parked)
+                        gen_arm(ps);
+        }
 
         /* A pool's share, or the budget itself, may have changed. */
         pools_refresh(s);
@@ -494,11 +531,8 @@ void scavenger_wake(scavenger *s, struct pool *p) {
                 ps = p->scav;
                 if (!ps || p->quarantined)
                         return;
-                if (ps->idle_gens > 0) {
-                        ps->idle_gens = 0;
-                        (void) sd_event_source_set_time_relative(ps->gen_timer, s->gen_interval_usec);
-                        (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
-                }
+                ps->last_wake = clock_ns(CLOCK_MONOTONIC);
+                gen_unpark(ps);
                 /* Freed memory may lie where this generation already searched:
                  * let the next burst try once more. */
                 ps->pp.exhausted = false;
@@ -529,9 +563,10 @@ int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char
         if (p->quarantined)
                 return -EUCLEAN;
 
-        k = pool_new_generation(ps);
+        k = pool_new_generation(ps, NULL);
         if (k < 0)
                 return k;
+        gen_unpark(ps);
         r = heap_scavenge(p->heap, DAEMON_SLOT, bytes > 0 ? bytes : UINT64_MAX);
         if (r < 0) {
                 if (r == -EUCLEAN)

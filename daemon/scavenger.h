@@ -26,7 +26,9 @@ void scavenger_reconfigure(scavenger *s, const struct daemon_config *cfg);
 int scavenger_add_pool(scavenger *s, struct pool *p);
 void scavenger_remove_pool(scavenger *s, struct pool *p);
 
-/* Something changed (client freed a lot, pressure): re-evaluate now. */
+/* Something changed (a client connected, left or freed memory; pressure):
+ * a pool whose generations were parked runs them again, and the background
+ * scavenger looks at it now. */
 void scavenger_wake(scavenger *s, struct pool *p);
 
 /* Releases everything free (bytes = 0) or up to bytes, unpaced; traces "(forced)". */

@@ -529,6 +529,12 @@ static int conn_dispatch(struct conn *c, const uint8_t *buf, size_t n) {
         }
         case SCAV_MSG_POOLS:
                 return handle_pools(c);
+        case SCAV_MSG_WAKE:
+                /* Not answered: the client does not wait, and its session
+                 * socket is read by no one on its side. */
+                if (c->has_slot && c->pool && c->pool->scavenging)
+                        scavenger_wake(mgr->scavenger, c->pool);
+                return 0;
         case SCAV_MSG_RELOAD:
                 return handle_reload(c);
         case SCAV_MSG_SCAVENGE:

@@ -243,6 +243,7 @@ int scav_msg_parse(const void *buf, size_t n, const char **reason) {
         }
         case SCAV_MSG_POOLS:
         case SCAV_MSG_RELOAD:
+        case SCAV_MSG_WAKE:
                 if (n != sizeof(h)) {
                         *reason = "request of the wrong size";
                         return -EBADMSG;

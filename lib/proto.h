@@ -4,8 +4,8 @@
 /*
  * The scavd wire protocol: SOCK_SEQPACKET, one message per packet, fixed
  * little-endian layouts (both ends run on one machine), versioned. Every
- * request is answered by exactly one reply of the matching type with
- * `error` set (0 or a negative errno). The daemon validates every field of
+ * request but WAKE is answered by exactly one reply of the matching type
+ * with `error` set (0 or a negative errno). The daemon validates every field of
  * every message with scav_msg_parse(); a malformed message closes the
  * connection with a logged reason.
  *
@@ -40,6 +40,7 @@ enum scav_msg_type {
         SCAV_MSG_CHECK_REPLY,
         SCAV_MSG_RELOAD,           /* reload the configuration */
         SCAV_MSG_RELOAD_REPLY,
+        SCAV_MSG_WAKE,             /* client -> daemon, on its session: it freed memory; no reply */
         _SCAV_MSG_MAX,
 };
 
@@ -97,6 +98,16 @@ struct scav_msg_reply {
         uint32_t _pad;
         /* followed by payload */
 };
+
+/*
+ * WAKE (a bare header, sent on the session socket): the process freed
+ * memory. A daemon whose pool has gone quiet runs no generations for it
+ * (no timer armed); WAKE starts them again. Never answered; ignored on a
+ * connection without a session. A client sends at most one per pool per
+ * SCAV_WAKE_INTERVAL_MS, and the daemon does not park a pool within that
+ * long of a WAKE, so frees right after one are not missed.
+ */
+#define SCAV_WAKE_INTERVAL_MS 250
 
 /* HELLO flags: none defined yet; a daemon refuses unknown bits (-EINVAL). */
 #define SCAV_HELLO_FLAGS_KNOWN 0u

@@ -49,6 +49,7 @@ struct scav_pool {
         pthread_mutex_t shared_lock;  /* cache SCAV_SHARED_CACHE */
         _Atomic uint32_t shared_users;/* threads on it: the last one to exit flushes it */
         pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
+        _Atomic int64_t wake_sent_ms; /* CLOCK_MONOTONIC_COARSE of the last WAKE sent */
 
         /* Under the registry lock. */
         struct scav_pool *next;
@@ -67,6 +68,9 @@ static inline bool scav_pool_forked(scav_pool *p) {
 int scav_registry_add(scav_pool *p);
 /* Unlinks p: from then on no thread-exit destructor or reconnect touches it. */
 void scav_registry_remove(scav_pool *p);
+/* The process freed memory in p: tells the daemon (WAKE on the session
+ * socket) unless it was told less than SCAV_WAKE_INTERVAL_MS ago. */
+void scav_wake_daemon(scav_pool *p);
 /* Tells the reconnect thread its list changed (scav_close shut a session). */
 void scav_registry_changed(void);
 void scav_registry_lock(void);

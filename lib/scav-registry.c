@@ -273,6 +273,36 @@ void scav_registry_remove(scav_pool *p) {
         scav_registry_unlock();
 }
 
+/*
+ * A daemon whose pool went quiet has no timer armed for it; this is how it
+ * learns that there may be memory to give back. At most one WAKE per pool
+ * per SCAV_WAKE_INTERVAL_MS: the coarse clock (no system call) and a
+ * compare-and-swap pick the one thread that sends it. The session socket
+ * changes only under the registry lock, so the send takes it (a few times a
+ * second at most); a daemon that is away simply misses the WAKE, and a
+ * reconnect wakes the pool anyway.
+ */
+void scav_wake_daemon(scav_pool *p) {
+        struct scav_msg_hdr h;
+        struct timespec ts;
+        int64_t now, last;
+
+        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) < 0)
+                return;
+        now = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        last = atomic_load_explicit(&p->wake_sent_ms, memory_order_relaxed);
+        if (now - last < SCAV_WAKE_INTERVAL_MS)
+                return;
+        if (!atomic_compare_exchange_strong(&p->wake_sent_ms, &last, now))
+                return;
+
+        scav_msg_init(&h, SCAV_MSG_WAKE, sizeof(h));
+        scav_registry_lock();
+        if (p->sock >= 0)
+                (void) send(p->sock, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL);
+        scav_registry_unlock();
+}
+
 void scav_registry_changed(void) {
         scav_registry_lock();
         wake_watcher();

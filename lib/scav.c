@@ -73,6 +73,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
         p->page_size = s.page_size;
         p->token = s.token;
         atomic_init(&p->slot, s.slot);
+        atomic_init(&p->wake_sent_ms, -(int64_t) SCAV_WAKE_INTERVAL_MS);
 
         /* The pool may be terabytes of address space: reserve nothing. */
         p->meta = mmap(NULL, p->meta_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
@@ -169,6 +170,21 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
         return r;
 }
 
+/* Frees by this thread; every SCAV_WAKE_EVERY-th looks at the clock. */
+static __thread unsigned tls_frees __attribute__((tls_model("initial-exec")));
+#define SCAV_WAKE_EVERY 64u
+
+/*
+ * A free may give the daemon work while its pool is parked. Telling it costs
+ * the hot path one thread-local increment: the first free of a thread and
+ * then every 64th read the coarse clock, and at most one WAKE per pool per
+ * 250 ms is sent (scav_wake_daemon).
+ */
+static inline void free_note(scav_pool *p) {
+        if (_unlikely_(tls_frees++ % SCAV_WAKE_EVERY == 0))
+                scav_wake_daemon(p);
+}
+
 _public_ int scav_free(scav_pool *p, uint64_t off) {
         uint32_t slot, cache;
         bool shared;
@@ -184,10 +200,14 @@ _public_ int scav_free(scav_pool *p, uint64_t off) {
         slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
         cache = scav_thread_cache_peek(p, &shared);
         if (_likely_(!shared))
-                return heap_free(p->heap, slot, cache, off);
-        pthread_mutex_lock(&p->shared_lock);
-        r = heap_free(p->heap, slot, cache, off);
-        pthread_mutex_unlock(&p->shared_lock);
+                r = heap_free(p->heap, slot, cache, off);
+        else {
+                pthread_mutex_lock(&p->shared_lock);
+                r = heap_free(p->heap, slot, cache, off);
+                pthread_mutex_unlock(&p->shared_lock);
+        }
+        if (_likely_(r == 0))
+                free_note(p);
         return r;
 }
 

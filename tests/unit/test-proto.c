@@ -56,6 +56,7 @@ static size_t build(union packet *p, unsigned type) {
                 break;
         case SCAV_MSG_POOLS:
         case SCAV_MSG_RELOAD:
+        case SCAV_MSG_WAKE:
                 n = sizeof(p->hdr);
                 break;
         case SCAV_MSG_POOLS_REPLY:
@@ -180,6 +181,11 @@ static void m_status_empty_err(union packet *p, size_t *n) {
 static void m_clients_count(union packet *p, size_t *n) { p->reply.count = 3; }
 static void m_clients_huge(union packet *p, size_t *n) { p->reply.count = UINT32_MAX; }
 static void m_scav_count(union packet *p, size_t *n) { p->reply.count = 1; }
+static void m_req_bytes_none(union packet *p, size_t *n) {}
+static void m_wake_payload(union packet *p, size_t *n) {
+        *n += 8;
+        p->hdr.len = (uint32_t) *n;
+}
 static void m_oversize(union packet *p, size_t *n) {
         *n = SCAV_MSG_MAX + 1;
         p->hdr.len = (uint32_t) *n;
@@ -226,6 +232,9 @@ static const struct bad_case bad_cases[] = {
         { "scavenge reply count", SCAV_MSG_SCAVENGE_REPLY, m_scav_count, -EBADMSG },
         { "mapped reply count", SCAV_MSG_MAPPED_REPLY, m_scav_count, -EBADMSG },
         { "oversized", SCAV_MSG_POOLS_REPLY, m_oversize, -EMSGSIZE },
+        { "wake", SCAV_MSG_WAKE, m_req_bytes_none, SCAV_MSG_WAKE },
+        { "wake with error", SCAV_MSG_WAKE, m_req_error, -EBADMSG },
+        { "wake with payload", SCAV_MSG_WAKE, m_wake_payload, -EBADMSG },
 };
 
 static void test_bad(void) {
