@@ -172,6 +172,9 @@ static int run(struct manager *m) {
                 m->kernel = NULL;
         }
 
+        if (m->kernel)
+                scavenger_set_kernel(m->scavenger, m->kernel);
+
         n_stored = fdstore_adopt(&listen_fd, stored, (int) ELEMENTSOF(stored));
         if (n_stored < 0) {
                 log_warning_errno(n_stored, "cannot take passed descriptors: %m");

@@ -248,3 +248,47 @@ double pacer_pool_share(double pool_percent, double daemon_percent) {
                 return -1;
         return pool_percent / 100.0;
 }
+
+/*
+ * The window is the bytes released in this and the last generations (each
+ * older one counting half as much), so a refault in the generation after a
+ * release is set against that release. Refaults with nothing released
+ * lately are not the scavenger's doing (first touches the growth estimate
+ * missed, pages shared by several processes) and raise nothing.
+ */
+unsigned pacer_refault_update(struct pacer_refault *rf, uint64_t released, uint64_t refaulted) {
+        double window;
+
+        assert(rf);
+        window = rf->released_recent / 2 + (double) released;
+        rf->released_recent = window;
+        if (refaulted >= PACER_REFAULT_MIN_BYTES && window > 0 &&
+            (double) refaulted > PACER_REFAULT_RATIO * window) {
+                rf->extra_percent += PACER_REFAULT_STEP;
+                if (rf->extra_percent > PACER_REFAULT_EXTRA_MAX)
+                        rf->extra_percent = PACER_REFAULT_EXTRA_MAX;
+        } else
+                rf->extra_percent /= 2;
+        return rf->extra_percent;
+}
+
+uint64_t pacer_refaults(uint64_t faults, uint64_t grown_bytes, uint32_t phys_page_size) {
+        uint64_t grown;
+
+        assert(phys_page_size > 0);
+        grown = grown_bytes / phys_page_size;
+        return faults > grown ? faults - grown : 0;
+}
+
+int64_t pacer_pressure_next(int64_t start, int64_t worked, double percent) {
+        double pause;
+
+        if (!(percent > 0))
+                return INT64_MAX;
+        if (percent >= 100 || worked <= 0)
+                return start + (worked > 0 ? worked : 0);
+        pause = (double) worked / (percent / 100.0);
+        if (!(pause < 9e18 - (double) start))
+                return INT64_MAX;
+        return start + (int64_t) pause;
+}

@@ -112,3 +112,42 @@ int64_t pacer_next_ready(struct pacer_pool *const *pools, size_t n, int64_t now)
 void pacer_pool_charge(struct pacer_pool *pp, int64_t start, double worked, unsigned cpus);
 /* A pool's share from its scavenge_percent and the daemon's (< 0: unset). */
 double pacer_pool_share(double pool_percent, double daemon_percent);
+
+/*
+ * Refaults (issue 6): pages released and then faulted back in at once cost
+ * four times what releasing them saved. Per pool and generation, the
+ * caller counts refaults (faults beyond the heap's growth: a memfd page
+ * faults once when first touched, again only after it was punched out) and
+ * the bytes the generation released. When the bytes refaulted exceed
+ * PACER_REFAULT_RATIO of what the last generations released, the pool's
+ * retained goal gets extra room: +PACER_REFAULT_STEP percentage points of
+ * in-use per such generation, at most PACER_REFAULT_EXTRA_MAX on top of
+ * retain_extra_percent; each generation without that many refaults halves
+ * the extra.
+ */
+#define PACER_REFAULT_RATIO 0.25
+#define PACER_REFAULT_STEP 25u
+#define PACER_REFAULT_EXTRA_MAX 100u
+/* Fewer refaulted bytes than this in a generation are noise (a few pages
+ * shared between processes fault once in each). */
+#define PACER_REFAULT_MIN_BYTES (UINT64_C(256) << 10)
+
+struct pacer_refault {
+        double released_recent;   /* bytes released lately, halved each generation */
+        unsigned extra_percent;   /* added to retain_extra_percent */
+};
+
+/* Feeds one generation; returns the extra percentage points of goal. */
+unsigned pacer_refault_update(struct pacer_refault *rf, uint64_t released, uint64_t refaulted);
+
+/* Refaulted pages of a generation: faults minus the pages the heap grew by, floored at 0. */
+uint64_t pacer_refaults(uint64_t faults, uint64_t grown_bytes, uint32_t phys_page_size);
+
+/*
+ * The CPU cap of release under pressure (pressure_cpu_percent): after a
+ * pressure release that began at start and took worked ns, further pressure
+ * events are ignored until the returned time, so that release under pressure
+ * uses at most that fraction of a CPU. percent <= 0: pressure release is
+ * off (INT64_MAX); >= 100: no pause.
+ */
+int64_t pacer_pressure_next(int64_t start, int64_t worked, double percent);

@@ -32,6 +32,7 @@ struct pool {
         bool quarantined;          /* heap_check failed: served no more, reported */
         bool scavenging;           /* registered with the scavenger */
         void *scav;                /* per-pool state of daemon/scavenger.c */
+        uint64_t refaults;         /* pages faulted beyond the heap's growth, summed over generations */
         uint32_t n_slots;          /* heap_max_slots() */
         struct pool_slot *slots;
         char check_error[256];     /* why it is quarantined */

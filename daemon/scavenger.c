@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kernel.h"
 #include "log.h"
 #include "macro.h"
 #include "pacer.h"
@@ -53,6 +54,9 @@ struct pool_scav {
         struct gen_snapshot last;  /* the heap when the last generation ended */
         bool gen_parked;           /* no generation timer armed: nothing changed, nothing to do */
         int64_t last_wake;         /* CLOCK_MONOTONIC ns of the last scavenger_wake() */
+        uint64_t fault_mark;       /* kernel_watch_faults_since() */
+        uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
+        struct pacer_refault rf;
 };
 
 
@@ -76,6 +80,7 @@ struct scavenger {
 
         void (*status_changed)(void *userdata);
         void *status_userdata;
+        kernel_watch *kernel;      /* fault counters, or NULL */
 };
 
 static int64_t clock_ns(clockid_t id) {
@@ -262,7 +267,8 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
         struct heap_gen_report rep = {};
-        uint64_t goal, work;
+        uint64_t goal, work, refaulted = 0;
+        unsigned extra;
         int r;
 
         if (p->quarantined)
@@ -290,7 +296,23 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
                 .controller_reset = s->trace.level > 0 && pacer_take_reset(&s->pacer),
         });
 
-        goal = heap_retained_goal(rep.peak_inuse, heap_retained(p->heap), p->cfg.retain_extra_percent,
+        /* Refaults: faults of the ended generation beyond what the heap's
+         * growth explains. Released memory that comes back at once earns the
+         * pool a higher goal (pacer_refault_update). */
+        if (s->kernel && kernel_watch_has_bpf(s->kernel)) {
+                struct heap_stats hs = {};
+                uint64_t faults;
+
+                (void) heap_get_stats(p->heap, &hs);
+                faults = kernel_watch_faults_since(s->kernel, p->id, &ps->fault_mark);
+                refaulted = pacer_refaults(faults, hs.heap_sys > ps->fault_heap_sys ? hs.heap_sys - ps->fault_heap_sys : 0,
+                                           s->phys_page_size);
+                ps->fault_heap_sys = hs.heap_sys;
+                p->refaults += refaulted;
+        }
+        extra = pacer_refault_update(&ps->rf, rep.released, refaulted * s->phys_page_size);
+
+        goal = heap_retained_goal(rep.peak_inuse, heap_retained(p->heap), p->cfg.retain_extra_percent + extra,
                                   p->cfg.memory_limit, s->phys_page_size);
         heap_set_memory_limit(p->heap, p->cfg.memory_limit);
         heap_set_goal(p->heap, goal);
@@ -306,6 +328,8 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
                 .retained = ps->pp.retained,
                 .sleep_ratio = s->pacer.sleep_ratio,
                 .cpu_fraction = s->pacer.last_fraction,
+                .refaults = refaulted,
+                .goal_extra = extra,
         });
 
         if (pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
@@ -622,6 +646,11 @@ void scavenger_status(scavenger *s, char *buf, size_t len) {
         format_size(c, sizeof(c), released);
         snprintf(buf, len, "%s in use, %s retained, %s released, gen %" PRIu64 "%s", a, b, c, gen,
                  s->state == SCAV_PARKED ? "" : ", scavenging");
+}
+
+void scavenger_set_kernel(scavenger *s, kernel_watch *k) {
+        assert(s);
+        s->kernel = k;
 }
 
 void scavenger_set_status_callback(scavenger *s, void (*cb)(void *userdata), void *userdata) {

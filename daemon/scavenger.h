@@ -41,3 +41,8 @@ void scavenger_status(scavenger *s, char *buf, size_t len);
  * background scavenger reached every goal and parked), so that the caller
  * can keep STATUS= current. */
 void scavenger_set_status_callback(scavenger *s, void (*cb)(void *userdata), void *userdata);
+
+/* Where page faults are counted (refaults per generation raise a pool's
+ * goal); NULL: not counted. */
+struct kernel_watch;
+void scavenger_set_kernel(scavenger *s, struct kernel_watch *k);

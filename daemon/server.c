@@ -405,6 +405,7 @@ static void fill_status(struct manager *mgr, struct pool *p, struct scav_msg_poo
                 st->faults = kernel_watch_faults(mgr->kernel, p->id);
                 st->pressure_events = kernel_watch_pressure_events(mgr->kernel);
         }
+        st->refaults = p->refaults;
 }
 
 static int handle_status(struct conn *c, struct pool *p) {

@@ -40,6 +40,8 @@ struct trace_pacing {
         uint64_t goal, retained;
         double sleep_ratio;
         double cpu_fraction; /* of the machine's capacity, 0..1 */
+        uint64_t refaults;   /* pages refaulted in the generation that ended */
+        unsigned goal_extra; /* percentage points added to the goal for refaults */
 };
 
 /* Whether stderr is connected to journald (JOURNAL_STREAM) or its socket exists. */

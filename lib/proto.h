@@ -155,6 +155,7 @@ struct scav_msg_pool_status {
         uint64_t recoveries;
         uint64_t faults;          /* 0 when unknown */
         uint64_t pressure_events;
+        uint64_t refaults;        /* faults beyond the heap's growth, per generation (pages) */
 };
 
 struct scav_msg_client {

@@ -185,6 +185,11 @@ int scav_conn_call(int fd, const void *req, size_t req_len, void *reply, size_t 
 
 int scav_ctl_request(const char *path, enum scav_msg_type type, const char *pool,
                      uint64_t bytes, void *reply, size_t reply_max) {
+        return scav_ctl_request_timeout(path, type, pool, bytes, reply, reply_max, SCAV_CONN_TIMEOUT_MS);
+}
+
+int scav_ctl_request_timeout(const char *path, enum scav_msg_type type, const char *pool,
+                             uint64_t bytes, void *reply, size_t reply_max, int timeout_ms) {
         _cleanup_close_ int fd = -EBADF;
         struct scav_msg_pool_req req = {};
         struct scav_msg_hdr plain = {};
@@ -209,7 +214,7 @@ int scav_ctl_request(const char *path, enum scav_msg_type type, const char *pool
         r = scav_conn_connect(path, &fd);
         if (r < 0)
                 return r;
-        n = scav_conn_call(fd, msg, len, reply, reply_max, NULL, 0, SCAV_CONN_TIMEOUT_MS);
+        n = scav_conn_call(fd, msg, len, reply, reply_max, NULL, 0, timeout_ms);
         if (n < 0)
                 return n;
         r = ((struct scav_msg_hdr *) reply)->error;

@@ -47,5 +47,9 @@ int scav_conn_call(int fd, const void *req, size_t req_len, void *reply, size_t 
 int scav_ctl_request(const char *path, enum scav_msg_type type, const char *pool,
                      uint64_t bytes, void *reply, size_t reply_max);
 
+/* The same with a reply timeout of its own. */
+int scav_ctl_request_timeout(const char *path, enum scav_msg_type type, const char *pool,
+                             uint64_t bytes, void *reply, size_t reply_max, int timeout_ms);
+
 /* True for names the daemon accepts: [A-Za-z0-9_.-], 1..SCAV_POOL_NAME_MAX-1. */
 int scav_pool_name_valid(const char *name);

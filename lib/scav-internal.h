@@ -51,6 +51,11 @@ struct scav_pool {
         pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
         _Atomic int64_t wake_sent_ms; /* CLOCK_MONOTONIC_COARSE of the last WAKE sent */
 
+        /* scav_stats' kernel counters, asked of the daemon (see scav_stats). */
+        pthread_mutex_t kstats_lock;
+        uint64_t kstats_at_ms;        /* CLOCK_MONOTONIC; 0 = never */
+        uint64_t faults, refaults, pressure_events;
+
         /* Under the registry lock. */
         struct scav_pool *next;
         bool disconnected;

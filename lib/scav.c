@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -30,6 +31,7 @@ static void pool_unmap(scav_pool *p) {
         closep(&p->heap_fd);
         pthread_mutex_destroy(&p->shared_lock);
         pthread_mutex_destroy(&p->scavenge_lock);
+        pthread_mutex_destroy(&p->kstats_lock);
         free(p);
 }
 
@@ -59,6 +61,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
         strncpy(p->socket, scav_socket_path(), sizeof(p->socket) - 1);
         pthread_mutex_init(&p->shared_lock, NULL);
         pthread_mutex_init(&p->scavenge_lock, NULL);
+        pthread_mutex_init(&p->kstats_lock, NULL);
         p->meta_fd = TAKE_FD(s.meta_fd);
         p->heap_fd = TAKE_FD(s.heap_fd);
         p->sock = -1;
@@ -229,6 +232,52 @@ _public_ int scav_offset(scav_pool *p, const void *ptr, uint64_t *off) {
         return 0;
 }
 
+/* How long the kernel counters of scav_stats are reused, and how long the
+ * daemon may take to give them. */
+#define SCAV_KSTATS_MAX_AGE_MS 100
+#define SCAV_KSTATS_TIMEOUT_MS 100
+
+/*
+ * Page faults, refaults and pressure events are counted by the daemon (BPF
+ * maps, its own counters), not in the heap's shared statistics: until the
+ * heap header gets fields for them, they cost a STATUS round trip, at most
+ * one per pool per SCAV_KSTATS_MAX_AGE_MS (so that a caller polling
+ * scav_stats does not load the daemon), with a short timeout. A daemon that
+ * is away or slow gives 0.
+ */
+static void kernel_counters(scav_pool *p, struct scav_stats *st) {
+        union {
+                struct scav_msg_reply rep;
+                char buf[SCAV_MSG_MAX];
+        } u;
+        struct timespec ts;
+        uint64_t now;
+        int r;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+
+        pthread_mutex_lock(&p->kstats_lock);
+        if (p->kstats_at_ms == 0 || now - p->kstats_at_ms >= SCAV_KSTATS_MAX_AGE_MS) {
+                p->faults = p->refaults = p->pressure_events = 0;
+                r = scav_ctl_request_timeout(p->socket, SCAV_MSG_STATUS, p->name, 0, &u, sizeof(u),
+                                             SCAV_KSTATS_TIMEOUT_MS);
+                if (r >= (int) (sizeof(u.rep) + sizeof(struct scav_msg_pool_status)) && u.rep.count == 1) {
+                        struct scav_msg_pool_status ps;
+
+                        memcpy(&ps, u.buf + sizeof(u.rep), sizeof(ps));
+                        p->faults = ps.faults;
+                        p->refaults = ps.refaults;
+                        p->pressure_events = ps.pressure_events;
+                }
+                p->kstats_at_ms = now;
+        }
+        st->faults = p->faults;
+        st->refaults = p->refaults;
+        st->pressure_events = p->pressure_events;
+        pthread_mutex_unlock(&p->kstats_lock);
+}
+
 _public_ int scav_stats(scav_pool *p, struct scav_stats *st) {
         struct heap_stats hs;
         int r;
@@ -253,6 +302,8 @@ _public_ int scav_stats(scav_pool *p, struct scav_stats *st) {
                 .peak_inuse = hs.peak_inuse,
                 .growth_scavenged = hs.growth_scavenged,
         };
+        if (!scav_pool_forked(p))
+                kernel_counters(p, st);
         return 0;
 }
 

@@ -148,8 +148,9 @@ static int get_status(const char *pool, struct scav_msg_pool_status *st) {
 static int name_width = 16;
 
 static void status_header(void) {
-        printf("%-*s %9s %9s %9s %9s %9s %9s %6s %9s %7s %s\n", name_width, "POOL", "CAPACITY", "HEAP", "IN USE",
-               "RELEASED", "RETAINED", "GOAL", "GEN", "REL.TOTAL", "CLIENTS", "STATE");
+        printf("%-*s %9s %9s %9s %9s %9s %9s %6s %9s %7s %9s %9s %8s %s\n", name_width, "POOL", "CAPACITY", "HEAP",
+               "IN USE", "RELEASED", "RETAINED", "GOAL", "GEN", "REL.TOTAL", "CLIENTS", "FAULTS", "REFAULTS",
+               "PRESSURE", "STATE");
 }
 
 static void status_row(const struct scav_msg_pool_status *st) {
@@ -158,11 +159,13 @@ static void status_row(const struct scav_msg_pool_status *st) {
                             : st->flags & SCAV_POOL_DRAINING  ? "draining"
                                                                : "ok";
 
-        printf("%-*s %9s %9s %9s %9s %9s %9s %6" PRIu64 " %9s %7" PRIu64 " %s\n", name_width, st->name,
+        printf("%-*s %9s %9s %9s %9s %9s %9s %6" PRIu64 " %9s %7" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
+               " %s\n", name_width, st->name,
                fmt_size(st->capacity, a), fmt_size(st->heap_sys, b), fmt_size(st->inuse, c),
                fmt_size(st->released, d), fmt_size(st->retained, e),
                st->retained_goal == UINT64_MAX ? "-" : fmt_size(st->retained_goal, f), st->gen,
-               fmt_size(st->released_total, g), st->clients, state);
+               fmt_size(st->released_total, g), st->clients, st->faults, st->refaults, st->pressure_events,
+               state);
 }
 
 static void status_json(const struct scav_msg_pool_status *st) {
@@ -181,10 +184,10 @@ static void status_json(const struct scav_msg_pool_status *st) {
                ",\"gen_released\":%" PRIu64 ",\"released_total\":%" PRIu64
                ",\"growth_scavenged\":%" PRIu64 ",\"clients\":%" PRIu64 ",\"connections\":%" PRIu64
                ",\"max_clients\":%" PRIu64 ",\"recoveries\":%" PRIu64 ",\"faults\":%" PRIu64
-               ",\"pressure_events\":%" PRIu64 "}",
+               ",\"refaults\":%" PRIu64 ",\"pressure_events\":%" PRIu64 "}",
                st->memory_limit, st->peak_inuse, st->gen, st->gen_released, st->released_total,
                st->growth_scavenged, st->clients, st->connections, st->max_clients, st->recoveries,
-               st->faults, st->pressure_events);
+               st->faults, st->refaults, st->pressure_events);
 }
 
 static int cmd_status(const char *pool) {

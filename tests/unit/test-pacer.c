@@ -429,6 +429,71 @@ static void test_sim_reset(void) {
         sim_verify("reset/recovered", &s, 256 * MiB, 1);
 }
 
+/* ---- refaults -------------------------------------------------------- */
+
+static void test_refaults_count(void) {
+        /* A memfd page faults once when first touched: growth is not refaulting. */
+        CHECK_EQ_U64(pacer_refaults(1000, 1000 * PHYS, PHYS), 0);
+        CHECK_EQ_U64(pacer_refaults(1000, 400 * PHYS, PHYS), 600);
+        CHECK_EQ_U64(pacer_refaults(10, 2 * MiB, PHYS), 0);
+        CHECK_EQ_U64(pacer_refaults(0, 0, PHYS), 0);
+        CHECK_EQ_U64(pacer_refaults(UINT64_MAX, 0, PHYS), UINT64_MAX);
+}
+
+static void test_refault_goal(void) {
+        struct pacer_refault rf = {};
+        unsigned extra;
+
+        /* Nothing released lately: faults are not the scavenger's doing. */
+        CHECK(pacer_refault_update(&rf, 0, 64 * MiB) == 0);
+
+        /* 32 MiB released, 16 MiB of it faulted back at once (50% > 25%): extra room. */
+        CHECK(pacer_refault_update(&rf, 32 * MiB, 16 * MiB) == PACER_REFAULT_STEP);
+        /* Again and again: it grows by steps, bounded. */
+        for (int i = 0; i < 20; i++)
+                extra = pacer_refault_update(&rf, 32 * MiB, 16 * MiB);
+        CHECK(extra == PACER_REFAULT_EXTRA_MAX);
+
+        /* Refaults stop: the extra decays back to nothing. */
+        extra = pacer_refault_update(&rf, 32 * MiB, 0);
+        CHECK(extra == PACER_REFAULT_EXTRA_MAX / 2);
+        for (int i = 0; i < 10; i++)
+                extra = pacer_refault_update(&rf, 0, 0);
+        CHECK(extra == 0);
+
+        /* Under the ratio: 4 MiB refaulted of 32 MiB released (12.5%) raises nothing. */
+        rf = (struct pacer_refault) {};
+        CHECK(pacer_refault_update(&rf, 32 * MiB, 4 * MiB) == 0);
+
+        /* The window remembers earlier generations: a refault in the
+         * generation after a release counts against that release. */
+        rf = (struct pacer_refault) {};
+        CHECK(pacer_refault_update(&rf, 32 * MiB, 0) == 0);
+        CHECK(pacer_refault_update(&rf, 0, 8 * MiB) == PACER_REFAULT_STEP); /* 8 > 25% of 16 */
+
+        /* Noise: below PACER_REFAULT_MIN_BYTES nothing happens, whatever the ratio. */
+        rf = (struct pacer_refault) {};
+        CHECK(pacer_refault_update(&rf, 64 * KiB, PACER_REFAULT_MIN_BYTES - 4096) == 0);
+}
+
+static void test_pressure_cap(void) {
+        const int64_t ms = 1000000;
+
+        /* 50%: 10 ms of release, then nothing until 20 ms after it began. */
+        CHECK(pacer_pressure_next(100 * ms, 10 * ms, 50) == 120 * ms);
+        /* 10%: ten times the work. */
+        CHECK(pacer_pressure_next(0, 5 * ms, 10) == 50 * ms);
+        /* 100% and more: only the work itself. */
+        CHECK(pacer_pressure_next(7, 3, 100) == 10);
+        CHECK(pacer_pressure_next(7, 3, 250) == 10);
+        /* 0: pressure release off. */
+        CHECK(pacer_pressure_next(0, 1, 0) == INT64_MAX);
+        /* A clock that saw nothing: no pause. */
+        CHECK(pacer_pressure_next(42, 0, 50) == 42);
+        /* No overflow. */
+        CHECK(pacer_pressure_next(INT64_MAX / 2, INT64_MAX / 2, 1) == INT64_MAX);
+}
+
 int main(void) {
         test_pi_table();
         test_pi_integral();
@@ -441,5 +506,8 @@ int main(void) {
         test_budget_shared();
         test_pool_share();
         test_sim_reset();
+        test_refaults_count();
+        test_refault_goal();
+        test_pressure_cap();
         return TEST_END();
 }
