@@ -57,7 +57,7 @@ exec {hold_in}> >(SCAVD_SOCKET=$sock exec "$build/tests/integration/helper-clien
 for _ in $(seq 200); do grep -q ready "$tmp/hold.out" 2>/dev/null && break; sleep 0.05; done
 expect 0 '^ +1 +[0-9]+ +[0-9]+ +yes +3\.0M' -- clients alpha
 expect 0 '"clients":\[\{"slot":1,.*"inuse":3145728' -- --json clients alpha
-expect 0 'alpha +64\.0M +[0-9.]+M +3\.0M .* 1 ok' -- status alpha
+expect 0 'alpha +64\.0M +[0-9.]+M +3\.0M .* 1 +[0-9]+ +[0-9]+ +[0-9]+ ok' -- status alpha
 exec {hold_in}>&-
 for _ in $(seq 200); do "$scavctl" --socket "$sock" --json status alpha | grep -q '"clients":0' && break; sleep 0.05; done
 expect 0 '"inuse":0,' -- --json status alpha
