@@ -7,6 +7,7 @@
  */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "pacer.h"
 #include "server.h"
 
 struct pool *manager_find_pool(struct manager *m, const char *name) {
@@ -303,15 +305,51 @@ void manager_status_changed(void *userdata) {
         manager_notify_status(userdata);
 }
 
-/* The kernel is reclaiming: give back free memory now rather than at our pace. */
+static int64_t now_ns(clockid_t id) {
+        struct timespec ts;
+
+        if (clock_gettime(id, &ts) < 0)
+                return 0;
+        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * The kernel is reclaiming: give back free memory now rather than at our
+ * pace. Pools with nothing free (retained within in-use) are skipped, and
+ * pressure_cpu_percent caps what this costs: after a release that took w ns
+ * of CPU, events are ignored until w / (pressure_cpu_percent / 100) after it
+ * began (pacer_pressure_next); reclaim events can come hundreds a second.
+ * pressure_cpu_percent = 0 turns release under pressure off.
+ */
 void manager_pressure(const char *why, void *userdata) {
         struct manager *m = userdata;
+        double percent = m->config ? m->config->pressure_cpu_percent : 50.0;
+        int64_t start, cpu0, cpu1;
+        unsigned forced = 0;
 
+        if (!m->scavenger || !(percent > 0))
+                return;
+        start = now_ns(CLOCK_MONOTONIC);
+        if (start < m->pressure_quiet_until) {
+                m->pressure_ignored++;
+                return;
+        }
+        cpu0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         for (unsigned i = 0; i < m->n_pools; i++) {
                 struct pool *p = m->pools[i];
-                if (p->scavenging)
-                        (void) scavenger_force(m->scavenger, p, 0, why);
+                struct heap_stats st = {};
+
+                if (!p->scavenging || p->quarantined)
+                        continue;
+                if (heap_get_stats(p->heap, &st) < 0 || st.retained <= st.inuse)
+                        continue;
+                (void) scavenger_force(m->scavenger, p, 0, why);
+                forced++;
         }
+        cpu1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        m->pressure_quiet_until = pacer_pressure_next(start, cpu1 > cpu0 ? cpu1 - cpu0 : 0, percent);
+        log_debug("pressure (%s): %u pools released in %" PRIi64 " us, next pressure release after %" PRIi64
+                  " us", why, forced, (cpu1 - cpu0) / 1000, (m->pressure_quiet_until - start) / 1000);
 }
 
 void manager_done(struct manager *m) {

@@ -35,6 +35,8 @@ struct manager {
         char reload_error[512];         /* last failed reload, "" when the last one worked */
         uid_t uid;                      /* the daemon's own user: may RELOAD */
         bool ready;
+        int64_t pressure_quiet_until;   /* CLOCK_MONOTONIC ns: pressure ignored before (pressure_cpu_percent) */
+        uint64_t pressure_ignored;      /* pressure events ignored under that cap */
 };
 
 /* Creates pools for every configured pool, adopting stored memfds where
