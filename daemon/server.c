@@ -120,7 +120,8 @@ static void slot_reclaim(struct manager *m, struct pool *p, uint32_t slot, uint3
          * mappings with its last session. */
         if (m->kernel && !pid_has_session(m, pid))
                 kernel_watch_remove_process(m->kernel, (pid_t) pid);
-        if (p->scavenging && n > 0)
+        /* A parked pool looks again: the slot's pages may have come back. */
+        if (p->scavenging)
                 scavenger_wake(m->scavenger, p);
 }
 
