@@ -259,15 +259,15 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r < 0)
                 return r;
 
-        /* Fast path: the owner's own cache takes it back, no lock. */
+        /* Fast paths, no lock: the owner's own page cache takes it back, or
+         * its medium cache keeps it for its next allocation of that size. */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES &&
-            n < HEAP_CACHE_PAGES && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
-                return r;
-        /* The owner's medium allocation: kept for its next one of that size, no lock. */
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES &&
-            n >= HEAP_CACHE_MAX_ALLOC && heap_mcache_free(h, slot, cache, page, rec, &r))
-                return r;
+        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+                if (n < HEAP_CACHE_PAGES && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
+                        return r;
+                if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
+                        return r;
+        }
 
         r = heap_lock(h);
         if (r < 0)

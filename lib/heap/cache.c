@@ -250,11 +250,13 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
                      uint64_t *ret_off) {
         if (npages == 0 || (flags & ~(unsigned) (HEAP_ALLOC_ZERO | HEAP_ALLOC_KEEP)))
                 return -EINVAL;
-        if ((flags & HEAP_ALLOC_KEEP) || slot >= h->max_slots || cache >= HEAP_SLOT_CACHES)
+        if (npages >= HEAP_CACHE_MAX_ALLOC || (flags & HEAP_ALLOC_KEEP) || slot >= h->max_slots ||
+            cache >= HEAP_SLOT_CACHES) {
+                if (npages >= HEAP_CACHE_MAX_ALLOC && npages <= HEAP_MCACHE_MAX_PAGES && !(flags & HEAP_ALLOC_KEEP) &&
+                    slot < h->max_slots && cache < HEAP_SLOT_CACHES)
+                        return heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
                 return heap_alloc(h, slot, npages, flags, ret_off);
-        if (npages >= HEAP_CACHE_MAX_ALLOC)
-                return npages <= HEAP_MCACHE_MAX_PAGES ? heap_mcache_alloc(h, slot, cache, npages, flags, ret_off)
-                                                       : heap_alloc(h, slot, npages, flags, ret_off);
+        }
         if (heap_checked(h) < 0)
                 return -EUCLEAN;
 

@@ -107,7 +107,6 @@ struct heap_cache {
         _Atomic uint64_t owned[HEAP_CACHE_BLOCKS];       /* pages taken from the heap */
         _Atomic uint64_t free_mask[HEAP_CACHE_BLOCKS];   /* owned pages not handed out (1 = free) */
         _Atomic uint64_t scav_mask[HEAP_CACHE_BLOCKS];   /* free pages that are released */
-        alignas(64) struct heap_mcache medium;
 };
 
 static inline uint64_t heap_cache_key_base(uint32_t key) {
@@ -133,6 +132,9 @@ struct heap_slot {
                 uint64_t base, npages;
         } scav[HEAP_SLOT_SCAV_INTENTS];
         struct heap_cache caches[HEAP_SLOT_CACHES];
+        /* Medium cache of each page cache (mcache.c): only its owner reads it but
+         * for flush and reclaim, so it sits apart from the caches' hot lines. */
+        struct heap_mcache medium[HEAP_SLOT_CACHES];
 };
 
 /* Operations of the heap intent record (crash safety, see recover.c). */

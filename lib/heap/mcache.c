@@ -33,7 +33,7 @@
 #include "heap/mcache.h"
 
 static struct heap_mcache *mcache_of(heap *h, uint32_t slot, uint32_t cache) {
-        return &h->slots[slot].caches[cache].medium;
+        return &h->slots[slot].medium[cache];
 }
 
 static uint64_t mcache_cap_pages(heap *h) {

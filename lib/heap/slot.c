@@ -26,6 +26,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                 memset(sl->scav, 0, sizeof(sl->scav));
                 sl->cache_mask = 0;
                 memset(sl->caches, 0, sizeof(sl->caches));
+                memset(sl->medium, 0, sizeof(sl->medium));
                 atomic_store(&sl->state, HEAP_SLOT_LIVE);
                 heap_unlock(h);
                 *ret_slot = s;
