@@ -11,7 +11,7 @@
 /* Largest allocation a medium cache serves, in pages. */
 #define HEAP_MCACHE_MAX_PAGES 128u
 /* Bytes of freed allocations one (slot, cache) may hold at most. */
-#define HEAP_MCACHE_MAX_BYTES (UINT64_C(8) << 20)
+#define HEAP_MCACHE_MAX_BYTES (UINT64_C(16) << 20)
 /* Size classes (HEAP_MCACHE_CLASSES, layout.h): 16, then 4 per doubling up to 128 pages. */
 
 /* The class of a request of npages in [HEAP_CACHE_MAX_ALLOC, HEAP_MCACHE_MAX_PAGES] and its size. */
