@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "heap/alloc.h"
+#include "heap/mcache.h"
 #include "macro.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
@@ -120,8 +121,8 @@ void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes) {
 }
 
 /* Called with heap lock held. */
-static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_page,
-                        struct heap_zero_plan *zp, uint64_t *grown) {
+static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits,
+                        uint64_t *ret_page, struct heap_zero_plan *zp, uint64_t *grown) {
         uint64_t page, search;
         int r;
 
@@ -138,7 +139,7 @@ static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags,
                         return r;
         }
 
-        uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP);
+        uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP) | rec_bits;
         heap_intent_begin(h, HEAP_OP_ALLOC, slot, 0, page, npages, rec, 0);
         if (flags & HEAP_ALLOC_ZERO)
                 heap_zero_plan_capture(h, zp, page, npages);
@@ -152,7 +153,8 @@ static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags,
         return 0;
 }
 
-int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off) {
+/* heap_alloc with extra record bits (HEAP_REC_MEDIUM). */
+int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits, uint64_t *ret_off) {
         struct heap_zero_plan zp = {};
         uint64_t page, grown = 0;
         int r;
@@ -167,7 +169,7 @@ int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = alloc_locked(h, slot, npages, flags, &page, &zp, &grown);
+        r = alloc_locked(h, slot, npages, flags, rec_bits, &page, &zp, &grown);
         heap_unlock(h);
         if (r < 0) {
                 if (grown)
@@ -180,6 +182,10 @@ int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t
                 heap_growth_scavenge(h, slot, grown);
         *ret_off = page << h->page_shift;
         return 0;
+}
+
+int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off) {
+        return heap_alloc_rec(h, slot, npages, flags, 0, ret_off);
 }
 
 /* Whether [page, page+npages) lies within one page cache's owned set of owner_slot. Called with heap lock held. */
@@ -231,8 +237,8 @@ int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint
 /* A record as read from shared memory: an allocation start lying in the grown heap. */
 static int record_valid(heap *h, uint64_t page, uint64_t rec) {
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (n == 0)
-                return -EINVAL;
+        if (n == 0 || (rec & HEAP_REC_CACHED))
+                return -EINVAL; /* a CACHED record is not a live allocation */
         if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
                 return -EUCLEAN;
         return 0;
@@ -253,11 +259,15 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r < 0)
                 return r;
 
-        /* Fast path: the owner's own cache takes it back, no lock. */
+        /* Fast paths, no lock: the owner's own page cache takes it back, or
+         * its medium cache keeps it for its next allocation of that size. */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES &&
-            n < HEAP_CACHE_PAGES && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
-                return r;
+        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+                if (n < HEAP_CACHE_PAGES && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
+                        return r;
+                if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
+                        return r;
+        }
 
         r = heap_lock(h);
         if (r < 0)

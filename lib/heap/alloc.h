@@ -19,6 +19,7 @@ void heap_zero_plan_capture(heap *h, struct heap_zero_plan *zp, uint64_t page, u
 void heap_zero_plan_mask(heap *h, struct heap_zero_plan *zp, uint64_t base, uint64_t mask);
 void heap_zero_plan_run(heap *h, const struct heap_zero_plan *zp);
 
+int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits, uint64_t *ret_off);
 int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes);
 void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes);
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec);

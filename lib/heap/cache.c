@@ -17,6 +17,7 @@
 #include <errno.h>
 
 #include "heap/alloc.h"
+#include "heap/mcache.h"
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
 
@@ -250,8 +251,12 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         if (npages == 0 || (flags & ~(unsigned) (HEAP_ALLOC_ZERO | HEAP_ALLOC_KEEP)))
                 return -EINVAL;
         if (npages >= HEAP_CACHE_MAX_ALLOC || (flags & HEAP_ALLOC_KEEP) || slot >= h->max_slots ||
-            cache >= HEAP_SLOT_CACHES)
+            cache >= HEAP_SLOT_CACHES) {
+                if (npages >= HEAP_CACHE_MAX_ALLOC && npages <= HEAP_MCACHE_MAX_PAGES && !(flags & HEAP_ALLOC_KEEP) &&
+                    slot < h->max_slots && cache < HEAP_SLOT_CACHES)
+                        return heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
                 return heap_alloc(h, slot, npages, flags, ret_off);
+        }
         if (heap_checked(h) < 0)
                 return -EUCLEAN;
 
@@ -341,6 +346,7 @@ int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache) {
         if (r < 0)
                 return r;
         heap_cache_flush_locked(h, slot, cache);
+        heap_mcache_flush_locked(h, slot, cache);
         heap_unlock(h);
         return 0;
 }

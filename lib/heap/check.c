@@ -149,6 +149,10 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
                 if (HEAP_REC_OWNER(rec) > h->max_slots)
                         return fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
+                if ((rec & HEAP_REC_CACHED) &&
+                    (HEAP_REC_OWNER(rec) == 0 || (rec & HEAP_REC_KEEP) || !(rec & HEAP_REC_MEDIUM) ||
+                     atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].state) != HEAP_SLOT_LIVE))
+                        return fail(buf, len, "record at page %" PRIu64 ": cached, but not by a live slot's allocation", p);
                 unsigned pi = (unsigned) p, ni = (unsigned) np;
                 if (heap_bits_popcnt_range(in_rec, pi, ni))
                         return fail(buf, len, "record at page %" PRIu64 " overlaps another", p);

@@ -42,7 +42,7 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 1u
+#define HEAP_LAYOUT_VERSION 2u /* 2: medium caches, CACHED records */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX
@@ -139,9 +139,13 @@ int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid);
 /*
  * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves
  * npages < HEAP_CACHE_MAX_ALLOC from page cache `cache` of `slot` without
- * any lock (refilling it under the lock when empty) and falls back to
- * heap_alloc otherwise. Only one thread may use a given (slot, cache) at a
- * time. KEEP allocations always take the locked path.
+ * any lock (refilling it under the lock when empty); 16 to 128 pages it
+ * rounds up to a size class (16, then 4 per doubling: 20, 24, ..., 128;
+ * heap_alloc_size gives the class size) and serves from the medium cache
+ * of (slot, cache), the owner's earlier frees of that class, else through
+ * heap_alloc; larger requests go to heap_alloc. Only one thread may use a
+ * given (slot, cache) at a time. KEEP allocations always take the locked
+ * path.
  * -EINVAL bad npages/flags, -ENOMEM capacity exhausted.
  */
 int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off);
@@ -158,7 +162,8 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
  */
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
 
-/* Gives back the free pages of page cache `cache` of `slot` (thread exit). */
+/* Gives back the free pages of page cache `cache` of `slot` and what its
+ * medium cache holds (thread exit). */
 int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache);
 
 /* Length in bytes of the live allocation starting at off, or -EINVAL. */

@@ -63,6 +63,16 @@ struct heap_chunk {
 #define HEAP_REC_MAKE(npages, owner, flags) \
         ((uint64_t) (npages) | ((uint64_t) (owner) << 32) | ((uint64_t) (flags) << 48))
 #define HEAP_REC_KEEP ((uint64_t) HEAP_ALLOC_KEEP << 48)
+/*
+ * Not an allocation flag: the owner freed the allocation into one of its
+ * medium caches (mcache.c). The pages stay allocated and count as in use;
+ * the record is not a live allocation (free and size say -EINVAL); flush
+ * and reclaim of the owner's slot free it for real.
+ */
+#define HEAP_REC_CACHED (UINT64_C(1) << 63)
+/* Not an allocation flag: allocated through a medium cache, of a size class;
+ * only these go back to one when their owner frees them. */
+#define HEAP_REC_MEDIUM (UINT64_C(1) << 62)
 
 /*
  * A page cache: up to HEAP_CACHE_BLOCKS of Go's pageCache (one 64-page
@@ -74,6 +84,22 @@ struct heap_chunk {
  * cur, free_mask and scav_mask without the lock; key and owned change under
  * the heap lock. A block is empty when owned == 0 (key is then 0).
  */
+/*
+ * A medium cache (mcache.c): the owner's CACHED records, one list per size
+ * class. Only the owning thread changes it, but for flush and reclaim
+ * under the heap lock; a hint, bounds-checked: the records are the truth.
+ * All zero = empty.
+ */
+#define HEAP_MCACHE_CLASSES 13u
+#define HEAP_MCACHE_ENTRIES 64u
+struct heap_mcache {
+        uint64_t used;                          /* bit e: entry e is in a list */
+        uint32_t pages;                         /* pages held */
+        uint8_t head[HEAP_MCACHE_CLASSES];      /* entry + 1; 0 = none */
+        uint8_t next[HEAP_MCACHE_ENTRIES];      /* entry + 1; 0 = end */
+        uint32_t page[HEAP_MCACHE_ENTRIES];
+};
+
 struct heap_cache {
         alignas(64) uint32_t cur;                        /* owner's hint: block to allocate from */
         _Atomic uint32_t nonempty;                       /* owner's hint: bit b = block b has free pages */
@@ -106,6 +132,9 @@ struct heap_slot {
                 uint64_t base, npages;
         } scav[HEAP_SLOT_SCAV_INTENTS];
         struct heap_cache caches[HEAP_SLOT_CACHES];
+        /* Medium cache of each page cache (mcache.c): only its owner reads it but
+         * for flush and reclaim, so it sits apart from the caches' hot lines. */
+        struct heap_mcache medium[HEAP_SLOT_CACHES];
 };
 
 /* Operations of the heap intent record (crash safety, see recover.c). */

@@ -16,8 +16,36 @@ int heap_checked(heap *h) {
         return atomic_load_explicit(&h->hdr->corrupt, memory_order_relaxed) ? -EUCLEAN : 0;
 }
 
+/*
+ * Spins briefly before sleeping: the heap lock's critical sections are
+ * hundreds of nanoseconds, while a process put to sleep on the futex and
+ * woken again costs tens of microseconds (and its holder the wake-up). A
+ * robust mutex gets no adaptive spinning from glibc, so spin here: watch
+ * the lock word (read-only, no cache-line ping-pong) and try when it looks
+ * free. Results as pthread_mutex_lock's (EOWNERDEAD included).
+ */
+#define HEAP_LOCK_SPINS 100u
+static int mutex_lock_spin(pthread_mutex_t *m) {
+        for (unsigned i = 0; i < HEAP_LOCK_SPINS; i++) {
+                int r = pthread_mutex_trylock(m);
+                if (r != EBUSY)
+                        return r;
+#ifdef __GLIBC__
+                for (unsigned j = 0; j < 16 && __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) != 0; j++)
+#else
+                for (unsigned j = 0; j < 16; j++)
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+                        __builtin_ia32_pause();
+#else
+                        __asm__ __volatile__("" ::: "memory");
+#endif
+        }
+        return pthread_mutex_lock(m);
+}
+
 int heap_lock(heap *h) {
-        int r = pthread_mutex_lock(&h->hdr->heap_lock);
+        int r = mutex_lock_spin(&h->hdr->heap_lock);
         if (r == EOWNERDEAD) {
                 r = heap_recover_locked(h);
                 if (r < 0) {

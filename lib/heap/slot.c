@@ -9,6 +9,7 @@
 
 #include "heap/palloc.h"
 #include "heap/alloc.h"
+#include "heap/mcache.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
 
@@ -25,6 +26,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                 memset(sl->scav, 0, sizeof(sl->scav));
                 sl->cache_mask = 0;
                 memset(sl->caches, 0, sizeof(sl->caches));
+                memset(sl->medium, 0, sizeof(sl->medium));
                 atomic_store(&sl->state, HEAP_SLOT_LIVE);
                 heap_unlock(h);
                 *ret_slot = s;
@@ -83,8 +85,11 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
                 given += (int64_t) heap_cache_flush_locked(h, slot, c);
+                /* This process's lists; another's CACHED records go with the record scan. */
+                given += (int64_t) heap_mcache_flush_locked(h, slot, c);
+        }
         heap_unlock(h);
 
         r = finish_slot_scavenge(h, slot);
@@ -153,7 +158,9 @@ int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret) {
                         p++;
                         continue;
                 }
-                if (HEAP_REC_OWNER(rec) == slot + 1)
+                if (HEAP_REC_OWNER(rec) == slot + 1 && (rec & HEAP_REC_CACHED))
+                        info.cached_pages += n;
+                else if (HEAP_REC_OWNER(rec) == slot + 1)
                         info.inuse_pages += n;
                 p += n;
         }

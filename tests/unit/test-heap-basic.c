@@ -11,7 +11,9 @@
 #include <stdatomic.h>
 #include <unistd.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "heap/heap.h"
 #include "heap/layout.h"
@@ -584,6 +586,133 @@ static void test_untrusted(void) {
         heap_test_free(&t);
 }
 
+/* Medium caches (mcache.c): the owner's frees of 16-128-page cache allocations are CACHED records. */
+static void test_medium_cache(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        struct heap_slot_info info;
+        uint32_t s1, s2;
+        uint64_t a, b, x[12];
+        char buf[256];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        uint8_t *base = heap_base(h);
+        CHECK(heap_slot_claim(h, 100, 0, &s1) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &s2) == 0);
+
+        /* Rounded up to the size class; freed by the owner: CACHED, still in use. */
+        CHECK(heap_cache_alloc(h, s1, 0, 17, 0, &a) == 0);
+        CHECK(heap_alloc_size(h, a) == 20 * 4096);
+        memset(base + a, 0xab, 20 * 4096);
+        CHECK(heap_free(h, s1, 0, a) == 0);
+        CHECK(heap_alloc_size(h, a) == -EINVAL);
+        CHECK(heap_free(h, s1, 0, a) == -EINVAL); /* double free */
+        CHECK(heap_free(h, s2, 0, a) == -EINVAL); /* and by another client */
+        CHECK(heap_free(h, s1, 1, a) == -EINVAL);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 20 * 4096);
+        CHECK(heap_slot_info(h, s1, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages, 20);
+        CHECK_EQ_U64(info.inuse_pages, 0);
+        check_heap(h, "medium cached");
+
+        /* The next allocation of the class takes it back, cleared when asked. */
+        CHECK(heap_cache_alloc(h, s1, 0, 19, HEAP_ALLOC_ZERO, &b) == 0);
+        CHECK_EQ_U64(b, a);
+        CHECK(heap_alloc_size(h, b) == 20 * 4096);
+        bool zero = true;
+        for (unsigned i = 0; i < 20 * 4096; i++)
+                zero &= base[b + i] == 0;
+        CHECK(zero);
+        /* Another class does not. */
+        CHECK(heap_free(h, s1, 0, b) == 0);
+        CHECK(heap_cache_alloc(h, s1, 0, 33, 0, &x[0]) == 0);
+        CHECK(x[0] != a);
+        CHECK(heap_alloc_size(h, x[0]) == 40 * 4096);
+        /* Another client's free of a live one takes the lock and frees it for real. */
+        CHECK(heap_free(h, s2, 0, x[0]) == 0);
+        CHECK(heap_free(h, s1, 0, x[0]) == -EINVAL);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 20 * 4096);
+        check_heap(h, "medium other class");
+
+        /* Flush gives it back. */
+        CHECK(heap_cache_flush(h, s1, 0) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        CHECK(heap_free(h, s1, 0, a) == -EINVAL);
+        check_heap(h, "medium flushed");
+
+        /* Locked allocations are never cached. */
+        CHECK(heap_alloc(h, s1, 20, 0, &a) == 0);
+        CHECK(heap_free(h, s1, 0, a) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+
+        /* Bounded: 1/16 of this 64 MiB heap, 1,024 pages, eight of 128. */
+        for (unsigned i = 0; i < 12; i++)
+                CHECK(heap_cache_alloc(h, s1, 2, 128, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < 12; i++)
+                CHECK(heap_free(h, s1, 2, x[i]) == 0);
+        CHECK(heap_slot_info(h, s1, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages, 1024);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 1024 * 4096);
+        check_heap(h, "medium at its bound");
+
+        /* A forged CACHED record is caught. */
+        uint64_t page = x[0] / 4096, rec = atomic_load(&h->records[page]);
+        atomic_store(&h->records[page], rec & ~HEAP_REC_MEDIUM);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        atomic_store(&h->records[page], rec);
+        check_heap(h, "medium record restored");
+
+        /* A killed client's cached allocations come back with its slot. */
+        CHECK(heap_slot_reclaim(h, s1) >= 1024);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "medium reclaimed");
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                uint32_t s;
+                uint64_t y[3];
+                if (heap_slot_claim(h, (uint32_t) getpid(), 0, &s) < 0)
+                        _exit(1);
+                for (unsigned i = 0; i < 3; i++)
+                        if (heap_cache_alloc(h, s, 1, 40, 0, &y[i]) < 0)
+                                _exit(2);
+                for (unsigned i = 0; i < 3; i++)
+                        if (heap_free(h, s, 1, y[i]) < 0)
+                                _exit(3);
+                raise(SIGKILL);
+                _exit(4);
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 120 * 4096);
+        check_heap(h, "killed client's medium cache");
+        uint32_t dead = UINT32_MAX;
+        for (uint32_t s = 1; s < 4; s++) {
+                struct heap_slot_info si;
+                if (heap_slot_info(h, s, &si) == 0 && si.pid == (uint32_t) pid) {
+                        dead = s;
+                        CHECK_EQ_U64(si.cached_pages, 120);
+                }
+        }
+        CHECK(dead != UINT32_MAX);
+        if (dead != UINT32_MAX)
+                CHECK(heap_slot_reclaim(h, dead) == 120);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "killed client reclaimed");
+        heap_test_free(&t);
+}
+
 int main(void) {
         test_layout();
         test_untrusted();
@@ -591,6 +720,7 @@ int main(void) {
         test_alloc_free();
         test_cache();
         test_cache_blocks();
+        test_medium_cache();
         test_zero_keep_reclaim();
         test_scavenge();
         test_release_failure();

@@ -405,6 +405,7 @@ static void op_alloc(struct model *m) {
                         longest = MAX(longest, run);
                 }
                 r = heap_alloc(m->h, s->id, npages, flags, &off);
+                cached = false; /* exact size */
                 note(m, "  -ENOMEM; caches flushed, longest free run %" PRIu64 ": retry %d", longest, r);
                 if (r == -ENOMEM && longest < npages)
                         return;
@@ -427,6 +428,21 @@ static void op_alloc(struct model *m) {
                 return;
         }
         note(m, "  -> %#" PRIx64, off);
+        /* The cache rounds 16-128 pages up to a medium size class (mcache.c). */
+        if (cached && !(flags & HEAP_ALLOC_KEEP) && npages >= HEAP_CACHE_MAX_ALLOC && npages <= 128) {
+                int64_t got = heap_alloc_size(m->h, off);
+                uint64_t want = npages <= 16 ? 16 : npages;
+                if (npages > 16) {
+                        uint64_t step = UINT64_C(1) << (61 - __builtin_clzll(npages - 1));
+                        want = (npages + step - 1) & ~(step - 1);
+                }
+                if (got != (int64_t) (want * m->ps)) {
+                        FAILF(m, "heap_cache_alloc(%" PRIu64 " pages): heap_alloc_size = %" PRId64 ", want the class size %" PRIu64,
+                              npages, got, want * m->ps);
+                        return;
+                }
+                npages = want;
+        }
         if (get_stats(m, &st) < 0)
                 return;
         if (off % m->ps || off >= st.heap_sys || npages > (st.heap_sys - off) / m->ps) {
