@@ -161,7 +161,10 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
         npages = DIV_ROUND_UP((uint64_t) size, p->page_size);
         slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
 
-        if (npages >= HEAP_CACHE_MAX_ALLOC || (flags & SCAV_ALLOC_KEEP))
+        /* KEEP allocations outlive the slot: never from a cache. Everything
+         * else goes through this thread's caches; heap_cache_alloc itself
+         * sends what no cache serves (more than 128 pages) to heap_alloc. */
+        if (flags & SCAV_ALLOC_KEEP)
                 return heap_alloc(p->heap, slot, npages, heap_flags(flags), off);
 
         cache = scav_thread_cache(p, &shared);

@@ -7,6 +7,7 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,10 +63,56 @@ static void stormer(int ready_fd, unsigned seed) {
         }
 }
 
+struct churn_args {
+        scav_pool *p;
+        int from_parent;
+        int ret;
+};
+
+/* Churns large allocations until told to stop, then frees them. It runs in
+ * a thread of its own so that its exit gives its page caches back (cached
+ * pages count as in use): the parent then sees exactly what the survivor
+ * holds. */
+static void *churn_thread(void *userdata) {
+        struct churn_args *a = userdata;
+        uint64_t churn[8] = {};
+        char c;
+
+        for (unsigned i = 0;; i++) {
+                struct timeval tv = {};
+                fd_set set;
+                FD_ZERO(&set);
+                FD_SET(a->from_parent, &set);
+                if (select(a->from_parent + 1, &set, NULL, NULL, &tv) > 0)
+                        break;
+                unsigned k = i % 8;
+                if (churn[k] && scav_free(a->p, churn[k] - 1) < 0) {
+                        a->ret = 4;
+                        return NULL;
+                }
+                churn[k] = 0;
+                uint64_t off;
+                if (scav_alloc(a->p, (16 + i % 100) * PAGE, 0, &off) == 0)
+                        churn[k] = off + 1;
+                usleep(100);
+        }
+        if (read(a->from_parent, &c, 1) != 1) {
+                a->ret = 5;
+                return NULL;
+        }
+        for (int k = 0; k < 8; k++)
+                if (churn[k] && scav_free(a->p, churn[k] - 1) < 0) {
+                        a->ret = 6;
+                        return NULL;
+                }
+        return NULL;
+}
+
 /* Holds 2 MiB throughout, churns large allocations until told to stop,
  * then says "settled" and waits to be told to go. */
 static int survivor(int to_parent, int from_parent) {
-        uint64_t hold[2], churn[8] = {};
+        uint64_t hold[2];
+        pthread_t t;
         scav_pool *p;
         char c;
 
@@ -76,27 +123,11 @@ static int survivor(int to_parent, int from_parent) {
                         return 2;
         if (write(to_parent, "r", 1) != 1)
                 return 3;
-        for (unsigned i = 0;; i++) {
-                struct timeval tv = {};
-                fd_set set;
-                FD_ZERO(&set);
-                FD_SET(from_parent, &set);
-                if (select(from_parent + 1, &set, NULL, NULL, &tv) > 0)
-                        break;
-                unsigned k = i % 8;
-                if (churn[k] && scav_free(p, churn[k] - 1) < 0)
-                        return 4;
-                churn[k] = 0;
-                uint64_t off;
-                if (scav_alloc(p, (16 + i % 100) * PAGE, 0, &off) == 0)
-                        churn[k] = off + 1;
-                usleep(100);
-        }
-        if (read(from_parent, &c, 1) != 1)
-                return 5;
-        for (int k = 0; k < 8; k++)
-                if (churn[k] && scav_free(p, churn[k] - 1) < 0)
-                        return 6;
+        struct churn_args a = { .p = p, .from_parent = from_parent };
+        if (pthread_create(&t, NULL, churn_thread, &a) != 0 || pthread_join(t, NULL) != 0)
+                return 8;
+        if (a.ret != 0)
+                return a.ret;
         if (write(to_parent, "s", 1) != 1 || read(from_parent, &c, 1) != 1)
                 return 7;
         scav_close(p);
