@@ -267,7 +267,7 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
         struct heap_gen_report rep = {};
-        uint64_t goal, work, refaulted = 0;
+        uint64_t goal, work, faults = 0, refaulted = 0;
         unsigned extra;
         int r;
 
@@ -301,7 +301,6 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
          * pool a higher goal (pacer_refault_update). */
         if (s->kernel && kernel_watch_has_bpf(s->kernel)) {
                 struct heap_stats hs = {};
-                uint64_t faults;
 
                 (void) heap_get_stats(p->heap, &hs);
                 faults = kernel_watch_faults_since(s->kernel, p->id, &ps->fault_mark);
@@ -330,6 +329,7 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
                 .cpu_fraction = s->pacer.last_fraction,
                 .refaults = refaulted,
                 .goal_extra = extra,
+                .faults = faults,
         });
 
         if (pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))

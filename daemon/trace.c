@@ -93,12 +93,12 @@ int trace_format_pacing(const struct trace_pacing *pc, char *buf, size_t len) {
                 snprintf(goal, sizeof(goal), "none");
         else
                 snprintf(goal, sizeof(goal), "%" PRIu64 " KiB", pc->goal >> 10);
-        char refaults[64] = "";
+        char refaults[96] = "";
 
         /* Only when there is something to say: a quiet pool's line stays short. */
-        if (pc->refaults > 0 || pc->goal_extra > 0)
-                snprintf(refaults, sizeof(refaults), ", refaults %" PRIu64 ", goal +%u%%", pc->refaults,
-                         pc->goal_extra);
+        if (pc->faults > 0 || pc->refaults > 0 || pc->goal_extra > 0)
+                snprintf(refaults, sizeof(refaults), ", faults %" PRIu64 ", refaults %" PRIu64 ", goal +%u%%",
+                         pc->faults, pc->refaults, pc->goal_extra);
         return format_checked(buf, len, "scav %s %" PRIu64 ": pacing: goal %s, %" PRIu64
                               " KiB retained, sleep ratio %.6g, %.3f%% cpu%s",
                               pc->pool, pc->gen, goal, pc->retained >> 10, pc->sleep_ratio,
@@ -193,6 +193,7 @@ void trace_pacing(const struct trace *t, const struct trace_pacing *pc) {
         field(&f, "SCAV_RETAINED_BYTES=%" PRIu64, pc->retained);
         field(&f, "SCAV_SLEEP_RATIO=%.6g", pc->sleep_ratio);
         field(&f, "SCAV_CPU_PERCENT=%.3f", pc->cpu_fraction * 100);
+        field(&f, "SCAV_FAULTS=%" PRIu64, pc->faults);
         field(&f, "SCAV_REFAULTS=%" PRIu64, pc->refaults);
         field(&f, "SCAV_GOAL_EXTRA_PERCENT=%u", pc->goal_extra);
         (void) sd_journal_sendv(f.iov, f.n);

@@ -42,6 +42,7 @@ struct trace_pacing {
         double cpu_fraction; /* of the machine's capacity, 0..1 */
         uint64_t refaults;   /* pages refaulted in the generation that ended */
         unsigned goal_extra; /* percentage points added to the goal for refaults */
+        uint64_t faults;     /* page faults in the pool in that generation (BPF) */
 };
 
 /* Whether stderr is connected to journald (JOURNAL_STREAM) or its socket exists. */

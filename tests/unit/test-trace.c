@@ -75,7 +75,7 @@ static void test_format_gen(void) {
 }
 
 static void test_format_pacing(void) {
-        struct trace_pacing pc = { "media", 3, 70 << 20, 90 << 20, 0.25, 0.01, 0, 0 };
+        struct trace_pacing pc = { "media", 3, 70 << 20, 90 << 20, 0.25, 0.01, 0, 0, 0 };
         char buf[512];
 
         CHECK(trace_format_pacing(&pc, buf, sizeof(buf)) > 0);
@@ -89,15 +89,16 @@ static void test_format_pacing(void) {
         pc.goal = 70 << 20;
         pc.refaults = 512;
         pc.goal_extra = 25;
+        pc.faults = 600;
         CHECK(trace_format_pacing(&pc, buf, sizeof(buf)) > 0);
         CHECKF(strcmp(buf, "scav media 3: pacing: goal 71680 KiB, 92160 KiB retained, sleep ratio 0.25, 1.000% cpu"
-                           ", refaults 512, goal +25%") == 0, "got \"%s\"", buf);
+                           ", faults 600, refaults 512, goal +25%") == 0, "got \"%s\"", buf);
 }
 
 static void test_journal_fields(void) {
         struct trace t = { .level = 1, .journal = true };
         struct trace_gen g = { "media", 7, 10 << 20, 300 << 20, 64 << 20, 128 << 20, false, true, NULL };
-        struct trace_pacing pc = { "media", 7, 70 << 20, 90 << 20, 0.25, 0.01, 0, 0 };
+        struct trace_pacing pc = { "media", 7, 70 << 20, 90 << 20, 0.25, 0.01, 0, 0, 0 };
 
         trace_gen(&t, &g);
         CHECK(has_field("MESSAGE=scav media 7: 10240 KiB work, 307200 KiB total, 50% util [controller reset]"));
@@ -129,6 +130,7 @@ static void test_journal_fields(void) {
         CHECK(has_field("SCAV_RETAINED_BYTES=94371840"));
         CHECK(has_field("PRIORITY=7"));
         CHECK(has_field("SCAV_CPU_PERCENT=1.000"));
+        CHECK(has_field("SCAV_FAULTS=0"));
         CHECK(has_field("SCAV_REFAULTS=0"));
         CHECK(has_field("SCAV_GOAL_EXTRA_PERCENT=0"));
 
