@@ -81,25 +81,6 @@ static int64_t proc_ctxt_switches(pid_t pid) {
         return sum;
 }
 
-static int64_t proc_cpu_ticks(pid_t pid) {
-        char path[64], buf[1024], *p;
-        unsigned long long ut, st;
-        FILE *f;
-        size_t n;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        p = strrchr(buf, ')');
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return -EIO;
-        return (int64_t) (ut + st);
-}
-
 /*
  * A client process: opens every pool, the first of them (holder) backs
  * HOLD_MIB in p0, says so on `ready`, then sleeps in read(cmd): 'f' frees
@@ -165,10 +146,10 @@ static void measure_idle(pid_t pid, const char *when) {
 
         CHECKF(settle(pid), "%s: the daemon did not settle in 20 s", when);
         cs0 = proc_ctxt_switches(pid);
-        t0 = proc_cpu_ticks(pid);
+        t0 = test_proc_cpu_ticks(pid);
         sleep(5);
         cs1 = proc_ctxt_switches(pid);
-        t1 = proc_cpu_ticks(pid);
+        t1 = test_proc_cpu_ticks(pid);
         CHECK(cs0 >= 0 && t0 >= 0);
         printf("%s: %" PRIi64 " context switches, %" PRIi64 " CPU ticks in 5 s\n", when, cs1 - cs0, t1 - t0);
         CHECKF(cs1 == cs0, "%s: the daemon woke %" PRIi64 " times in 5 s", when, cs1 - cs0);

@@ -27,25 +27,6 @@ TEST_DEFINE_GLOBALS;
 #define FILL_MIB 96
 #define KEEP_EVERY 16
 
-static int64_t proc_cpu_ticks(pid_t pid) {
-        char path[64], buf[1024], *p;
-        unsigned long long ut, st;
-        FILE *f;
-        size_t n;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        p = strrchr(buf, ')');
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return -EBADMSG;
-        return (int64_t) (ut + st);
-}
-
 static unsigned proc_cpus(pid_t pid) {
         cpu_set_t set;
 
@@ -121,11 +102,11 @@ int main(void) {
                 }
                 if (t0 == 0 && released) {
                         t0 = t;
-                        c0 = proc_cpu_ticks(d.pid);
+                        c0 = test_proc_cpu_ticks(d.pid);
                 }
                 if (t0 > 0 && at_goal == POOLS) {
                         t1 = t;
-                        c1 = proc_cpu_ticks(d.pid);
+                        c1 = test_proc_cpu_ticks(d.pid);
                         break;
                 }
                 usleep(50000);

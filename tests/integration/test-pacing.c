@@ -64,26 +64,6 @@ static double now_s(void) {
         return (double) test_now_usec() / 1e6;
 }
 
-/* utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat). */
-static int64_t proc_cpu_ticks(pid_t pid) {
-        char path[64], buf[1024], *p;
-        unsigned long long ut, st;
-        FILE *f;
-        size_t n;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        p = strrchr(buf, ')');          /* comm may contain spaces */
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return -EBADMSG;
-        return (int64_t) (ut + st);
-}
-
 /* On-CPU nanoseconds (/proc/PID/schedstat), for the report; -1 if absent. */
 static int64_t proc_cpu_ns(pid_t pid) {
         char path[64];
@@ -246,7 +226,7 @@ int main(void) {
         CHECK(stats(off, &off0) == 0);
         released0 = st.released_total;
         CHECK_EQ_U64(st.inuse, kept);
-        c0 = proc_cpu_ticks(d.pid);
+        c0 = test_proc_cpu_ticks(d.pid);
         n0 = proc_cpu_ns(d.pid);
 
         /* The scavenging period: from the first background release to the goal. */
@@ -257,12 +237,12 @@ int main(void) {
                         break;
                 if (t0 == 0 && st.released_total > released0) {
                         t0 = t;
-                        c0 = proc_cpu_ticks(d.pid);
+                        c0 = test_proc_cpu_ticks(d.pid);
                         n0 = proc_cpu_ns(d.pid);
                 }
                 if (t0 > 0 && st.retained <= goal + 4096) {
                         t1 = t;
-                        c1 = proc_cpu_ticks(d.pid);
+                        c1 = test_proc_cpu_ticks(d.pid);
                         n1 = proc_cpu_ns(d.pid);
                         break;
                 }
@@ -295,10 +275,10 @@ int main(void) {
                "pool off released %" PRIu64 " bytes in the background", off1.released_total - off0.released_total);
 
         /* Idle: no CPU for 5 s (one clock tick of slack for timer wake-ups). */
-        c0 = proc_cpu_ticks(d.pid);
+        c0 = test_proc_cpu_ticks(d.pid);
         n0 = proc_cpu_ns(d.pid);
         sleep(5);
-        c1 = proc_cpu_ticks(d.pid);
+        c1 = test_proc_cpu_ticks(d.pid);
         n1 = proc_cpu_ns(d.pid);
         printf("idle: %" PRIi64 " ticks, %.3f ms on CPU in 5 s\n", c1 - c0, (double) (n1 - n0) / 1e6);
         CHECKF(c1 - c0 <= 1, "idle daemon used %" PRIi64 " ticks in 5 s", c1 - c0);

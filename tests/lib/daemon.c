@@ -320,3 +320,22 @@ int64_t test_fd_blocks(int fd) {
                 return -errno;
         return (int64_t) st.st_blocks;
 }
+
+int64_t test_proc_cpu_ticks(pid_t pid) {
+        char path[64], buf[1024], *p;
+        unsigned long long ut, st;
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        p = strrchr(buf, ')');          /* comm may contain spaces */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+                return -EBADMSG;
+        return (int64_t) (ut + st);
+}

@@ -60,6 +60,8 @@ bool test_pool_check(const struct test_daemon *d, const char *pool);
 int test_proc_fd_count(pid_t pid);
 /* VmRSS of a process in KiB, or a negative errno. */
 int64_t test_proc_vmrss_kb(pid_t pid);
+/* utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15), or -errno. */
+int64_t test_proc_cpu_ticks(pid_t pid);
 /* fstat(fd).st_blocks (512-byte units), or a negative errno. */
 int64_t test_fd_blocks(int fd);
 /* Current time, CLOCK_MONOTONIC, in microseconds. */
