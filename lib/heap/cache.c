@@ -266,7 +266,8 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         int i = take(c, b, npages, &scav);
         if (_unlikely_(i < 0)) {
                 /* Another block that can serve, then a new block. */
-                for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed); m; m &= m - 1) {
+                uint32_t tried = UINT32_C(1) << b;
+                for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~tried; m; m &= m - 1) {
                         b = (uint32_t) __builtin_ctz(m);
                         if ((i = take(c, b, npages, &scav)) >= 0)
                                 break;
@@ -283,7 +284,7 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
                         if (r < 0)
                                 return r;
                         if (r == 0 || (i = take(c, b, npages, &scav)) < 0)
-                                return heap_alloc(h, slot, npages, flags, ret_off);
+                                return heap_alloc_flushing_mcache(h, slot, cache, npages, flags, 0, ret_off);
                 }
                 c->cur = b;
         }
@@ -326,10 +327,11 @@ bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page,
                 *ret = -EINVAL;
                 return true;
         }
-        uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | mask;
-        atomic_store_explicit(&c->nonempty,
-                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
-                              memory_order_relaxed);
+        uint64_t old = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed), free = old | mask;
+        if (!old) /* the bit is set exactly while the block has free pages */
+                atomic_store_explicit(&c->nonempty,
+                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                                      memory_order_relaxed);
         atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
         *ret = 0;
         if (_unlikely_(free == owned && (uint32_t) b != c->cur % HEAP_CACHE_BLOCKS) && heap_lock(h) >= 0) {

@@ -85,17 +85,23 @@ int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, u
                 }
         }
 
-        r = heap_alloc_rec(h, slot, n, flags, HEAP_REC_MEDIUM, ret_off);
-        if (r == -ENOMEM && mc->used) {
-                /* What this cache holds must not make an allocation fail. */
-                r = heap_lock(h);
-                if (r < 0)
-                        return r;
-                heap_mcache_flush_locked(h, slot, cache);
-                heap_unlock(h);
-                r = heap_alloc_rec(h, slot, n, flags, HEAP_REC_MEDIUM, ret_off);
-        }
-        return r;
+        return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM, ret_off);
+}
+
+/* heap_alloc_rec, except that what the medium cache of (slot, cache) holds
+ * must not make an allocation fail: on -ENOMEM it is given back and the
+ * allocation tried once more. */
+int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                               uint64_t rec_bits, uint64_t *ret_off) {
+        int r = heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);
+        if (r != -ENOMEM || !mcache_of(h, slot, cache)->used)
+                return r;
+        r = heap_lock(h);
+        if (r < 0)
+                return r;
+        heap_mcache_flush_locked(h, slot, cache);
+        heap_unlock(h);
+        return heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);
 }
 
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret) {

@@ -29,5 +29,7 @@ static inline unsigned heap_mcache_class(uint64_t npages, uint64_t *ret_pages) {
 
 int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags, uint64_t *ret_off);
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret);
+int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                               uint64_t rec_bits, uint64_t *ret_off);
 /* Frees for real what the medium cache of (slot, cache) holds. Called with heap lock held. */
 uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
