@@ -80,8 +80,10 @@ sleep 1
         fail "scavctl scavenge: $(cat "$dir/scavctl.out")"
 sleep 1
 kill "$spid"
-wait "$spid"
+rc=0
+wait "$spid" || rc=$?
 spid=
+[ "$rc" -eq 0 ] || fail "scavd exited with status $rc after SIGTERM"
 
 journalctl --sync 2>/dev/null || sleep 1
 out=$(journalctl -o json --no-pager MESSAGE_ID=$MSGID_GEN SCAV_POOL=jtest)

@@ -138,6 +138,7 @@ comm -23 "$dir/allow" "$dir/deny" >"$dir/allowed"
 # Up to execve of scavd, the calls are setpriv's and unshare's, not the service's.
 awk '/execve\("[^"]*\/scavd"/ { on = 1 } on' "$dir/trace" >"$dir/trace.scavd"
 sed -n 's/^[0-9]* *\([a-z_0-9]*\)(.*/\1/p' "$dir/trace.scavd" | sort -u >"$dir/used"
+[ -s "$dir/used" ] || fail "no execve of scavd in the strace log: every check below would look at nothing"
 echo "system calls made: $(wc -l <"$dir/used"); allowed by the unit: $(wc -l <"$dir/allowed")"
 bad=$(comm -23 "$dir/used" "$dir/allowed" | tr '\n' ' ')
 if [ -n "$bad" ]; then
