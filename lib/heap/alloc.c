@@ -263,7 +263,7 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
          * its medium cache keeps it for its next allocation of that size. */
         uint64_t n = HEAP_REC_NPAGES(rec);
         if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
-                if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, rec, &r))
+                if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r))
                         return r;
                 if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
                         return r;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "heap/layout.h"
+#include "macro.h"
 
 /* Pages of a fresh allocation that must be cleared for HEAP_ALLOC_ZERO: runs not released. */
 #define HEAP_ZERO_RUNS 8u
@@ -27,11 +28,71 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
 
 /* cache.c. Called with heap lock held. */
 uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
-int heap_cache_find_block(const struct heap_cache *c, uint64_t page);
-bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n, uint64_t rec,
-                          int *ret);
+/* Gives block b of a cache back to the heap (takes the lock). */
+void heap_cache_block_giveback(heap *h, uint32_t slot, uint32_t cache, uint32_t b);
 
 /* Mask of the low n bits, n in [0, 64]. */
 static inline uint64_t heap_low_mask(uint64_t n) {
         return n >= 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
+}
+
+/* Block position of page in cache c, or -1. Unlocked for the owner; under the lock for others. */
+static inline int heap_cache_find_block(const struct heap_cache *c, uint64_t page) {
+        uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1);
+        uint32_t p = key % HEAP_CACHE_BLOCKS;
+        if (_likely_(atomic_load_explicit(&c->key[p], memory_order_relaxed) == key))
+                return (int) p;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                if (atomic_load_explicit(&c->key[b], memory_order_relaxed) == key)
+                        return (int) b;
+        return -1;
+}
+
+/*
+ * The owner's free of [page, page+n), whose record the caller read as rec,
+ * into its cache without the lock: true if the pages were in one of the
+ * cache's blocks. Inline: it is half of the cache's alloc+free pair.
+ *
+ * The record is cleared with a plain store, not a compare-and-swap: the
+ * owner thread is the only one that can allocate these pages again, and
+ * a free by anyone else goes through the lock, re-reads the record there
+ * and only clears it (the pages stay in this cache). So two frees that race
+ * may both succeed, but the pages are freed exactly once; a locked
+ * instruction here would wait for every store before it to drain (the
+ * caller's write to the page it frees included) and cost a third of the pair.
+ */
+static inline bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n,
+                                        int *ret) {
+        struct heap_cache *c = &h->slots[slot].caches[cache];
+        int b = heap_cache_find_block(c, page);
+        if (b < 0)
+                return false;
+        uint64_t base = page & ~(uint64_t) (HEAP_CACHE_PAGES - 1);
+        if (page + n > base + HEAP_CACHE_PAGES)
+                return false;
+        uint64_t mask = heap_low_mask(n) << (page - base);
+        uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
+        if ((owned & mask) != mask)
+                return false;
+        /* Record first: a thread killed before the free bit is set loses
+         * nothing (the flush recomputes free pages from the records). */
+        atomic_store_explicit(&h->records[page], 0, memory_order_release);
+        uint64_t old = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed), free = old | mask;
+        atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
+        /* The bit is set exactly while the block has free pages. */
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                              memory_order_relaxed);
+        *ret = 0;
+        /* The next allocation takes from the block freed into last, whose
+         * pages are warm; the block it leaves, if wholly free, goes back to
+         * the heap, so that a cache holds few free pages it does not need. */
+        uint32_t prev = c->cur % HEAP_CACHE_BLOCKS;
+        if (prev != (uint32_t) b) {
+                c->cur = (uint32_t) b;
+                uint64_t prev_owned = atomic_load_explicit(&c->owned[prev], memory_order_relaxed);
+                if (_unlikely_(prev_owned && atomic_load_explicit(&c->free_mask[prev], memory_order_relaxed) == prev_owned))
+                        heap_cache_block_giveback(h, slot, cache, prev);
+        }
+        return true;
 }

@@ -37,18 +37,6 @@ static uint64_t covered_by_records(heap *h, uint64_t base, uint64_t owned) {
         return covered;
 }
 
-/* Block position of page in cache c, or -1. Unlocked for the owner; under the lock for others. */
-int heap_cache_find_block(const struct heap_cache *c, uint64_t page) {
-        uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1);
-        uint32_t p = key % HEAP_CACHE_BLOCKS;
-        if (atomic_load_explicit(&c->key[p], memory_order_relaxed) == key)
-                return (int) p;
-        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
-                if (atomic_load_explicit(&c->key[b], memory_order_relaxed) == key)
-                        return (int) b;
-        return -1;
-}
-
 /*
  * Ports pageCache.flush for one block: gives the free owned pages back to
  * the heap, scavenged ones as scavenged. Returns the pages given back.
@@ -230,34 +218,85 @@ static inline int take(struct heap_cache *c, uint32_t b, uint64_t npages, uint64
         uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed);
         if (!free)
                 return -1;
-        unsigned i = npages == 1 ? (unsigned) __builtin_ctzll(free) : heap_find_bit_range64(free, (unsigned) npages);
+        unsigned i;
+        if (npages == 1)
+                i = (unsigned) __builtin_ctzll(free);
+        else if (npages == 2) /* findBitRange64's first step, inline for the common pair */
+                i = free & (free >> 1) ? (unsigned) __builtin_ctzll(free & (free >> 1)) : 64;
+        else
+                i = heap_find_bit_range64(free, (unsigned) npages);
         if (i >= 64)
                 return -1;
         uint64_t mask = heap_low_mask(npages) << i;
         uint64_t scav = atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed);
+        /* Unconditional stores: which pages a random free pattern leaves is
+         * a coin toss a branch would mispredict. */
         atomic_store_explicit(&c->free_mask[b], free & ~mask, memory_order_relaxed);
-        if (!(free & ~mask))
-                atomic_store_explicit(&c->nonempty,
-                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT32_C(1) << b),
-                                      memory_order_relaxed);
-        if (scav & mask)
-                atomic_store_explicit(&c->scav_mask[b], scav & ~mask, memory_order_relaxed);
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) &
+                                      ~((uint32_t) ((free & ~mask) == 0) << b),
+                              memory_order_relaxed);
+        atomic_store_explicit(&c->scav_mask[b], scav & ~mask, memory_order_relaxed);
         *ret_scav = scav & mask;
         return (int) i;
 }
 
-int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
-                     uint64_t *ret_off) {
+/* Another block that can serve, then a new block from the heap. -ENOSPC: fall back to the heap. */
+static _noinline_ int cache_alloc_refill(heap *h, uint32_t slot, uint32_t cache, uint64_t npages,
+                                         uint32_t *ret_block, uint64_t *ret_scav) {
+        struct heap_cache *c = &h->slots[slot].caches[cache];
+        uint32_t tried = UINT32_C(1) << (c->cur % HEAP_CACHE_BLOCKS);
+        int i;
+
+        for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~tried; m; m &= m - 1) {
+                uint32_t b = (uint32_t) __builtin_ctz(m);
+                if ((i = take(c, b, npages, ret_scav)) >= 0) {
+                        c->cur = *ret_block = b;
+                        return i;
+                }
+        }
+
+        uint64_t grown = 0;
+        uint32_t b;
+        int r = heap_lock(h);
+        if (r < 0)
+                return r;
+        r = cache_fill_locked(h, slot, cache, &grown, &b);
+        heap_unlock(h);
+        if (grown)
+                heap_growth_scavenge(h, slot, grown);
+        if (r < 0)
+                return r;
+        if (r == 0 || (i = take(c, b, npages, ret_scav)) < 0)
+                return -ENOSPC;
+        c->cur = *ret_block = b;
+        return i;
+}
+
+/* What the page cache does not serve: medium sizes, KEEP, bad arguments. */
+static _noinline_ int cache_alloc_other(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                                        uint64_t *ret_off) {
         if (npages == 0 || (flags & ~(unsigned) (HEAP_ALLOC_ZERO | HEAP_ALLOC_KEEP)))
                 return -EINVAL;
-        if (npages >= HEAP_CACHE_MAX_ALLOC || (flags & HEAP_ALLOC_KEEP) || slot >= h->max_slots ||
-            cache >= HEAP_SLOT_CACHES) {
-                if (npages >= HEAP_CACHE_MAX_ALLOC && npages <= HEAP_MCACHE_MAX_PAGES && !(flags & HEAP_ALLOC_KEEP) &&
-                    slot < h->max_slots && cache < HEAP_SLOT_CACHES)
-                        return heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
-                return heap_alloc(h, slot, npages, flags, ret_off);
-        }
-        if (heap_checked(h) < 0)
+        if (npages >= HEAP_CACHE_MAX_ALLOC && npages <= HEAP_MCACHE_MAX_PAGES && !(flags & HEAP_ALLOC_KEEP) &&
+            slot < h->max_slots && cache < HEAP_SLOT_CACHES)
+                return heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
+        return heap_alloc(h, slot, npages, flags, ret_off);
+}
+
+static _noinline_ void cache_alloc_zero(heap *h, uint64_t base, uint64_t mask) {
+        struct heap_zero_plan zp;
+        heap_zero_plan_mask(h, &zp, base, mask);
+        heap_zero_plan_run(h, &zp);
+}
+
+/* The allocation half of the cache's pair: kept small, everything rare is out of line. */
+int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                     uint64_t *ret_off) {
+        if (_unlikely_(npages - 1 >= HEAP_CACHE_MAX_ALLOC - 1 || (flags & ~(unsigned) HEAP_ALLOC_ZERO) ||
+                       slot >= h->max_slots || cache >= HEAP_SLOT_CACHES))
+                return cache_alloc_other(h, slot, cache, npages, flags, ret_off);
+        if (_unlikely_(heap_checked(h) < 0))
                 return -EUCLEAN;
 
         struct heap_cache *c = &h->slots[slot].caches[cache];
@@ -265,28 +304,11 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         uint64_t scav;
         int i = take(c, b, npages, &scav);
         if (_unlikely_(i < 0)) {
-                /* Another block that can serve, then a new block. */
-                uint32_t tried = UINT32_C(1) << b;
-                for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~tried; m; m &= m - 1) {
-                        b = (uint32_t) __builtin_ctz(m);
-                        if ((i = take(c, b, npages, &scav)) >= 0)
-                                break;
-                }
-                if (i < 0) {
-                        uint64_t grown = 0;
-                        int r = heap_lock(h);
-                        if (r < 0)
-                                return r;
-                        r = cache_fill_locked(h, slot, cache, &grown, &b);
-                        heap_unlock(h);
-                        if (grown)
-                                heap_growth_scavenge(h, slot, grown);
-                        if (r < 0)
-                                return r;
-                        if (r == 0 || (i = take(c, b, npages, &scav)) < 0)
-                                return heap_alloc_flushing_mcache(h, slot, cache, npages, flags, 0, ret_off);
-                }
-                c->cur = b;
+                i = cache_alloc_refill(h, slot, cache, npages, &b, &scav);
+                if (i == -ENOSPC)
+                        return heap_alloc_flushing_mcache(h, slot, cache, npages, flags, 0, ret_off);
+                if (i < 0)
+                        return i;
         }
 
         uint32_t key = atomic_load_explicit(&c->key[b], memory_order_relaxed);
@@ -296,49 +318,19 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         uint64_t page = base + (uint64_t) i;
         atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0), memory_order_release);
         if (flags & HEAP_ALLOC_ZERO) {
-                struct heap_zero_plan zp;
-                heap_zero_plan_mask(h, &zp, base, (heap_low_mask(npages) << i) & ~scav);
-                heap_zero_plan_run(h, &zp);
+                uint64_t mask = (heap_low_mask(npages) << i) & ~scav;
+                if (mask)
+                        cache_alloc_zero(h, base, mask);
         }
         *ret_off = page << h->page_shift;
         return 0;
 }
 
-/*
- * The owner's free of [page, page+n) into its cache, without the lock:
- * true if the pages were in one of the cache's blocks. A block left wholly
- * free while another is current goes back to the heap.
- */
-bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n, uint64_t rec,
-                          int *ret) {
-        struct heap_cache *c = &h->slots[slot].caches[cache];
-        int b = heap_cache_find_block(c, page);
-        if (b < 0)
-                return false;
-        uint64_t base = (page / HEAP_CACHE_PAGES) * HEAP_CACHE_PAGES;
-        if (page + n > base + HEAP_CACHE_PAGES)
-                return false;
-        uint64_t mask = heap_low_mask(n) << (page - base);
-        uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
-        if ((owned & mask) != mask)
-                return false;
-        uint64_t expect = rec;
-        if (!atomic_compare_exchange_strong(&h->records[page], &expect, 0)) {
-                *ret = -EINVAL;
-                return true;
-        }
-        uint64_t old = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed), free = old | mask;
-        if (!old) /* the bit is set exactly while the block has free pages */
-                atomic_store_explicit(&c->nonempty,
-                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
-                                      memory_order_relaxed);
-        atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
-        *ret = 0;
-        if (_unlikely_(free == owned && (uint32_t) b != c->cur % HEAP_CACHE_BLOCKS) && heap_lock(h) >= 0) {
-                block_flush_locked(h, slot, cache, (uint32_t) b);
-                heap_unlock(h);
-        }
-        return true;
+void heap_cache_block_giveback(heap *h, uint32_t slot, uint32_t cache, uint32_t b) {
+        if (heap_lock(h) < 0)
+                return; /* the block stays in the cache, flushed later */
+        block_flush_locked(h, slot, cache, b);
+        heap_unlock(h);
 }
 
 int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache) {

@@ -158,7 +158,9 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
  * `slot` lying in its page cache `cache` go back to that cache without a
  * lock, everything else goes back to the heap under the lock. -EINVAL when
  * off is not the start of a live allocation (double free, wrong offset);
- * nothing changes then.
+ * nothing changes then. Two frees of one allocation that race (threads
+ * that have not ordered them) may both return 0; the pages are still freed
+ * exactly once.
  */
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
 

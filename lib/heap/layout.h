@@ -19,6 +19,7 @@
  * the scavenger's ranges and watermarks are in bytes, as in Go.
  */
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdalign.h>
@@ -275,7 +276,10 @@ int heap_lock(heap *h);
 void heap_unlock(heap *h);
 int heap_scav_lock(heap *h);
 void heap_scav_unlock(heap *h);
-int heap_checked(heap *h);
+/* -EUCLEAN once the heap is marked corrupt, else 0. */
+static inline int heap_checked(heap *h) {
+        return atomic_load_explicit(&h->hdr->corrupt, memory_order_relaxed) ? -EUCLEAN : 0;
+}
 
 /* recover.c. Called with heap lock held after EOWNERDEAD. */
 int heap_recover_locked(heap *h);

@@ -12,10 +12,6 @@
 
 #include "heap/layout.h"
 
-int heap_checked(heap *h) {
-        return atomic_load_explicit(&h->hdr->corrupt, memory_order_relaxed) ? -EUCLEAN : 0;
-}
-
 /*
  * Spins briefly before sleeping: the heap lock's critical sections are
  * hundreds of nanoseconds, while a process put to sleep on the futex and
