@@ -120,9 +120,9 @@ void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes) {
                 __atomic_fetch_add(&h->hdr->growth_scavenged, done, __ATOMIC_RELAXED);
 }
 
-/* Called with heap lock held. */
-static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits,
-                        uint64_t *ret_page, struct heap_zero_plan *zp, uint64_t *grown) {
+/* Called with heap lock held. grown == NULL: never grow the heap (-ENOMEM instead). */
+int heap_alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits,
+                      uint64_t *ret_page, struct heap_zero_plan *zp, uint64_t *grown) {
         uint64_t page, search;
         int r;
 
@@ -132,12 +132,14 @@ static int alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags,
                         return r;
                 if (r > 0)
                         break;
-                if (attempt > 0)
+                if (attempt > 0 || !grown)
                         return -ENOMEM;
                 r = heap_grow_locked(h, npages, grown);
                 if (r < 0)
                         return r;
         }
+        if ((flags & HEAP_ALLOC_BACKED_ONLY) && !heap_pa_range_backed(h, page, npages))
+                return -EAGAIN;
 
         uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP) | rec_bits;
         heap_intent_begin(h, HEAP_OP_ALLOC, slot, 0, page, npages, rec, 0);
@@ -169,7 +171,7 @@ int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = alloc_locked(h, slot, npages, flags, rec_bits, &page, &zp, &grown);
+        r = heap_alloc_locked(h, slot, npages, flags, rec_bits, &page, &zp, &grown);
         heap_unlock(h);
         if (r < 0) {
                 if (grown)

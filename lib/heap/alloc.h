@@ -20,6 +20,10 @@ void heap_zero_plan_capture(heap *h, struct heap_zero_plan *zp, uint64_t page, u
 void heap_zero_plan_mask(heap *h, struct heap_zero_plan *zp, uint64_t base, uint64_t mask);
 void heap_zero_plan_run(heap *h, const struct heap_zero_plan *zp);
 
+/* heap_alloc_locked only: -EAGAIN, nothing done, when the first fit holds released pages. */
+#define HEAP_ALLOC_BACKED_ONLY (1u << 30)
+int heap_alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits,
+                      uint64_t *ret_page, struct heap_zero_plan *zp, uint64_t *grown);
 int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits, uint64_t *ret_off);
 int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes);
 void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes);
@@ -36,15 +40,21 @@ static inline uint64_t heap_low_mask(uint64_t n) {
         return n >= 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
 }
 
-/* Block position of page in cache c, or -1. Unlocked for the owner; under the lock for others. */
+/*
+ * Block position of page in cache c, or -1. Unlocked for the owner; under
+ * the lock for others. Blocks sit at the first empty position from
+ * key % blocks on (linear probing), so a block is found in a step or two
+ * even when the keys of one cache are not consecutive (two threads' blocks
+ * interleave in the heap). Positions emptied since are no stop sign: a
+ * miss probes all of them.
+ */
 static inline int heap_cache_find_block(const struct heap_cache *c, uint64_t page) {
         uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1);
-        uint32_t p = key % HEAP_CACHE_BLOCKS;
-        if (_likely_(atomic_load_explicit(&c->key[p], memory_order_relaxed) == key))
-                return (int) p;
-        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+        for (uint32_t i = 0; i < HEAP_CACHE_BLOCKS; i++) {
+                uint32_t b = (key + i) % HEAP_CACHE_BLOCKS;
                 if (atomic_load_explicit(&c->key[b], memory_order_relaxed) == key)
                         return (int) b;
+        }
         return -1;
 }
 
@@ -81,7 +91,7 @@ static inline bool heap_cache_free_fast(heap *h, uint32_t slot, uint32_t cache, 
         atomic_store_explicit(&c->free_mask[b], free, memory_order_relaxed);
         /* The bit is set exactly while the block has free pages. */
         atomic_store_explicit(&c->nonempty,
-                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT64_C(1) << b),
                               memory_order_relaxed);
         *ret = 0;
         /* The next allocation takes from the block freed into last, whose

@@ -76,7 +76,7 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
         atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
         atomic_store_explicit(&c->nonempty,
-                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT32_C(1) << b),
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT64_C(1) << b),
                               memory_order_relaxed);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
@@ -115,18 +115,18 @@ static void make_room_locked(heap *h, uint32_t slot, uint32_t cache) {
 }
 
 /* A position for the block at key: its entry if the cache holds it already,
- * else key % blocks if empty, else any empty one (make_room_locked made one). */
+ * else the first empty one from key % blocks on (make_room_locked made one). */
 static uint32_t block_position(struct heap_cache *c, uint64_t base, uint32_t key) {
         int found = heap_cache_find_block(c, base);
         if (found >= 0)
                 return (uint32_t) found;
-        uint32_t p = key % HEAP_CACHE_BLOCKS;
-        if (!atomic_load_explicit(&c->owned[p], memory_order_relaxed))
-                return p;
-        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+        /* The first empty position in heap_cache_find_block's probe order. */
+        for (uint32_t i = 0; i < HEAP_CACHE_BLOCKS; i++) {
+                uint32_t b = (key + i) % HEAP_CACHE_BLOCKS;
                 if (!atomic_load_explicit(&c->owned[b], memory_order_relaxed))
                         return b;
-        return p; /* unreachable after make_room_locked */
+        }
+        return key % HEAP_CACHE_BLOCKS; /* unreachable after make_room_locked */
 }
 
 /*
@@ -205,7 +205,7 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
                               memory_order_relaxed);
         atomic_store_explicit(&c->key[b], key, memory_order_relaxed);
         atomic_store_explicit(&c->nonempty,
-                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT32_C(1) << b),
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) | (UINT64_C(1) << b),
                               memory_order_relaxed);
         h->slots[slot].cache_mask |= UINT32_C(1) << cache;
         heap_intent_end(h);
@@ -234,7 +234,7 @@ static inline int take(struct heap_cache *c, uint32_t b, uint64_t npages, uint64
         atomic_store_explicit(&c->free_mask[b], free & ~mask, memory_order_relaxed);
         atomic_store_explicit(&c->nonempty,
                               atomic_load_explicit(&c->nonempty, memory_order_relaxed) &
-                                      ~((uint32_t) ((free & ~mask) == 0) << b),
+                                      ~((uint64_t) ((free & ~mask) == 0) << b),
                               memory_order_relaxed);
         atomic_store_explicit(&c->scav_mask[b], scav & ~mask, memory_order_relaxed);
         *ret_scav = scav & mask;
@@ -245,11 +245,11 @@ static inline int take(struct heap_cache *c, uint32_t b, uint64_t npages, uint64
 static _noinline_ int cache_alloc_refill(heap *h, uint32_t slot, uint32_t cache, uint64_t npages,
                                          uint32_t *ret_block, uint64_t *ret_scav) {
         struct heap_cache *c = &h->slots[slot].caches[cache];
-        uint32_t tried = UINT32_C(1) << (c->cur % HEAP_CACHE_BLOCKS);
+        uint64_t tried = UINT64_C(1) << (c->cur % HEAP_CACHE_BLOCKS);
         int i;
 
-        for (uint32_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~tried; m; m &= m - 1) {
-                uint32_t b = (uint32_t) __builtin_ctz(m);
+        for (uint64_t m = atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~tried; m; m &= m - 1) {
+                uint32_t b = (uint32_t) __builtin_ctzll(m);
                 if ((i = take(c, b, npages, ret_scav)) >= 0) {
                         c->cur = *ret_block = b;
                         return i;

@@ -27,7 +27,7 @@
 #define HEAP_CACHE_PAGES 64u
 /* Blocks a page cache holds at most (Go's pageCache holds one): the owner's
  * frees of pages in any of them need no lock. */
-#define HEAP_CACHE_BLOCKS 32u
+#define HEAP_CACHE_BLOCKS 64u
 /* Pages a page cache may hold at most (all count as in use). */
 #define HEAP_CACHE_MAX_PAGES (HEAP_CACHE_PAGES * HEAP_CACHE_BLOCKS)
 /* Allocations below this many pages go through a page cache (Go: pageCachePages/4). */
@@ -42,7 +42,7 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 2u /* 2: medium caches, CACHED records */
+#define HEAP_LAYOUT_VERSION 3u /* 2: medium caches, CACHED records; 3: their list counts, own cache lines */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX

@@ -80,10 +80,11 @@ struct heap_chunk {
  * aligned block each), shared so that a dead owner's cache can be given
  * back. Several blocks let the owner's frees of pages anywhere in its
  * recent allocations come back without the lock (Go frees those to the
- * heap). Block b is at position key % HEAP_CACHE_BLOCKS when it can be, so
- * that a lookup usually costs one compare. Only the owning thread changes
- * cur, free_mask and scav_mask without the lock; key and owned change under
- * the heap lock. A block is empty when owned == 0 (key is then 0).
+ * heap). A block sits at the first empty position from key %
+ * HEAP_CACHE_BLOCKS on, so that a lookup usually costs a compare or two.
+ * Only the owning thread changes cur, free_mask and scav_mask without the
+ * lock; key and owned change under the heap lock. A block is empty when
+ * owned == 0 (key is then 0).
  */
 /*
  * A medium cache (mcache.c): the owner's CACHED records, one list per size
@@ -92,18 +93,22 @@ struct heap_chunk {
  * All zero = empty.
  */
 #define HEAP_MCACHE_CLASSES 13u
-#define HEAP_MCACHE_ENTRIES 64u
+#define HEAP_MCACHE_ENTRIES 128u
 struct heap_mcache {
-        uint64_t used;                          /* bit e: entry e is in a list */
+        /* bit e % 64 of word e / 64: entry e is in a list. Own lines: threads' caches sit side by side. */
+        alignas(64) uint64_t used[HEAP_MCACHE_ENTRIES / 64];
         uint32_t pages;                         /* pages held */
         uint8_t head[HEAP_MCACHE_CLASSES];      /* entry + 1; 0 = none */
+        uint8_t count[HEAP_MCACHE_CLASSES];     /* entries in each list (a hint, as the lists) */
+        uint8_t low[HEAP_MCACHE_CLASSES];       /* least count since the last collection */
+        uint16_t ops;                           /* operations since the last collection */
         uint8_t next[HEAP_MCACHE_ENTRIES];      /* entry + 1; 0 = end */
         uint32_t page[HEAP_MCACHE_ENTRIES];
 };
 
 struct heap_cache {
         alignas(64) uint32_t cur;                        /* owner's hint: block to allocate from */
-        _Atomic uint32_t nonempty;                       /* owner's hint: bit b = block b has free pages */
+        _Atomic uint64_t nonempty;                       /* owner's hint: bit b = block b has free pages */
         _Atomic uint32_t key[HEAP_CACHE_BLOCKS];         /* first page / 64 + 1; 0 = empty */
         _Atomic uint64_t owned[HEAP_CACHE_BLOCKS];       /* pages taken from the heap */
         _Atomic uint64_t free_mask[HEAP_CACHE_BLOCKS];   /* owned pages not handed out (1 = free) */
@@ -173,9 +178,11 @@ struct heap_hdr {
 
         alignas(64) pthread_mutex_t heap_lock;
 
-        /* Heap lock. Fields read without it are stored atomically. */
+        /* Heap lock. Fields read without it are stored atomically. nchunks
+         * has a line of its own: every cache allocation and free reads it,
+         * and the fields after it are written on every locked operation. */
         alignas(64) uint64_t nchunks;     /* grown chunks */
-        uint64_t search_page;             /* Go's searchAddr; pages below are allocated */
+        alignas(64) uint64_t search_page;             /* Go's searchAddr; pages below are allocated */
         uint64_t inuse_pages;
         uint64_t released_pages;
         uint64_t peak_inuse_pages;

@@ -11,7 +11,15 @@
 /* Largest allocation a medium cache serves, in pages. */
 #define HEAP_MCACHE_MAX_PAGES 128u
 /* Bytes of freed allocations one (slot, cache) may hold at most. */
-#define HEAP_MCACHE_MAX_BYTES (UINT64_C(16) << 20)
+#define HEAP_MCACHE_MAX_BYTES (UINT64_C(32) << 20)
+/* Blocks of a class one miss allocates under one lock hold (one served, the rest cached). */
+#define HEAP_MCACHE_BATCH 2u
+/* A free that finds the cache full gives back down to this many quarters of it. */
+#define HEAP_MCACHE_EVICT_KEEP 3u
+/* Operations of a medium cache between collections of what it keeps unused. */
+#define HEAP_MCACHE_GC_EVERY 8192u
+/* Classes above its own an allocation may take a cached block of. */
+#define HEAP_MCACHE_SPILL 2u
 /* Size classes (HEAP_MCACHE_CLASSES, layout.h): 16, then 4 per doubling up to 128 pages. */
 
 /* The class of a request of npages in [HEAP_CACHE_MAX_ALLOC, HEAP_MCACHE_MAX_PAGES] and its size. */

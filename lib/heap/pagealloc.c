@@ -268,6 +268,19 @@ static bool range_free(heap *h, uint64_t page, uint64_t npages) {
         return true;
 }
 
+/* Whether no page of [page, page+npages), in the grown heap, is released. Called with heap lock held. */
+bool heap_pa_range_backed(heap *h, uint64_t page, uint64_t npages) {
+        while (npages > 0) {
+                unsigned i = page % HEAP_CHUNK_PAGES;
+                unsigned k = npages < HEAP_CHUNK_PAGES - i ? (unsigned) npages : HEAP_CHUNK_PAGES - i;
+                if (heap_bits_popcnt_range(h->chunks[page / HEAP_CHUNK_PAGES].scav, i, k))
+                        return false;
+                page += k;
+                npages -= k;
+        }
+        return true;
+}
+
 /*
  * Ports the search half of pageAlloc.alloc: first the chunk of the search
  * address (most small allocations are satisfied there), then the tree.

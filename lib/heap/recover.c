@@ -165,12 +165,12 @@ static void recount(heap *h) {
                         intents += sl->scav[k].npages;
                 sl->cache_mask = 0;
                 for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
-                        uint32_t nonempty = 0;
+                        uint64_t nonempty = 0;
                         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
                                 if (atomic_load(&sl->caches[c].owned[b]))
                                         sl->cache_mask |= UINT32_C(1) << c;
                                 if (atomic_load(&sl->caches[c].free_mask[b]))
-                                        nonempty |= UINT32_C(1) << b;
+                                        nonempty |= UINT64_C(1) << b;
                         }
                         atomic_store(&sl->caches[c].nonempty, nonempty);
                 }

@@ -17,6 +17,7 @@
 
 #include "heap/heap.h"
 #include "heap/layout.h"
+#include "heap/mcache.h"
 #include "heap/testing.h"
 #include "../lib/test.h"
 #include "macro.h"
@@ -200,7 +201,7 @@ static void test_cache_blocks(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
         struct heap_stats st;
-        static uint64_t offs[3000];
+        static uint64_t offs[HEAP_CACHE_MAX_PAGES > 3000 ? HEAP_CACHE_MAX_PAGES : 3000];
         uint32_t s;
 
         CHECK(heap_test_new(&p, &t) == 0);
@@ -651,15 +652,20 @@ static void test_medium_cache(void) {
         CHECK(heap_get_stats(h, &st) == 0);
         CHECK_EQ_U64(st.inuse, 0);
 
-        /* Bounded: 1/16 of this 64 MiB heap, 1,024 pages, eight of 128. */
+        /* Bounded: 1/16 of this 64 MiB heap, 1,024 pages, eight of 128. The
+         * ninth free finds it full and gives back down to three quarters
+         * (six), the tenth and eleventh fill it again, the twelfth gives back. */
         for (unsigned i = 0; i < 12; i++)
                 CHECK(heap_cache_alloc(h, s1, 2, 128, 0, &x[i]) == 0);
-        for (unsigned i = 0; i < 12; i++)
+        for (unsigned i = 0; i < 12; i++) {
                 CHECK(heap_free(h, s1, 2, x[i]) == 0);
+                CHECK(heap_slot_info(h, s1, &info) == 0);
+                CHECKF(info.cached_pages <= 1024, "free %u: %" PRIu64 " pages cached", i, info.cached_pages);
+        }
         CHECK(heap_slot_info(h, s1, &info) == 0);
-        CHECK_EQ_U64(info.cached_pages, 1024);
+        CHECK_EQ_U64(info.cached_pages, 1024 * HEAP_MCACHE_EVICT_KEEP / 4);
         CHECK(heap_get_stats(h, &st) == 0);
-        CHECK_EQ_U64(st.inuse, 1024 * 4096);
+        CHECK_EQ_U64(st.inuse, info.cached_pages * 4096);
         check_heap(h, "medium at its bound");
 
         /* A forged CACHED record is caught. */
@@ -670,7 +676,7 @@ static void test_medium_cache(void) {
         check_heap(h, "medium record restored");
 
         /* A killed client's cached allocations come back with its slot. */
-        CHECK(heap_slot_reclaim(h, s1) >= 1024);
+        CHECK(heap_slot_reclaim(h, s1) >= (int64_t) (1024 * HEAP_MCACHE_EVICT_KEEP / 4));
         CHECK(heap_get_stats(h, &st) == 0);
         CHECK_EQ_U64(st.inuse, 0);
         check_heap(h, "medium reclaimed");
@@ -693,23 +699,136 @@ static void test_medium_cache(void) {
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        /* Its three blocks, and what its misses cached besides (backed pages
+         * freed above make a miss cache a second block of the class). */
         CHECK(heap_get_stats(h, &st) == 0);
-        CHECK_EQ_U64(st.inuse, 120 * 4096);
+        CHECKF(st.inuse >= 120 * 4096 && st.inuse <= 240 * 4096 && st.inuse % (40 * 4096) == 0,
+               "in use %" PRIu64, st.inuse);
         check_heap(h, "killed client's medium cache");
         uint32_t dead = UINT32_MAX;
         for (uint32_t s = 1; s < 4; s++) {
                 struct heap_slot_info si;
                 if (heap_slot_info(h, s, &si) == 0 && si.pid == (uint32_t) pid) {
                         dead = s;
-                        CHECK_EQ_U64(si.cached_pages, 120);
+                        CHECK_EQ_U64(si.cached_pages * 4096, st.inuse);
+                        CHECK_EQ_U64(si.inuse_pages, 0);
                 }
         }
         CHECK(dead != UINT32_MAX);
         if (dead != UINT32_MAX)
-                CHECK(heap_slot_reclaim(h, dead) == 120);
+                CHECK(heap_slot_reclaim(h, dead) == (int64_t) (st.inuse / 4096));
         CHECK(heap_get_stats(h, &st) == 0);
         CHECK_EQ_U64(st.inuse, 0);
         check_heap(h, "killed client reclaimed");
+        heap_test_free(&t);
+}
+
+/* Backs [0, bytes) of a fresh heap and frees it again: free, backed memory for the batches. */
+static void back_and_free(heap *h, uint32_t slot, uint64_t bytes) {
+        uint64_t off;
+        CHECK(heap_alloc(h, slot, bytes / 4096, 0, &off) == 0);
+        memset(heap_base(h) + off, 1, bytes);
+        CHECK(heap_free(h, slot, 0, off) == 0);
+}
+
+/* The medium cache's batches, borrowing and collection (mcache.c). */
+static void test_medium_cache_batches(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        struct heap_slot_info info;
+        uint64_t a, b, c, x[64];
+        uint32_t s;
+
+        /* Released memory is never batched: a miss on a fresh heap caches nothing more. */
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 40, 0, &a) == 0);
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages, 0);
+        CHECK_EQ_U64(info.inuse_pages, 40);
+        check_heap(h, "miss on released memory");
+        CHECK(heap_free(h, s, 0, a) == 0);
+        CHECK(heap_slot_reclaim(h, s) == 40);
+        heap_test_free(&t);
+
+        /* Backed: a miss takes HEAP_MCACHE_BATCH blocks of its class under one lock hold. */
+        CHECK(heap_test_new(&p, &t) == 0);
+        h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        back_and_free(h, s, 32 * MiB);
+        CHECK(heap_cache_alloc(h, s, 0, 40, 0, &a) == 0);
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.inuse_pages, 40);
+        CHECK_EQ_U64(info.cached_pages, (HEAP_MCACHE_BATCH - 1) * 40);
+        check_heap(h, "batched miss");
+        /* The next allocations of the class take the batch, without the heap. */
+        for (unsigned i = 1; i < HEAP_MCACHE_BATCH; i++) {
+                CHECK(heap_cache_alloc(h, s, 0, 33 + i, 0, &x[i]) == 0);
+                CHECK(x[i] != a);
+                CHECK(heap_alloc_size(h, x[i]) == 40 * 4096);
+        }
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages, 0);
+        CHECK_EQ_U64(info.inuse_pages, HEAP_MCACHE_BATCH * 40);
+        for (unsigned i = 1; i < HEAP_MCACHE_BATCH; i++)
+                CHECK(heap_free(h, s, 0, x[i]) == 0);
+        CHECK(heap_free(h, s, 0, a) == 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages + info.inuse_pages, 0);
+        check_heap(h, "batch given back");
+
+        /* Borrowing: class 20 empty, a 24-page block cached: a 17-page request
+         * takes it (two classes up at most); a 16-page one does not take 28. */
+        CHECK(heap_cache_alloc(h, s, 1, 24, 0, &a) == 0);
+        CHECK(heap_cache_flush(h, s, 1) == 0); /* only a, no batch, in the cache below */
+        CHECK(heap_free(h, s, 1, a) == 0);
+        CHECK(heap_cache_alloc(h, s, 1, 17, 0, &b) == 0);
+        CHECK_EQ_U64(b, a);
+        CHECK(heap_alloc_size(h, b) == 24 * 4096);
+        check_heap(h, "borrowed a larger block");
+        CHECK(heap_free(h, s, 1, b) == 0);
+        CHECK(heap_cache_flush(h, s, 1) == 0);
+        CHECK(heap_cache_alloc(h, s, 1, 28, 0, &a) == 0);
+        CHECK(heap_cache_flush(h, s, 1) == 0);
+        CHECK(heap_free(h, s, 1, a) == 0);
+        CHECK(heap_cache_alloc(h, s, 1, 16, 0, &c) == 0);
+        CHECK(c != a);
+        CHECK(heap_alloc_size(h, c) == 16 * 4096);
+        CHECK(heap_free(h, s, 1, c) == 0);
+        CHECK(heap_cache_flush(h, s, 1) == 0);
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.cached_pages + info.inuse_pages, 0);
+
+        /* Collection: 32 blocks of 64 pages cached and never asked for again
+         * while the thread cycles another class: each collection gives back
+         * half of them. */
+        for (unsigned i = 0; i < 32; i++)
+                CHECK(heap_cache_alloc(h, s, 2, 64, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < 32; i++)
+                CHECK(heap_free(h, s, 2, x[i]) == 0);
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        uint64_t held = info.cached_pages;
+        CHECKF(held >= 32 * 64, "%" PRIu64 " pages cached", held);
+        unsigned rounds = 0;
+        while (info.cached_pages > 64 * 2 && rounds < 16) {
+                for (unsigned i = 0; i < HEAP_MCACHE_GC_EVERY / 2; i++) {
+                        CHECK(heap_cache_alloc(h, s, 2, 20, 0, &a) == 0);
+                        CHECK(heap_free(h, s, 2, a) == 0);
+                }
+                CHECK(heap_slot_info(h, s, &info) == 0);
+                rounds++;
+        }
+        CHECKF(info.cached_pages <= 64 * 2 + 2 * 20, "still %" PRIu64 " pages cached after %u collections",
+               info.cached_pages, rounds);
+        CHECKF(rounds >= 3, "%" PRIu64 " -> %" PRIu64 " pages in %u collections: not by halves", held,
+               info.cached_pages, rounds);
+        check_heap(h, "collected");
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        struct heap_stats st;
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
         heap_test_free(&t);
 }
 
@@ -721,6 +840,7 @@ int main(void) {
         test_cache();
         test_cache_blocks();
         test_medium_cache();
+        test_medium_cache_batches();
         test_zero_keep_reclaim();
         test_scavenge();
         test_release_failure();
