@@ -35,7 +35,7 @@ struct scav_pool {
         heap *heap;
         void *meta, *base;
         uint64_t meta_size, capacity;
-        uint32_t page_size;
+        uint32_t page_size, page_shift;
         int meta_fd, heap_fd;
         dev_t heap_dev;               /* the heap memfd's identity, to know it again */
         ino_t heap_ino;

@@ -99,6 +99,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
                 r = -EPROTO;
                 goto fail;
         }
+        p->page_shift = (uint32_t) __builtin_ctz(p->page_size); /* a power of two: heap_attach checked */
 
         r = scav_session_mapped(s.sock, p->base, p->capacity, SCAV_CONN_TIMEOUT_MS);
         if (r < 0)
@@ -158,7 +159,7 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
         if (size > p->capacity)
                 return -ENOMEM;
 
-        npages = DIV_ROUND_UP((uint64_t) size, p->page_size);
+        npages = ((uint64_t) size + p->page_size - 1) >> p->page_shift; /* size <= capacity: no overflow */
         slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
 
         /* KEEP allocations outlive the slot: never from a cache. Everything
