@@ -723,6 +723,86 @@ static void test_medium_cache(void) {
         heap_test_free(&t);
 }
 
+/*
+ * Two frees of one allocation that race: the owner's, without the lock
+ * (a plain store of the record), and another thread's through the lock.
+ * Both may return 0; the pages must still be freed exactly once.
+ */
+struct race {
+        heap *h;
+        uint32_t slot;
+        _Atomic uint64_t off;     /* UINT64_MAX: stop */
+        _Atomic unsigned arrived, round, wins; /* arrived: 4 a round, two per thread */
+};
+
+static void race_wait(struct race *rc, unsigned want) {
+        atomic_fetch_add(&rc->arrived, 1);
+        while (atomic_load(&rc->arrived) < want)
+                ;
+}
+
+static void *race_other(void *arg) {
+        struct race *rc = arg;
+        for (unsigned round = 1;; round++) {
+                while (atomic_load(&rc->round) < round)
+                        ;
+                uint64_t off = atomic_load(&rc->off);
+                if (off == UINT64_MAX)
+                        return NULL;
+                race_wait(rc, 4 * round - 2); /* both here: free at once */
+                if (heap_free(rc->h, rc->slot, 1, off) == 0)
+                        atomic_fetch_add(&rc->wins, 1);
+                race_wait(rc, 4 * round); /* both done */
+        }
+}
+
+static void test_racing_frees(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct heap_stats st;
+        struct race rc = {};
+        uint32_t s;
+        unsigned both = 0, rounds = 20000;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        rc.h = h;
+        rc.slot = s;
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, race_other, &rc) == 0);
+        for (unsigned round = 1; round <= rounds; round++) {
+                uint64_t off;
+                CHECK(heap_cache_alloc(h, s, 0, 1 + round % 3, 0, &off) == 0);
+                atomic_store(&rc.off, off);
+                atomic_store(&rc.wins, 0);
+                atomic_store(&rc.round, round);
+                race_wait(&rc, 4 * round - 2);
+                if (heap_free(h, s, 0, off) == 0)
+                        atomic_fetch_add(&rc.wins, 1);
+                race_wait(&rc, 4 * round);
+                unsigned w = atomic_load(&rc.wins);
+                CHECKF(w >= 1, "round %u: neither free succeeded", round);
+                both += w == 2;
+                CHECK(heap_free(h, s, 0, off) == -EINVAL); /* ordered now: refused */
+                if (round % 2000 == 0)
+                        check_heap(h, "racing frees");
+        }
+        atomic_store(&rc.off, UINT64_MAX);
+        atomic_store(&rc.round, rounds + 1);
+        pthread_join(th, NULL);
+        /* Every page once: nothing live, nothing left over once the cache is given back. */
+        struct heap_slot_info info;
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.inuse_pages, 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK(heap_get_stats(h, &st) == 0);
+        CHECK_EQ_U64(st.inuse, 0);
+        check_heap(h, "after racing frees");
+        printf("racing frees: %u rounds, both succeeded in %u\n", rounds, both);
+        heap_test_free(&t);
+}
+
 /* Backs [0, bytes) of a fresh heap and frees it again: free, backed memory for the batches. */
 static void back_and_free(heap *h, uint32_t slot, uint64_t bytes) {
         uint64_t off;
@@ -841,6 +921,7 @@ int main(void) {
         test_cache_blocks();
         test_medium_cache();
         test_medium_cache_batches();
+        test_racing_frees();
         test_zero_keep_reclaim();
         test_scavenge();
         test_release_failure();
