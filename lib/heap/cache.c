@@ -51,9 +51,15 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         uint64_t base = heap_cache_key_base(key);
         uint64_t scav = atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed);
         if (!owned || !key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES) {
-                /* Not a block of ours: forget it (heap_check reports the pages). */
+                /* Not a block of ours: forget it, masks too, so that a block
+                 * placed here later starts clean (heap_check reports the pages). */
+                atomic_store_explicit(&c->free_mask[b], 0, memory_order_relaxed);
+                atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
                 atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
                 atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
+                atomic_store_explicit(&c->nonempty,
+                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT64_C(1) << b),
+                                      memory_order_relaxed);
                 return 0;
         }
 
@@ -197,11 +203,15 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         heap_store(&h->hdr->search_page, base + HEAP_CACHE_PAGES - 1);
         heap_stats_inuse_add(h, heap_popcount64(owned));
         heap_stats_released_add(h, -(int64_t) heap_popcount64(scav));
-        atomic_store_explicit(&c->free_mask[b], atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | owned,
+        /* Joining a block we hold keeps its masks; an empty position starts from nothing. */
+        uint64_t keep = atomic_load_explicit(&c->owned[b], memory_order_relaxed) ? UINT64_MAX : 0;
+        atomic_store_explicit(&c->free_mask[b],
+                              (atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) & keep) | owned,
                               memory_order_relaxed);
-        atomic_store_explicit(&c->scav_mask[b], atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed) | scav,
+        atomic_store_explicit(&c->scav_mask[b],
+                              (atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed) & keep) | scav,
                               memory_order_relaxed);
-        atomic_store_explicit(&c->owned[b], atomic_load_explicit(&c->owned[b], memory_order_relaxed) | owned,
+        atomic_store_explicit(&c->owned[b], (atomic_load_explicit(&c->owned[b], memory_order_relaxed) & keep) | owned,
                               memory_order_relaxed);
         atomic_store_explicit(&c->key[b], key, memory_order_relaxed);
         atomic_store_explicit(&c->nonempty,

@@ -110,11 +110,14 @@ static int roll_forward(heap *h, const struct heap_intent *it) {
                 if (it->op == HEAP_OP_CACHE_FILL) {
                         ch->alloc[w] |= it->a;
                         ch->scav[w] &= ~it->b;
-                        /* The block may have held other pages already: join them. */
-                        atomic_store(&c->free_mask[b], atomic_load(&c->free_mask[b]) | it->a);
-                        atomic_store(&c->scav_mask[b], atomic_load(&c->scav_mask[b]) | it->b);
-                        atomic_store(&c->owned[b], atomic_load(&c->owned[b]) | it->a);
-                        atomic_store(&c->key[b], (uint32_t) (it->base / HEAP_CACHE_PAGES + 1));
+                        /* The block may have held other pages already (its key
+                         * is there): join them; else the position starts clean. */
+                        uint32_t key = (uint32_t) (it->base / HEAP_CACHE_PAGES + 1);
+                        uint64_t keep = atomic_load(&c->key[b]) == key ? UINT64_MAX : 0;
+                        atomic_store(&c->free_mask[b], (atomic_load(&c->free_mask[b]) & keep) | it->a);
+                        atomic_store(&c->scav_mask[b], (atomic_load(&c->scav_mask[b]) & keep) | it->b);
+                        atomic_store(&c->owned[b], (atomic_load(&c->owned[b]) & keep) | it->a);
+                        atomic_store(&c->key[b], key);
                 } else {
                         ch->alloc[w] &= ~it->a;
                         ch->scav[w] |= it->a & it->b;

@@ -573,6 +573,13 @@ static void test_untrusted(void) {
         sl[s].caches[5].owned[0] = sl[s].caches[5].free_mask[0] = 1;
         uint64_t o;
         CHECK(heap_cache_alloc(h, s, 5, 1, 0, &o) == -EUCLEAN);
+        /* Given back, it is forgotten with its masks: a block placed there later starts clean. */
+        sl[s].caches[5].scav_mask[0] = 1;
+        sl[s].caches[5].nonempty = 1;
+        CHECK(heap_cache_flush(h, s, 5) == 0);
+        CHECK(sl[s].caches[5].key[0] == 0 && sl[s].caches[5].owned[0] == 0);
+        CHECK(sl[s].caches[5].free_mask[0] == 0 && sl[s].caches[5].scav_mask[0] == 0);
+        CHECK(sl[s].caches[5].nonempty == 0);
         CHECK(heap_slot_reclaim(h, s) >= 0);
 
         /* Summaries that lie about free pages: allocation refuses and marks the heap corrupt. */
