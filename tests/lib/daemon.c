@@ -321,6 +321,37 @@ int64_t test_fd_blocks(int fd) {
         return (int64_t) st.st_blocks;
 }
 
+int64_t test_proc_cpu_ns(pid_t pid) {
+        char path[64];
+        struct dirent *de;
+        int64_t sum = 0;
+        DIR *dir;
+
+        snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
+        dir = opendir(path);
+        if (!dir)
+                return -errno;
+        while ((de = readdir(dir))) {
+                char tpath[384];
+                unsigned long long ns;
+                FILE *f;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                int n = snprintf(tpath, sizeof(tpath), "%s/%s/schedstat", path, de->d_name);
+                if (n < 0 || (size_t) n >= sizeof(tpath))
+                        continue;
+                f = fopen(tpath, "re");
+                if (!f)
+                        continue; /* the thread exited */
+                if (fscanf(f, "%llu", &ns) == 1)
+                        sum += (int64_t) ns;
+                fclose(f);
+        }
+        closedir(dir);
+        return sum;
+}
+
 int64_t test_proc_cpu_ticks(pid_t pid) {
         char path[64], buf[1024], *p;
         unsigned long long ut, st;
