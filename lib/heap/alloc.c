@@ -236,12 +236,12 @@ int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint
         return 0;
 }
 
-/* A record as read from shared memory: an allocation start lying in the grown heap. */
-static int record_valid(heap *h, uint64_t page, uint64_t rec) {
+/* A record as read from shared memory: an allocation start lying in the grown heap, whose end is end. */
+static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
         uint64_t n = HEAP_REC_NPAGES(rec);
         if (n == 0 || (rec & HEAP_REC_CACHED))
                 return -EINVAL; /* a CACHED record is not a live allocation */
-        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
+        if (page + n > end)
                 return -EUCLEAN;
         return 0;
 }
@@ -252,12 +252,12 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
         if (off & (h->page_size - 1))
                 return -EINVAL;
-        uint64_t page = off >> h->page_shift;
-        if (page >= heap_nchunks(h) * HEAP_CHUNK_PAGES)
+        uint64_t page = off >> h->page_shift, end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        if (page >= end)
                 return -EINVAL;
 
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        r = record_valid(h, page, rec);
+        r = record_valid(page, rec, end);
         if (r < 0)
                 return r;
 
@@ -275,7 +275,7 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r < 0)
                 return r;
         rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        r = record_valid(h, page, rec);
+        r = record_valid(page, rec, heap_nchunks(h) * HEAP_CHUNK_PAGES);
         if (r >= 0)
                 r = heap_free_locked(h, slot, cache, page, rec);
         heap_unlock(h);
@@ -285,11 +285,11 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
 int64_t heap_alloc_size(heap *h, uint64_t off) {
         if (off & (h->page_size - 1))
                 return -EINVAL;
-        uint64_t page = off >> h->page_shift;
-        if (page >= heap_nchunks(h) * HEAP_CHUNK_PAGES)
+        uint64_t page = off >> h->page_shift, end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        if (page >= end)
                 return -EINVAL;
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        if (record_valid(h, page, rec) < 0)
+        if (record_valid(page, rec, end) < 0)
                 return -EINVAL;
         return (int64_t) ((uint64_t) HEAP_REC_NPAGES(rec) << h->page_shift);
 }
