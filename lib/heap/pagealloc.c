@@ -253,14 +253,13 @@ uint64_t heap_pa_alloc_range(heap *h, uint64_t base, uint64_t npages) {
         return scav;
 }
 
-/* Whether [page, page+npages) lies in the grown heap and is free: summaries are shared memory. */
-static bool range_free(heap *h, uint64_t page, uint64_t npages) {
-        if (page + npages > heap_nchunks(h) * HEAP_CHUNK_PAGES || page + npages < page)
-                return false;
+/* Whether no bit of [page, page+npages), in the grown heap, is set in the chunks' alloc (or scav) bitmaps. */
+static bool bits_clear(heap *h, uint64_t page, uint64_t npages, bool scav) {
         while (npages > 0) {
                 unsigned i = page % HEAP_CHUNK_PAGES;
                 unsigned k = npages < HEAP_CHUNK_PAGES - i ? (unsigned) npages : HEAP_CHUNK_PAGES - i;
-                if (heap_bits_popcnt_range(h->chunks[page / HEAP_CHUNK_PAGES].alloc, i, k))
+                const struct heap_chunk *c = &h->chunks[page / HEAP_CHUNK_PAGES];
+                if (heap_bits_popcnt_range(scav ? c->scav : c->alloc, i, k))
                         return false;
                 page += k;
                 npages -= k;
@@ -268,17 +267,16 @@ static bool range_free(heap *h, uint64_t page, uint64_t npages) {
         return true;
 }
 
+/* Whether [page, page+npages) lies in the grown heap and is free: summaries are shared memory. */
+static bool range_free(heap *h, uint64_t page, uint64_t npages) {
+        if (page + npages > heap_nchunks(h) * HEAP_CHUNK_PAGES || page + npages < page)
+                return false;
+        return bits_clear(h, page, npages, false);
+}
+
 /* Whether no page of [page, page+npages), in the grown heap, is released. Called with heap lock held. */
 bool heap_pa_range_backed(heap *h, uint64_t page, uint64_t npages) {
-        while (npages > 0) {
-                unsigned i = page % HEAP_CHUNK_PAGES;
-                unsigned k = npages < HEAP_CHUNK_PAGES - i ? (unsigned) npages : HEAP_CHUNK_PAGES - i;
-                if (heap_bits_popcnt_range(h->chunks[page / HEAP_CHUNK_PAGES].scav, i, k))
-                        return false;
-                page += k;
-                npages -= k;
-        }
-        return true;
+        return bits_clear(h, page, npages, true);
 }
 
 /*

@@ -26,7 +26,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <dirent.h>
 #include <fcntl.h>
 
 #include "../lib/daemon.h"
@@ -47,39 +46,6 @@ static const char config[] =
         "[pool p3]\ncapacity = 256M\n[pool p4]\ncapacity = 256M\n[pool p5]\ncapacity = 256M\n"
         "[pool p6]\ncapacity = 256M\n[pool p7]\ncapacity = 256M\n[pool p8]\ncapacity = 256M\n"
         "[pool p9]\ncapacity = 256M\n";
-
-/* Context switches of every thread of pid. */
-static int64_t proc_ctxt_switches(pid_t pid) {
-        char path[64];
-        struct dirent *de;
-        int64_t sum = 0;
-        DIR *dir;
-
-        snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
-        dir = opendir(path);
-        if (!dir)
-                return -errno;
-        while ((de = readdir(dir))) {
-                char p2[300], line[256];
-                FILE *f;
-
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(p2, sizeof(p2), "/proc/%d/task/%s/status", (int) pid, de->d_name);
-                f = fopen(p2, "re");
-                if (!f)
-                        continue;
-                while (fgets(line, sizeof(line), f)) {
-                        long long v;
-                        if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
-                            sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
-                                sum += v;
-                }
-                fclose(f);
-        }
-        closedir(dir);
-        return sum;
-}
 
 /*
  * A client process: opens every pool, the first of them (holder) backs
@@ -129,11 +95,11 @@ static int client(bool holder, int ready, int cmd) {
 /* Waits until the daemon's context switches stay put for one second (it
  * parked everything), at most 20 s. */
 static bool settle(pid_t pid) {
-        int64_t a = proc_ctxt_switches(pid), b;
+        int64_t a = test_proc_ctxt_switches(pid), b;
 
         for (int i = 0; i < 20; i++) {
                 sleep(1);
-                b = proc_ctxt_switches(pid);
+                b = test_proc_ctxt_switches(pid);
                 if (a == b)
                         return true;
                 a = b;
@@ -145,10 +111,10 @@ static void measure_idle(pid_t pid, const char *when) {
         int64_t cs0, cs1, t0, t1;
 
         CHECKF(settle(pid), "%s: the daemon did not settle in 20 s", when);
-        cs0 = proc_ctxt_switches(pid);
+        cs0 = test_proc_ctxt_switches(pid);
         t0 = test_proc_cpu_ticks(pid);
         sleep(5);
-        cs1 = proc_ctxt_switches(pid);
+        cs1 = test_proc_ctxt_switches(pid);
         t1 = test_proc_cpu_ticks(pid);
         CHECK(cs0 >= 0 && t0 >= 0);
         printf("%s: %" PRIi64 " context switches, %" PRIi64 " CPU ticks in 5 s\n", when, cs1 - cs0, t1 - t0);

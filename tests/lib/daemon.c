@@ -321,7 +321,8 @@ int64_t test_fd_blocks(int fd) {
         return (int64_t) st.st_blocks;
 }
 
-int64_t test_proc_cpu_ns(pid_t pid) {
+/* The sum of read_task() over every thread of pid (/proc/PID/task/TID/file), or -errno. */
+static int64_t sum_over_tasks(pid_t pid, const char *file, int64_t (*read_task)(FILE *f)) {
         char path[64];
         struct dirent *de;
         int64_t sum = 0;
@@ -333,23 +334,46 @@ int64_t test_proc_cpu_ns(pid_t pid) {
                 return -errno;
         while ((de = readdir(dir))) {
                 char tpath[384];
-                unsigned long long ns;
                 FILE *f;
 
                 if (de->d_name[0] == '.')
                         continue;
-                int n = snprintf(tpath, sizeof(tpath), "%s/%s/schedstat", path, de->d_name);
+                int n = snprintf(tpath, sizeof(tpath), "%s/%s/%s", path, de->d_name, file);
                 if (n < 0 || (size_t) n >= sizeof(tpath))
                         continue;
                 f = fopen(tpath, "re");
                 if (!f)
                         continue; /* the thread exited */
-                if (fscanf(f, "%llu", &ns) == 1)
-                        sum += (int64_t) ns;
+                sum += read_task(f);
                 fclose(f);
         }
         closedir(dir);
         return sum;
+}
+
+static int64_t read_schedstat_ns(FILE *f) {
+        unsigned long long ns;
+        return fscanf(f, "%llu", &ns) == 1 ? (int64_t) ns : 0;
+}
+
+int64_t test_proc_cpu_ns(pid_t pid) {
+        return sum_over_tasks(pid, "schedstat", read_schedstat_ns);
+}
+
+static int64_t read_ctxt_switches(FILE *f) {
+        char line[256];
+        int64_t sum = 0;
+        while (fgets(line, sizeof(line), f)) {
+                long long v;
+                if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                    sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                        sum += v;
+        }
+        return sum;
+}
+
+int64_t test_proc_ctxt_switches(pid_t pid) {
+        return sum_over_tasks(pid, "status", read_ctxt_switches);
 }
 
 int64_t test_proc_cpu_ticks(pid_t pid) {

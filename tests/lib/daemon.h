@@ -63,6 +63,8 @@ int64_t test_proc_vmrss_kb(pid_t pid);
 /* Nanoseconds a process's threads have run (schedstat of each task in /proc/PID/task), or -errno:
  * exact where clock ticks are 10 ms apart. */
 int64_t test_proc_cpu_ns(pid_t pid);
+/* Voluntary and involuntary context switches of a process's threads, or -errno. */
+int64_t test_proc_ctxt_switches(pid_t pid);
 /* utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15), or -errno. */
 int64_t test_proc_cpu_ticks(pid_t pid);
 /* fstat(fd).st_blocks (512-byte units), or a negative errno. */
