@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 #include <string.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -742,17 +743,22 @@ struct race {
         _Atomic unsigned arrived, round, wins; /* arrived: 4 a round, two per thread */
 };
 
+/* A spinning barrier that yields: on a loaded machine the other thread may not be running. */
+static void race_spin_until(_Atomic unsigned *v, unsigned want) {
+        for (unsigned spins = 0; atomic_load(v) < want; spins++)
+                if (spins > 1000)
+                        sched_yield();
+}
+
 static void race_wait(struct race *rc, unsigned want) {
         atomic_fetch_add(&rc->arrived, 1);
-        while (atomic_load(&rc->arrived) < want)
-                ;
+        race_spin_until(&rc->arrived, want);
 }
 
 static void *race_other(void *arg) {
         struct race *rc = arg;
         for (unsigned round = 1;; round++) {
-                while (atomic_load(&rc->round) < round)
-                        ;
+                race_spin_until(&rc->round, round);
                 uint64_t off = atomic_load(&rc->off);
                 if (off == UINT64_MAX)
                         return NULL;
