@@ -219,7 +219,8 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
         uint64_t n = HEAP_REC_NPAGES(rec);
         uint32_t owner = HEAP_REC_OWNER(rec);
-        bool in_cache = owner > 0 && heap_range_in_slot_cache(h, owner - 1, page, n);
+        /* Only page-cache allocations lie in a cache; a MEDIUM one never does (no probing for it). */
+        bool in_cache = owner > 0 && !(rec & HEAP_REC_MEDIUM) && heap_range_in_slot_cache(h, owner - 1, page, n);
 
         heap_intent_begin(h, HEAP_OP_FREE, slot, cache, page, n, rec, in_cache);
         uint64_t expect = rec;
