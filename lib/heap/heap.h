@@ -42,7 +42,7 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 3u /* 2: medium caches, CACHED records; 3: their list counts, own cache lines */
+#define HEAP_LAYOUT_VERSION 3u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX

@@ -182,7 +182,7 @@ struct heap_hdr {
          * has a line of its own: every cache allocation and free reads it,
          * and the fields after it are written on every locked operation. */
         alignas(64) uint64_t nchunks;     /* grown chunks */
-        alignas(64) uint64_t search_page;             /* Go's searchAddr; pages below are allocated */
+        alignas(64) uint64_t search_page; /* Go's searchAddr; pages below are allocated */
         uint64_t inuse_pages;
         uint64_t released_pages;
         uint64_t peak_inuse_pages;
