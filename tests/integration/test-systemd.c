@@ -90,18 +90,11 @@ struct shm {
 
 static struct shm *shm;
 
-static uint64_t mix64(uint64_t x) {
-        x += UINT64_C(0x9e3779b97f4a7c15);
-        x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-        x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
-        return x ^ (x >> 31);
-}
-
 static void pattern_fill(void *p, uint64_t len, uint64_t tag) {
         uint64_t *w = p;
 
         for (uint64_t i = 0; i < len / 8; i++)
-                w[i] = mix64(tag + i);
+                w[i] = test_mix64(tag + i);
 }
 
 /* Returns the byte offset of the first wrong word, or -1. */
@@ -109,7 +102,7 @@ static int64_t pattern_check(const void *p, uint64_t len, uint64_t tag) {
         const uint64_t *w = p;
 
         for (uint64_t i = 0; i < len / 8; i++)
-                if (w[i] != mix64(tag + i))
+                if (w[i] != test_mix64(tag + i))
                         return (int64_t) (i * 8);
         return -1;
 }
@@ -176,7 +169,7 @@ static const uint64_t sizes[] = { 8, 24, 256, 4096, 8192, 12288, 65536, 65536 + 
  * at any moment and must not be noticed. */
 static _Noreturn void client_main(struct client_state *c, unsigned id) {
         scav_pool *p = NULL;
-        uint64_t seq = 0, rnd = mix64(id + 1);
+        uint64_t seq = 0, rnd = test_mix64(id + 1);
         int r;
 
         /* Nothing of the manager's: not the store, not the sockets. */
@@ -199,7 +192,7 @@ static _Noreturn void client_main(struct client_state *c, unsigned id) {
                         continue;
                 }
 
-                rnd = mix64(rnd);
+                rnd = test_mix64(rnd);
                 if (c->n_live < MAX_LIVE && (c->n_live == 0 || rnd % 3 != 0)) {
                         struct rec n = {
                                 .len = sizes[(rnd >> 8) % ELEMENTSOF(sizes)],
@@ -1008,7 +1001,7 @@ int main(void) {
         for (unsigned i = 0; i < BAR_RESTARTS; i++) {
                 char what[64];
                 int sig = i % 2 ? SIGKILL : SIGTERM;
-                uint64_t rnd = mix64(i + 77);
+                uint64_t rnd = test_mix64(i + 77);
 
                 msleep((unsigned) (rnd % 250));
                 snprintf(what, sizeof(what), "restart %u (%s)", i + 1, sig == SIGKILL ? "SIGKILL" : "SIGTERM");

@@ -9,10 +9,27 @@
  */
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 extern int test_failures;
+
+/* splitmix64's output function: a good 64-bit hash of x, and a generator as
+ * test_rnd below (small, fast, every seed a good one). */
+static inline uint64_t test_mix64(uint64_t x) {
+        x += UINT64_C(0x9e3779b97f4a7c15);
+        x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return x ^ (x >> 31);
+}
+
+/* splitmix64: the next number of the sequence whose state is *state. */
+static inline uint64_t test_rnd(uint64_t *state) {
+        uint64_t x = *state;
+        *state += UINT64_C(0x9e3779b97f4a7c15);
+        return test_mix64(x);
+}
 
 #define TEST_DEFINE_GLOBALS int test_failures
 
