@@ -17,18 +17,9 @@
 #include "macro.h"
 #include "scav-internal.h"
 
-/* Pools one thread can hold caches in at once; more go to the shared cache. */
-#define SCAV_TLS_POOLS 8
-
-struct tls_entry {
-        const scav_pool *pool;  /* compared, never dereferenced */
-        uint64_t id;
-        uint32_t cache;
-};
-
 /* initial-exec: no __tls_get_addr call on the allocation path of the .so
  * (192 bytes fit the static TLS that glibc keeps for dlopen'ed libraries). */
-static __thread struct tls_entry tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
+_hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static bool tls_key_ok;
@@ -41,24 +32,6 @@ static void thread_exit(void *unused) {
 
 static void tls_init(void) {
         tls_key_ok = pthread_key_create(&tls_key, thread_exit) == 0;
-}
-
-static struct tls_entry *tls_find(scav_pool *p) {
-        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++)
-                if (tls_entries[i].pool == p && tls_entries[i].id == p->id)
-                        return &tls_entries[i];
-        return NULL;
-}
-
-uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared) {
-        struct tls_entry *e = tls_find(p);
-
-        if (!e) {
-                *shared = true;
-                return SCAV_SHARED_CACHE;
-        }
-        *shared = e->cache == SCAV_SHARED_CACHE;
-        return e->cache;
 }
 
 static uint32_t cache_claim(scav_pool *p) {
@@ -79,20 +52,15 @@ static void cache_unclaim(scav_pool *p, uint32_t c) {
                 atomic_fetch_and(&p->caches_used, ~(1u << c));
 }
 
-uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
-        struct tls_entry *e = tls_find(p);
+uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
+        struct scav_tls_entry *e = NULL;
         uint32_t c;
-
-        if (_likely_(e != NULL)) {
-                *shared = e->cache == SCAV_SHARED_CACHE;
-                return e->cache;
-        }
 
         pthread_once(&tls_once, tls_init);
         /* Reuse an entry of a pool that was closed since. */
         scav_registry_lock();
         for (unsigned i = 0; i < SCAV_TLS_POOLS && !e; i++) {
-                struct tls_entry *t = &tls_entries[i];
+                struct scav_tls_entry *t = &scav_tls_entries[i];
                 if (!t->pool || !scav_registry_find_locked(t->id))
                         e = t;
         }
@@ -105,7 +73,7 @@ uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
         c = cache_claim(p);
         if (c == SCAV_SHARED_CACHE)
                 atomic_fetch_add(&p->shared_users, 1);
-        *e = (struct tls_entry) { .pool = p, .id = p->id, .cache = c };
+        *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c };
         /* Any non-NULL value makes the destructor run at thread exit. */
         (void) pthread_setspecific(tls_key, (void *) 1);
         *shared = c == SCAV_SHARED_CACHE;
@@ -113,7 +81,7 @@ uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
 }
 
 void scav_thread_cache_drop(scav_pool *p) {
-        struct tls_entry *e = tls_find(p);
+        struct scav_tls_entry *e = scav_tls_find(p);
 
         if (e)
                 memset(e, 0, sizeof(*e));
@@ -122,7 +90,7 @@ void scav_thread_cache_drop(scav_pool *p) {
 /* Called with the registry lock held. */
 void scav_thread_caches_release_locked(void) {
         for (unsigned i = 0; i < SCAV_TLS_POOLS; i++) {
-                struct tls_entry *e = &tls_entries[i];
+                struct scav_tls_entry *e = &scav_tls_entries[i];
                 scav_pool *p;
 
                 if (!e->pool)

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "heap/heap.h"
+#include "macro.h"
 #include "proto.h"
 #include "scav.h"
 
@@ -83,11 +84,44 @@ void scav_registry_unlock(void);
 /* Called with the registry lock held. NULL if no open pool has that id. */
 scav_pool *scav_registry_find_locked(uint64_t id);
 
-/* scav-cache.c: which page cache of the slot this thread uses. Sets
- * *shared when it is the shared one (the caller takes p->shared_lock). */
-uint32_t scav_thread_cache(scav_pool *p, bool *shared);
-/* The cache this thread already has, without claiming one. */
-uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared);
+/* scav-cache.c: each thread's page cache index per pool, in a small TLS
+ * table naming pools by their process-unique id (never dereferencing a pool
+ * it did not get from the caller, so a closed pool's entries are merely
+ * stale). Read inline on the allocation path. */
+#define SCAV_TLS_POOLS 8 /* pools one thread holds caches in; more share one */
+struct scav_tls_entry {
+        const scav_pool *pool;  /* compared, never dereferenced */
+        uint64_t id;
+        uint32_t cache;
+};
+extern _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
+
+static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
+        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++)
+                if (scav_tls_entries[i].pool == p && scav_tls_entries[i].id == p->id)
+                        return &scav_tls_entries[i];
+        return NULL;
+}
+
+/* Claims a page cache for this thread (its first allocation from p). */
+uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared);
+
+/* Which page cache of the slot this thread uses. Sets *shared when it is
+ * the shared one (the caller takes p->shared_lock). */
+static inline uint32_t scav_thread_cache(scav_pool *p, bool *shared) {
+        const struct scav_tls_entry *e = scav_tls_find(p);
+        if (_unlikely_(!e))
+                return scav_thread_cache_claim(p, shared);
+        *shared = e->cache == SCAV_SHARED_CACHE;
+        return e->cache;
+}
+
+/* The cache this thread already has, without claiming one (the shared one if none). */
+static inline uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared) {
+        const struct scav_tls_entry *e = scav_tls_find(p);
+        *shared = !e || e->cache == SCAV_SHARED_CACHE;
+        return e ? e->cache : SCAV_SHARED_CACHE;
+}
 /* Forgets this thread's entry for p (scav_close). */
 void scav_thread_cache_drop(scav_pool *p);
 /* Called with the registry lock held: flushes and frees the caches this
