@@ -117,7 +117,6 @@ int main(void) {
         uint64_t faults, pressure, my_faults;
         uint64_t lat[ROUNDS];
         unsigned n = 0, attempts = 0;
-        char skip[2 * PATH_MAX + 128];
         scav_pool *p = NULL;
         int r;
 
@@ -129,12 +128,7 @@ int main(void) {
         if (r < 0)
                 return TEST_END();
 
-        r = memcg_pressure_setup(&m, skip, sizeof(skip));
-        if (r < 0) {
-                memcg_pressure_cleanup(&m);
-                TEST_SKIP("%s", skip);
-        }
-        CHECKF(r == 0, "memcg setup: %s", strerror(r));
+        r = memcg_pressure_setup_or_skip(&m);
         if (r > 0)
                 goto out;
 

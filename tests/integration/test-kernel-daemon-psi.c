@@ -28,7 +28,6 @@ static const char config[] =
 int main(void) {
         struct memcg_pressure m;
         struct test_daemon d;
-        char skip[2 * PATH_MAX + 128];
         uint64_t before, backed = 0, start, released_usec = 0, faults, pressure, my_faults;
         scav_pool *p = NULL;
         int fd, r;
@@ -42,12 +41,7 @@ int main(void) {
         if (r < 0)
                 TEST_SKIP("the kernel refuses a PSI trigger: %s", strerror(-r));
 
-        r = memcg_pressure_setup(&m, skip, sizeof(skip));
-        if (r < 0) {
-                memcg_pressure_cleanup(&m);
-                TEST_SKIP("%s", skip);
-        }
-        CHECKF(r == 0, "memcg setup: %s", strerror(r));
+        r = memcg_pressure_setup_or_skip(&m);
         if (r > 0)
                 goto out;
 

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/test.h"
+
 #define MEMCG_ROOT "/sys/fs/cgroup/memory"
 #define MEMCG_LIMIT (64ULL << 20)
 #define MEMCG_FILE_SIZE (256ULL << 20)
@@ -251,5 +253,18 @@ static inline void memcg_pressure_cleanup(struct memcg_pressure *m) {
                 (void) unlink(m->file);
         if (m->group[0])
                 (void) rmdir(m->group);
+}
+
+/* memcg_pressure_setup for a test program: skips it (exit 77) where the
+ * machine cannot, else returns 0 or a positive errno (a checked failure). */
+static inline int memcg_pressure_setup_or_skip(struct memcg_pressure *m) {
+        char skip[2 * PATH_MAX + 128];
+        int r = memcg_pressure_setup(m, skip, sizeof(skip));
+        if (r < 0) {
+                memcg_pressure_cleanup(m);
+                TEST_SKIP("%s", skip);
+        }
+        CHECKF(r == 0, "memcg setup: %s", strerror(r));
+        return r;
 }
 

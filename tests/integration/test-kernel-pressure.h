@@ -34,7 +34,6 @@ static int pressure_test(enum config_tristate bpf, enum config_pressure pressure
         kernel_watch *k = NULL;
         struct pressure_state s = { .want_why = want_why };
         struct memcg_pressure m;
-        char skip[2 * PATH_MAX + 128];
         uint64_t start, hits_at_first, window_usec = 300000;
         int r;
 
@@ -52,12 +51,7 @@ static int pressure_test(enum config_tristate bpf, enum config_pressure pressure
         }
         CHECKF(strcmp(kernel_watch_mode(k), want_mode) == 0, "mode %s, want %s", kernel_watch_mode(k), want_mode);
 
-        r = memcg_pressure_setup(&m, skip, sizeof(skip));
-        if (r < 0) {
-                memcg_pressure_cleanup(&m);
-                TEST_SKIP("%s", skip);
-        }
-        CHECKF(r == 0, "memcg setup: %s", strerror(r));
+        r = memcg_pressure_setup_or_skip(&m);
         if (r > 0)
                 goto out;
 
