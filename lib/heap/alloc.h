@@ -40,6 +40,17 @@ static inline uint64_t heap_low_mask(uint64_t n) {
         return n >= 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
 }
 
+/* Empties position b of cache c: no block, no masks. Heap lock (or recovery after a death). */
+static inline void heap_cache_block_clear(struct heap_cache *c, uint32_t b) {
+        atomic_store_explicit(&c->free_mask[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
+        atomic_store_explicit(&c->nonempty,
+                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT64_C(1) << b),
+                              memory_order_relaxed);
+}
+
 /*
  * Block position of page in cache c, or -1. Unlocked for the owner; under
  * the lock for others. Blocks sit at the first empty position from

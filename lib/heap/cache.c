@@ -53,13 +53,7 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         if (!owned || !key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES) {
                 /* Not a block of ours: forget it, masks too, so that a block
                  * placed here later starts clean (heap_check reports the pages). */
-                atomic_store_explicit(&c->free_mask[b], 0, memory_order_relaxed);
-                atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
-                atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
-                atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
-                atomic_store_explicit(&c->nonempty,
-                                      atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT64_C(1) << b),
-                                      memory_order_relaxed);
+                heap_cache_block_clear(c, b);
                 return 0;
         }
 
@@ -77,13 +71,7 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         heap_test_point(h, HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID);
         heap_stats_inuse_add(h, -(int64_t) heap_popcount64(tofree));
         heap_stats_released_add(h, heap_popcount64(tofree & scav));
-        atomic_store_explicit(&c->free_mask[b], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->scav_mask[b], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->owned[b], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->key[b], 0, memory_order_relaxed);
-        atomic_store_explicit(&c->nonempty,
-                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) & ~(UINT64_C(1) << b),
-                              memory_order_relaxed);
+        heap_cache_block_clear(c, b);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
 }

@@ -121,10 +121,7 @@ static int roll_forward(heap *h, const struct heap_intent *it) {
                 } else {
                         ch->alloc[w] &= ~it->a;
                         ch->scav[w] |= it->a & it->b;
-                        atomic_store(&c->free_mask[b], 0);
-                        atomic_store(&c->scav_mask[b], 0);
-                        atomic_store(&c->owned[b], 0);
-                        atomic_store(&c->key[b], 0);
+                        heap_cache_block_clear(c, b); /* nonempty is recounted below */
                 }
                 break;
         }
