@@ -88,9 +88,9 @@ static unsigned entries_used(const struct heap_mcache *mc) {
         return n;
 }
 
-/* Whether a block of n pages fits. */
-static bool mcache_room(heap *h, const struct heap_mcache *mc, uint64_t n) {
-        return mc->pages + n <= mcache_cap_pages(h) && entry_free(mc) < HEAP_MCACHE_ENTRIES;
+/* The free entry a block of n pages would take, or HEAP_MCACHE_ENTRIES when it does not fit. */
+static unsigned mcache_room(heap *h, const struct heap_mcache *mc, uint64_t n) {
+        return mc->pages + n <= mcache_cap_pages(h) ? entry_free(mc) : HEAP_MCACHE_ENTRIES;
 }
 
 /* Pops the first entry of class k: its page, or UINT64_MAX when the list is
@@ -112,9 +112,8 @@ static uint64_t mcache_pop(struct heap_mcache *mc, unsigned k, uint64_t npages) 
         return mc->page[e - 1];
 }
 
-/* Pushes page (a CACHED record of class k, n pages). The caller checked mcache_room. */
-static void mcache_push(struct heap_mcache *mc, unsigned k, uint64_t page, uint64_t n) {
-        unsigned e = entry_free(mc);
+/* Pushes page (a CACHED record of class k, n pages) into entry e, which mcache_room gave. */
+static void mcache_push(struct heap_mcache *mc, unsigned e, unsigned k, uint64_t page, uint64_t n) {
         mc->page[e] = (uint32_t) page;
         mc->next[e] = mc->head[k];
         mc->head[k] = (uint8_t) (e + 1);
@@ -186,7 +185,8 @@ static int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uin
         if (r < 0)
                 return r;
         r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM, &page, &zp, &grown);
-        for (unsigned i = 1; r >= 0 && i < HEAP_MCACHE_BATCH && mcache_room(h, mc, n); i++) {
+        for (unsigned i = 1, e; r >= 0 && i < HEAP_MCACHE_BATCH && (e = mcache_room(h, mc, n)) < HEAP_MCACHE_ENTRIES;
+             i++) {
                 struct heap_zero_plan unused;
                 uint64_t extra;
                 /* Only backed pages: a cache hides what it holds from the
@@ -194,7 +194,7 @@ static int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uin
                 if (heap_alloc_locked(h, slot, n, HEAP_ALLOC_BACKED_ONLY, HEAP_REC_MEDIUM | HEAP_REC_CACHED, &extra,
                                       &unused, NULL) < 0)
                         break;
-                mcache_push(mc, k, extra, n);
+                mcache_push(mc, e, k, extra, n);
         }
         heap_unlock(h);
         if (grown)
@@ -304,7 +304,8 @@ bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uin
         if (n != npages || page > UINT32_MAX)
                 return false; /* not of a class: scribbled on */
         struct heap_mcache *mc = mcache_of(h, slot, cache);
-        if (!mcache_room(h, mc, n)) {
+        unsigned e = mcache_room(h, mc, n);
+        if (e == HEAP_MCACHE_ENTRIES) {
                 *ret = mcache_free_evicting(h, slot, cache, page, rec);
                 return true;
         }
@@ -314,7 +315,7 @@ bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uin
                 *ret = -EINVAL; /* another free won */
                 return true;
         }
-        mcache_push(mc, k, page, n);
+        mcache_push(mc, e, k, page, n);
         mcache_tick(h, slot, cache);
         *ret = 0;
         return true;
