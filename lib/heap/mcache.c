@@ -122,8 +122,8 @@ static void mcache_push(struct heap_mcache *mc, unsigned e, unsigned k, uint64_t
         mc->pages += (uint32_t) n;
 }
 
-/* Gives back the first entry of class k: false when the list is empty.
- * Called with heap lock held. */
+/* Gives back the first entry of class k, adding its pages to *given when
+ * not NULL: false when the list is empty. Called with heap lock held. */
 static bool mcache_evict_one_locked(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t *given) {
         uint64_t n = mcache_class_pages(k);
         uint64_t page = mcache_pop(mcache_of(h, slot, cache), k, n);
@@ -132,7 +132,7 @@ static bool mcache_evict_one_locked(heap *h, uint32_t slot, uint32_t cache, unsi
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
         if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || rec != cached_record(n, slot))
                 return true; /* a stale hint (freed by a reclaim) or scribbled on: dropped */
-        if (heap_free_locked(h, slot, cache, page, rec) >= 0)
+        if (heap_free_locked(h, slot, cache, page, rec) >= 0 && given)
                 *given += n;
         return true;
 }
@@ -149,10 +149,9 @@ static void mcache_collect(heap *h, uint32_t slot, uint32_t cache) {
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 any |= mc->low[k] > 0;
         if (any && heap_lock(h) >= 0) {
-                uint64_t given = 0;
                 for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                         for (unsigned i = 0, m = (mc->low[k] + 1u) / 2; i < m; i++)
-                                if (!mcache_evict_one_locked(h, slot, cache, k, &given))
+                                if (!mcache_evict_one_locked(h, slot, cache, k, NULL))
                                         break;
                 heap_unlock(h);
         }
@@ -281,14 +280,13 @@ static int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cache, uint64_t
                 r = -EINVAL; /* another free won */
         else
                 r = heap_free_locked(h, slot, cache, page, rec);
-        uint64_t given = 0;
         while (mc->pages > mcache_cap_pages(h) * HEAP_MCACHE_EVICT_KEEP / 4 ||
                entries_used(mc) > HEAP_MCACHE_ENTRIES * HEAP_MCACHE_EVICT_KEEP / 4) {
                 unsigned longest = 0;
                 for (unsigned k = 1; k < HEAP_MCACHE_CLASSES; k++)
                         if (mc->count[k] > mc->count[longest])
                                 longest = k;
-                if (!mcache_evict_one_locked(h, slot, cache, longest, &given))
+                if (!mcache_evict_one_locked(h, slot, cache, longest, NULL))
                         break; /* counts out of step with the lists (scribbled on) */
         }
         heap_unlock(h);
