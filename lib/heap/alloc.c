@@ -13,6 +13,7 @@
 #include "macro.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
+#include "heap/share.h"
 
 static bool valid_slot(heap *h, uint32_t slot) {
         return slot < h->max_slots;
@@ -263,9 +264,11 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
 
         /* Fast paths, no lock: the owner's own page cache takes it back, or
-         * its medium cache keeps it for its next allocation of that size. */
+         * its medium cache keeps it for its next allocation of that size.
+         * A shared allocation is its holders': always the lock (share.c). */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+        if (HEAP_REC_OWNER(rec) == slot + 1 && !(rec & HEAP_REC_SHARED) && valid_slot(h, slot) &&
+            cache < HEAP_SLOT_CACHES) {
                 if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r))
                         return r;
                 if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
@@ -277,7 +280,9 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
         rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
         r = record_valid(page, rec, heap_nchunks(h) * HEAP_CHUNK_PAGES);
-        if (r >= 0)
+        if (r >= 0 && (rec & HEAP_REC_SHARED))
+                r = valid_slot(h, slot) ? heap_share_free_locked(h, slot, cache, page, rec) : -EINVAL;
+        else if (r >= 0)
                 r = heap_free_locked(h, slot, cache, page, rec);
         heap_unlock(h);
         return r;
