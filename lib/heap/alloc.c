@@ -211,6 +211,14 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
         return false;
 }
 
+/* Whether the allocation at page (record rec) lies in a page cache of its
+ * owner, where a free leaves it. Only page-cache allocations lie in one; a
+ * MEDIUM one never does (no probing for it). Called with heap lock held. */
+bool heap_rec_in_cache(heap *h, uint64_t page, uint64_t rec) {
+        uint32_t owner = HEAP_REC_OWNER(rec);
+        return owner > 0 && !(rec & HEAP_REC_MEDIUM) && heap_range_in_slot_cache(h, owner - 1, page, HEAP_REC_NPAGES(rec));
+}
+
 /*
  * Frees the allocation whose record was rec. Pages inside a page cache of
  * their owner stay there (an orphan, given back when the cache is
@@ -219,9 +227,7 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
  */
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
         uint64_t n = HEAP_REC_NPAGES(rec);
-        uint32_t owner = HEAP_REC_OWNER(rec);
-        /* Only page-cache allocations lie in a cache; a MEDIUM one never does (no probing for it). */
-        bool in_cache = owner > 0 && !(rec & HEAP_REC_MEDIUM) && heap_range_in_slot_cache(h, owner - 1, page, n);
+        bool in_cache = heap_rec_in_cache(h, page, rec);
 
         heap_intent_begin(h, HEAP_OP_FREE, slot, cache, page, n, rec, in_cache);
         uint64_t expect = rec;

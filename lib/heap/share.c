@@ -174,14 +174,16 @@ int heap_share_ref_locked(heap *h, uint32_t slot, uint32_t idx) {
 /*
  * The last reference went: frees the allocation, then the entry (in that
  * order: an entry whose record is gone is merely stale). Returns the pages
- * freed. Called with heap lock held.
+ * given back to the heap (none when they stay in their owner's page cache,
+ * given back at its flush). Called with heap lock held.
  */
 static int64_t release_allocation(heap *h, uint32_t slot, uint32_t cache, uint32_t idx) {
         int64_t freed = 0;
         if (heap_share_live(h, idx)) {
                 uint64_t page = heap_share_at(h, idx)->page;
                 uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-                if (heap_free_locked(h, slot, cache, page, rec) >= 0)
+                bool in_cache = heap_rec_in_cache(h, page, rec);
+                if (heap_free_locked(h, slot, cache, page, rec) >= 0 && !in_cache)
                         freed = HEAP_REC_NPAGES(rec);
         }
         entry_release(h, idx);
