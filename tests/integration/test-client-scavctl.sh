@@ -37,7 +37,8 @@ expect() {
 # standard error is empty on success and one line on failure ($stderr_lines
 # lines if set: a failed reload or check is a result, told in JSON only).
 json_tool=/usr/bin/python3
-[ -x "$json_tool" ] || json_tool=$(command -v python3) || { echo "SKIP: no python3 for json.tool"; exit 77; }
+[ -x "$json_tool" ] || json_tool=$(command -v python3) ||
+        { echo "FAIL: no python3 to check JSON with (make deps installs it)"; exit 1; }
 expect_json() {
         local want=$1 pattern=$2 out err rc lines
         shift 3
