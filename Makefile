@@ -103,11 +103,15 @@ $(LIBSCAV_SO): $(LIB_OBJS) lib/libscav.sym
 	ln -sf libscav.so.$(SO_VERSION) $(BUILD)/libscav.so
 
 # The version for the programs' --version and scav_version(), made anew when
-# this Makefile (where VERSION is set) changes.
-$(BUILD)/build-version.h: Makefile
-	@mkdir -p $(dir $@)
+# VERSION changes (the stamp is named after it, so `make VERSION=...` counts
+# too) and when this Makefile does.
+$(BUILD)/build-version.h: Makefile $(BUILD)/version-$(VERSION).stamp
 	@printf '#define SCAV_BUILD_VERSION "%s"\n#define SCAV_BUILD_VERSION_MAJOR %s\n#define SCAV_BUILD_VERSION_MINOR %s\n' \
 		'$(VERSION)' '$(VERSION_MAJOR)' '$(VERSION_MINOR)' > $@
+
+$(BUILD)/version-%.stamp:
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/version-*.stamp && touch $@
 
 $(BUILD)/lib/scav-version.o $(BUILD)/daemon/main.o $(BUILD)/daemon/ctl/scavctl.o: $(BUILD)/build-version.h
 

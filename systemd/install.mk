@@ -102,8 +102,10 @@ uninstall-data:
 		if cmp -s conf/scavd.conf $$p; then echo rm -f $$p; rm -f $$p; \
 		else echo "uninstall-data: keeping $$p: it is not the default as installed"; fi; \
 	done
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf.d \
-		$(DESTDIR)$(SYSCONFDIR)/scavd 2>/dev/null
+	@for d in $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf.d \
+			$(DESTDIR)$(SYSCONFDIR)/scavd; do \
+		if [ -d $$d ]; then echo rmdir --ignore-fail-on-non-empty $$d; rmdir --ignore-fail-on-non-empty $$d; fi; \
+	done
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		journalctl --update-catalog 2>/dev/null || true; \
 		systemctl daemon-reload || true; \
