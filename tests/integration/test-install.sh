@@ -202,8 +202,13 @@ if [ -f "$comp" ]; then
         echo "bash completion (words| offered):"
         sed 's/^/    /' <<<"$out"
         grep -qx 'scavctl st| status' <<<"$out" || fail "bash: 'scavctl st<TAB>' does not complete to status"
-        grep -qx 'scavctl | status pools clients scavenge check reload help' <<<"$out" ||
-                fail "bash: 'scavctl <TAB>' does not offer the commands"
+        # Every command of scavctl --help, so that a new one is not forgotten.
+        offered=" $(sed -n 's/^scavctl | //p' <<<"$out") "
+        for c in $("$dest/usr/bin/scavctl" --help | sed -n '/^Commands:/,/^$/s/^  \([a-z-]*\) .*/\1/p'); do
+                [[ $offered == *" $c "* ]] ||
+                        fail "bash: 'scavctl <TAB>' does not offer the command $c (shell-completion/bash/scavctl)"
+        done
+        [ "$offered" != "  " ] || fail "bash: 'scavctl <TAB>' offers nothing"
         grep -qx 'scavctl status --js| --json' <<<"$out" || fail "bash: '--js<TAB>' does not complete to --json"
         grep -qx 'scavctl status --json d| demo' <<<"$out" || fail "bash: 'status d<TAB>' does not complete the pool demo"
         grep -qx "scavctl --socket $sock check | demo other" <<<"$out" ||
