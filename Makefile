@@ -4,37 +4,60 @@
 #   make check      every test: plain build, then ASan+UBSan build (build-san/)
 #   make demo       run the daemon with the default configuration and a demo client
 #   make bench      benchmarks against the peers; writes docs/benchmarks.md
-#   make install    DESTDIR= PREFIX= (default /usr/local)
+#   make install    DESTDIR= PREFIX= (default /usr/local), LIBDIR= ... (below)
+#   make uninstall  the same variables: removes what install put
 #   make deps       install missing build dependencies with apt-get
+#
+# For a distribution build: CPPFLAGS, CFLAGS and LDFLAGS are honoured (after
+# ours, so they win), WERROR=0 keeps warnings warnings, and the directories
+# below can be set one by one, e.g. for Debian
+#   make WERROR=0 PREFIX=/usr LIBDIR=/usr/lib/$(DEB_HOST_MULTIARCH)
+#   make install DESTDIR=debian/tmp PREFIX=/usr LIBDIR=/usr/lib/$(DEB_HOST_MULTIARCH)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+DOCDIR ?= $(DATADIR)/doc/scavd
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSCONFDIR ?= /etc
 BUILD ?= build
 SAN ?= 0
+WERROR ?= 1
 
 CC ?= cc
 CLANG ?= clang
 PKG_CONFIG ?= pkg-config
 
+# The version of scavd, libscav, scavctl and the man pages: change it here.
+# include/scav.h's SCAV_VERSION_MAJOR/MINOR must agree (the build says so
+# if they do not). SO_VERSION/SO_MINOR are the library's ABI, not this.
+VERSION := 0.1
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
 SO_VERSION := 0
 SO_MINOR := 0.1
-VERSION := 0.1
 
 # Debian packages a build and `make check` need (binary -> package pairs are in deps).
 DEB_BUILD := gcc make pkg-config clang bpftool libsystemd-dev libinih-dev libbpf-dev \
-	libclang-rt-14-dev systemd libcap2-bin util-linux procps
+	libclang-rt-14-dev systemd libcap2-bin util-linux procps python3 zsh
 DEB_BENCH := libjemalloc-dev libgoogle-perftools-dev libboost-dev golang-go gnuplot-nox
 
 PKGS := libsystemd inih libbpf
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
-WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+WARN := -Wall -Wextra $(if $(filter 0,$(WERROR)),,-Werror) -Wno-unused-parameter -Wshadow \
+	-Wstrict-prototypes -Wmissing-prototypes
 BASE_CFLAGS := -std=gnu17 $(WARN) -g -O2 -fPIC -D_GNU_SOURCE -pthread -Ilib -Iinclude -I$(BUILD)
 ifeq ($(SAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 endif
-ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
 
 LIB_SRCS := $(sort $(wildcard lib/*.c lib/heap/*.c))
@@ -59,7 +82,8 @@ LIBSCAV_SO := $(BUILD)/libscav.so.$(SO_MINOR)
 .SECONDARY:
 .PRECIOUS: $(BUILD)/%.o
 
-.PHONY: all lib daemon tests check check-run deps bench-deps demo bench install clean fuzz
+.PHONY: all lib daemon tests check check-run deps bench-deps demo bench install uninstall clean fuzz \
+	print-version FORCE
 all: lib daemon tests
 
 lib: $(LIBSCAV_A) $(LIBSCAV_SO) $(BUILD)/libscav.pc
@@ -78,9 +102,32 @@ $(LIBSCAV_SO): $(LIB_OBJS) lib/libscav.sym
 	ln -sf libscav.so.$(SO_MINOR) $(BUILD)/libscav.so.$(SO_VERSION)
 	ln -sf libscav.so.$(SO_VERSION) $(BUILD)/libscav.so
 
-$(BUILD)/libscav.pc: lib/libscav.pc.in
+# The version for the programs' --version and scav_version(), made anew when
+# VERSION changes (the stamp is named after it, so `make VERSION=...` counts
+# too) and when this Makefile does.
+$(BUILD)/build-version.h: Makefile $(BUILD)/version-$(VERSION).stamp
+	@printf '#define SCAV_BUILD_VERSION "%s"\n#define SCAV_BUILD_VERSION_MAJOR %s\n#define SCAV_BUILD_VERSION_MINOR %s\n' \
+		'$(VERSION)' '$(VERSION_MAJOR)' '$(VERSION_MINOR)' > $@
+
+$(BUILD)/version-%.stamp:
 	@mkdir -p $(dir $@)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	@rm -f $(BUILD)/version-*.stamp && touch $@
+
+$(BUILD)/lib/scav-version.o $(BUILD)/daemon/main.o $(BUILD)/daemon/ctl/scavctl.o: $(BUILD)/build-version.h
+
+# libscav.pc names where the library and header are installed, so it is
+# made from these variables: by `make install` into DESTDIR with the values
+# of that command line, and here in the build (what the same variables would
+# install), rewritten only when they change. Directories under PREFIX are
+# written as ${prefix}/..., as pkg-config users expect.
+pc_dir = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|g' \
+	-e 's|@INCLUDEDIR@|$(call pc_dir,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g'
+
+$(BUILD)/libscav.pc: lib/libscav.pc.in FORCE
+	@mkdir -p $(dir $@)
+	@$(PC_SED) $< > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 # BPF programs and their skeletons (vmlinux.h, *.skel.h) come from this fragment.
 -include daemon/bpf/bpf.mk
@@ -144,19 +191,32 @@ demo: deps all
 bench: bench-deps all
 	$(MAKE) bench-run
 
+# Installs what `make` built; it builds nothing that a plain `make` did not
+# (libscav.pc is written straight into DESTDIR for this PREFIX and LIBDIR).
 install: lib daemon
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(LIBSCAV_SO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libscav.so.$(SO_MINOR) $(DESTDIR)$(PREFIX)/lib/libscav.so.$(SO_VERSION)
-	ln -sf libscav.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libscav.so
-	install -m 0644 include/scav.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0644 $(BUILD)/libscav.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	install -m 0755 $(BUILD)/scavd $(DESTDIR)$(PREFIX)/sbin/
-	install -m 0755 $(BUILD)/scavctl $(DESTDIR)$(PREFIX)/bin/
+	install -Dm0755 $(LIBSCAV_SO) $(DESTDIR)$(LIBDIR)/libscav.so.$(SO_MINOR)
+	ln -sf libscav.so.$(SO_MINOR) $(DESTDIR)$(LIBDIR)/libscav.so.$(SO_VERSION)
+	ln -sf libscav.so.$(SO_VERSION) $(DESTDIR)$(LIBDIR)/libscav.so
+	install -Dm0644 include/scav.h $(DESTDIR)$(INCLUDEDIR)/scav.h
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	$(PC_SED) lib/libscav.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libscav.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/libscav.pc
+	install -Dm0755 $(BUILD)/scavd $(DESTDIR)$(SBINDIR)/scavd
+	install -Dm0755 $(BUILD)/scavctl $(DESTDIR)$(BINDIR)/scavctl
 	$(MAKE) install-data
 
+# Removes exactly what install put (an edited configuration stays, see
+# uninstall-data), and the directories that only held it.
+uninstall: uninstall-data
+	rm -f $(DESTDIR)$(LIBDIR)/libscav.so.$(SO_MINOR) $(DESTDIR)$(LIBDIR)/libscav.so.$(SO_VERSION) \
+		$(DESTDIR)$(LIBDIR)/libscav.so $(DESTDIR)$(INCLUDEDIR)/scav.h \
+		$(DESTDIR)$(PKGCONFIGDIR)/libscav.pc $(DESTDIR)$(SBINDIR)/scavd $(DESTDIR)$(BINDIR)/scavctl
+
 -include systemd/install.mk
+
+# For packaging scripts and tests: `make -s print-version`.
+print-version:
+	@echo $(VERSION)
 
 clean:
 	rm -rf build build-san build-fuzz build-bench

@@ -35,6 +35,8 @@
 #define CONFIG_MAX_CLIENTS 4096u
 #define CONFIG_MAX_SHARDS 4096u
 #define CONFIG_MAX_RETAIN_EXTRA 10000u
+#define CONFIG_MAX_KEY 32u            /* longer keys are unknown anyway */
+#define CONFIG_MAX_SECTION_KEYS 64u
 
 void pool_config_defaults(struct pool_config *p) {
         memset(p, 0, sizeof(*p));
@@ -219,6 +221,24 @@ struct parse_state {
         unsigned error_line;
         char *err;
         size_t errlen;
+
+        /* What this file said already. A section or a key given twice in
+         * one file is an error, since one of the two values would be lost
+         * without a word; a drop-in saying it again is how overriding
+         * works, and each file gets a parse_state of its own. */
+        bool indented;          /* the line starts with a blank (inih: a continuation) */
+        unsigned daemon_line;   /* [daemon] seen on this line, or 0 */
+        unsigned n_pools_seen;
+        struct {
+                char name[SCAV_POOL_NAME_MAX];
+                unsigned line;
+        } pools_seen[CONFIG_MAX_POOLS];
+        unsigned n_keys;        /* keys of the current section */
+        struct {
+                char name[CONFIG_MAX_KEY];
+                unsigned line;
+        } keys[CONFIG_MAX_SECTION_KEYS];
+        char last_key[CONFIG_MAX_KEY];
 };
 
 _printf_(4, 5) static int fail(struct parse_state *s, unsigned line, int error, const char *fmt, ...) {
@@ -462,6 +482,63 @@ static int pool_key(struct parse_state *s, const char *key, const char *value) {
         return 1;
 }
 
+/* Called for each [section] header line, before the handler sees its keys
+ * (a section without keys reaches no handler, but is still a repetition). */
+static void section_once(struct parse_state *s) {
+        const char *sec = s->raw_section, *name;
+
+        s->n_keys = 0;
+        s->last_key[0] = 0;
+        if (strcmp(sec, "daemon") == 0) {
+                if (s->daemon_line)
+                        fail(s, s->line, -EINVAL, "[daemon]: section given twice in one file (first on line %u)",
+                             s->daemon_line);
+                s->daemon_line = s->line;
+                return;
+        }
+        if (strncmp(sec, "pool", 4) != 0 || (sec[4] != ' ' && sec[4] != '\t'))
+                return; /* the handler names what is wrong with it */
+        name = sec + 4 + strspn(sec + 4, " \t");
+        if (!pool_name_valid(name))
+                return;
+        for (unsigned i = 0; i < s->n_pools_seen; i++)
+                if (strcmp(s->pools_seen[i].name, name) == 0) {
+                        fail(s, s->line, -EINVAL, "[%s]: section given twice in one file (first on line %u)", sec,
+                             s->pools_seen[i].line);
+                        return;
+                }
+        if (s->n_pools_seen < ELEMENTSOF(s->pools_seen)) { /* else the handler refuses the pool */
+                snprintf(s->pools_seen[s->n_pools_seen].name, SCAV_POOL_NAME_MAX, "%s", name);
+                s->pools_seen[s->n_pools_seen++].line = s->line;
+        }
+}
+
+/* -EINVAL when key was given before in this section of this file. inih
+ * takes an indented line right after a key as a continuation: a second
+ * value of that key, which would silently replace the first; said as
+ * such, rather than as whatever the key's parser makes of the line. */
+static int key_once(struct parse_state *s, const char *key) {
+        bool continuation = s->indented && strcmp(key, s->last_key) == 0;
+
+        snprintf(s->last_key, sizeof(s->last_key), "%s", key);
+        if (continuation) {
+                fail(s, s->line, -EINVAL, "%s: an indented line continues its value; values are one line "
+                     "(remove the indentation)", key);
+                return -EINVAL;
+        }
+        for (unsigned i = 0; i < s->n_keys; i++)
+                if (strcmp(s->keys[i].name, key) == 0) {
+                        fail(s, s->line, -EINVAL, "%s: given twice in [%s] (first on line %u)", key, s->section,
+                             s->keys[i].line);
+                        return -EINVAL;
+                }
+        if (strlen(key) < CONFIG_MAX_KEY && s->n_keys < CONFIG_MAX_SECTION_KEYS) {
+                snprintf(s->keys[s->n_keys].name, CONFIG_MAX_KEY, "%s", key);
+                s->keys[s->n_keys++].line = s->line;
+        }
+        return 0;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value) {
         struct parse_state *s = user;
 
@@ -477,6 +554,8 @@ static int handler(void *user, const char *section, const char *key, const char 
                         return 1;
         }
         if (s->kind < 0)
+                return 1;
+        if (key_once(s, key) < 0)
                 return 1;
         if (!value)
                 value = "";
@@ -505,7 +584,9 @@ static char *reader(char *str, int num, void *stream) {
                 if (e) {
                         s->section_line = s->line;
                         snprintf(s->raw_section, sizeof(s->raw_section), "%.*s", (int) (e - t - 1), t + 1);
+                        section_once(s);
                 }
+                s->indented = str[0] == ' ' || str[0] == '\t';
         }
         return str;
 }
@@ -568,6 +649,12 @@ static int finalize(struct daemon_config *c, char *err, size_t errlen) {
                 p->allow_all = p->n_allow_users == 0 && p->n_allow_groups == 0;
         }
         return 0;
+}
+
+const char *config_warning(const struct daemon_config *c) {
+        if (c->n_pools == 0)
+                return "no [pool NAME] section: clients have no pool to open";
+        return NULL;
 }
 
 int config_parse_string(const char *name, const char *text, struct daemon_config *c, char *err,

@@ -4,7 +4,9 @@
 /*
  * scavd's configuration: /etc/scavd/scavd.conf plus scavd.conf.d/NAME.conf in
  * lexical order (later wins), parsed with inih. Errors name file:line and
- * the key. See scavd.conf(5).
+ * the key. One file may give a section, or a key within it, only once: a
+ * drop-in overrides, a repetition within a file is an error. See
+ * scavd.conf(5).
  */
 
 #include <stdbool.h>
@@ -59,6 +61,13 @@ void pool_config_defaults(struct pool_config *p);
  * On error returns a negative errno and writes "file:line: reason" into err.
  */
 int config_load(const char *path, struct daemon_config *c, char *err, size_t errlen);
+
+/*
+ * What is valid but most likely not meant, for a warning (NULL when
+ * nothing): a configuration without any pool, where clients can open
+ * nothing.
+ */
+const char *config_warning(const struct daemon_config *c);
 
 /* Parses one buffer (for the fuzzer and tests); name is used in messages. */
 int config_parse_string(const char *name, const char *text, struct daemon_config *c,

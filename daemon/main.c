@@ -5,7 +5,8 @@
  * kernel pressure), tells the service manager when it is ready, and tears
  * it down in reverse on SIGTERM.
  *
- *   scavd [--config FILE] [--socket PATH] [--check-config]
+ *   scavd [--config FILE] [--socket PATH]
+ *   scavd --check-config [FILE]
  */
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
+#include "build-version.h"
 #include "fdstore.h"
 #include "log.h"
 #include "manager.h"
@@ -38,38 +40,61 @@ static void help(void) {
                "                       drop-ins in FILE.d/*.conf)\n"
                "  -s --socket PATH     listen on PATH (default: configuration's socket,\n"
                "                       then $SCAVD_SOCKET, then " DEFAULT_SOCKET ")\n"
-               "     --check-config    validate the configuration and exit (0 = valid)\n"
-               "  -h --help            show this help\n");
+               "     --check-config [FILE]\n"
+               "                       validate the configuration (FILE, else --config's)\n"
+               "                       and exit (0 = valid)\n"
+               "  -h --help            show this help\n"
+               "     --version         show the version\n");
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_CHECK_CONFIG = 0x100 };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "socket", required_argument, NULL, 's' },
-                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "check-config", optional_argument, NULL, ARG_CHECK_CONFIG },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
                 {}
         };
+        const char *check_file = NULL;
+        bool have_config = false;
         int c;
 
         while ((c = getopt_long(argc, argv, "c:s:h", options, NULL)) >= 0)
                 switch (c) {
                 case 'c':
                         arg_config = optarg;
+                        have_config = true;
                         break;
                 case 's':
                         arg_socket = optarg;
                         break;
                 case ARG_CHECK_CONFIG:
                         arg_check_config = true;
+                        if (optarg)
+                                check_file = optarg;
                         break;
                 case 'h':
                         help();
                         return 0;
+                case ARG_VERSION:
+                        printf("scavd " SCAV_BUILD_VERSION "\n");
+                        return 0;
                 default:
                         return -EINVAL;
                 }
+        /* --check-config FILE, as well as --check-config=FILE. */
+        if (arg_check_config && !check_file && optind < argc)
+                check_file = argv[optind++];
+        if (check_file) {
+                if (have_config) {
+                        fprintf(stderr, "scavd: --check-config %s and --config %s: give the file once\n",
+                                check_file, arg_config);
+                        return -EINVAL;
+                }
+                arg_config = check_file;
+        }
         if (optind < argc) {
                 fprintf(stderr, "scavd: unexpected argument '%s'\n", argv[optind]);
                 return -EINVAL;
@@ -123,6 +148,8 @@ static int run(struct manager *m) {
                 (void) sd_notifyf(0, "STATUS=Bad configuration: %s", err);
                 return r;
         }
+        if (config_warning(m->config))
+                log_warning("%s: %s", m->config_path, config_warning(m->config));
         m->uid = geteuid();
 
         /* One descriptor per session: take the soft limit up to the hard one
@@ -215,8 +242,14 @@ int main(int argc, char *argv[]) {
                 r = config_load(arg_config, c, err, sizeof(err));
                 if (r < 0)
                         fprintf(stderr, "%s\n", err);
-                else
+                else {
+                        const char *w = config_warning(c);
+
+                        /* Valid, but probably not what was meant: said, not refused. */
+                        if (w)
+                                fprintf(stderr, "%s: warning: %s\n", arg_config, w);
                         printf("%s: valid, %u pools\n", arg_config, c->n_pools);
+                }
                 free(c);
                 return r < 0 ? 1 : 0;
         }

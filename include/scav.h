@@ -13,9 +13,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The version of libscav this header belongs to, for #if; scav_version()
+ * says which library a program actually runs with. SCAV_VERSION is the two
+ * as a string, "MAJOR.MINOR".
+ */
+#define SCAV_VERSION_MAJOR 0
+#define SCAV_VERSION_MINOR 1
+#define SCAV_VERSION_STR_(x) #x
+#define SCAV_VERSION_XSTR_(x) SCAV_VERSION_STR_(x)
+#define SCAV_VERSION SCAV_VERSION_XSTR_(SCAV_VERSION_MAJOR) "." SCAV_VERSION_XSTR_(SCAV_VERSION_MINOR)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The running library's version, e.g. "0.1". */
+const char *scav_version(void);
 
 typedef struct scav_pool scav_pool;
 

@@ -1,6 +1,9 @@
 # Installs what makes scavd a system service: the units, the sysusers.d and
-# tmpfiles.d entries, the journal catalog, the default configuration and the
-# man pages. Called by `make install` (DESTDIR=, PREFIX=).
+# tmpfiles.d entries, the journal catalog, the default configuration, the
+# man pages (with one .so page per libscav function, so that `man scav_alloc`
+# works), the shell completions of scavctl and the example client. Called by
+# `make install` (DESTDIR=, PREFIX= and the directories the Makefile names);
+# uninstall-data removes the same files.
 #
 # Directories come from `pkg-config systemd`. When PREFIX is not systemd's
 # own prefix (the default /usr/local), they are rebased under PREFIX
@@ -8,10 +11,10 @@
 # which systemd searches. The configuration always goes to $(SYSCONFDIR)
 # (/etc), since the daemon reads /etc/scavd/scavd.conf.
 
-SYSCONFDIR ?= /etc
-SBINDIR ?= $(PREFIX)/sbin
-BINDIR ?= $(PREFIX)/bin
-MANDIR ?= $(PREFIX)/share/man
+# SYSCONFDIR, SBINDIR, BINDIR, MANDIR, DATADIR and DOCDIR come from the
+# Makefile. Completions go where bash-completion and zsh look by default.
+BASHCOMPLETIONDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPLETIONDIR ?= $(DATADIR)/zsh/site-functions
 
 SYSTEMD_PREFIX := $(shell $(PKG_CONFIG) --variable=prefix systemd 2>/dev/null)
 ifeq ($(PREFIX),$(SYSTEMD_PREFIX))
@@ -28,8 +31,10 @@ TMPFILESDIR ?= $(call pc_or,tmpfilesdir,$(PREFIX)/lib/tmpfiles.d)
 CATALOGDIR ?= $(call pc_or,catalogdir,$(PREFIX)/lib/systemd/catalog)
 
 MAN_PAGES := $(sort $(wildcard docs/man/*.[1358]))
+# Every function named in libscav(3)'s NAME line gets a page that sources it.
+MAN3_LINKS := $(filter-out libscav,$(shell sed -n '/^\.SH NAME/{n;s/ *\\-.*//;s/,/ /g;p;q;}' docs/man/libscav.3))
 
-.PHONY: install-data
+.PHONY: install-data uninstall-data
 
 # ExecStart= names the installed daemon, so scavd.service is made from its
 # template at install time, for this SBINDIR.
@@ -58,16 +63,50 @@ install-data:
 		echo install -m 0644 conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf; \
 		install -m 0644 conf/scavd.conf $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf; \
 	fi
+	@# The pages say the version of the Makefile.
 	@for m in $(MAN_PAGES); do \
-		s=$${m##*.}; \
-		echo install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
-		install -d $(DESTDIR)$(MANDIR)/man$$s && install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; \
+		s=$${m##*.}; d=$(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; \
+		echo "install $$m -> $$d"; \
+		install -d $${d%/*} && sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $$m > $$d && chmod 0644 $$d || exit 1; \
 	done
+	@for f in $(MAN3_LINKS); do \
+		echo ".so man3/libscav.3" > $(DESTDIR)$(MANDIR)/man3/$$f.3 && chmod 0644 $(DESTDIR)$(MANDIR)/man3/$$f.3 || exit 1; \
+	done
+	@echo "install .so pages: $(MAN3_LINKS:%=$(MANDIR)/man3/%.3)"
+	install -Dm0644 shell-completion/bash/scavctl $(DESTDIR)$(BASHCOMPLETIONDIR)/scavctl
+	install -Dm0644 shell-completion/zsh/_scavctl $(DESTDIR)$(ZSHCOMPLETIONDIR)/_scavctl
+	install -Dm0644 docs/examples/demo.c $(DESTDIR)$(DOCDIR)/examples/demo.c
 	@# On a live system (no DESTDIR, systemd running) make the user, the
 	@# runtime directory and the catalog take effect now.
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers $(SYSUSERSDIR)/scavd.conf; \
 		systemd-tmpfiles --create $(TMPFILESDIR)/scavd.conf; \
+		journalctl --update-catalog 2>/dev/null || true; \
+		systemctl daemon-reload || true; \
+	fi
+
+# The configuration goes only if it is the default as shipped: an edited
+# one is the administrator's (as dpkg keeps a changed conffile until purge).
+# The scavd user stays, as systemd-sysusers never removes one either.
+uninstall-data:
+	rm -f $(DESTDIR)$(UNITDIR)/scavd.service $(DESTDIR)$(UNITDIR)/scavd.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/scavd.conf $(DESTDIR)$(TMPFILESDIR)/scavd.conf \
+		$(DESTDIR)$(CATALOGDIR)/scavd.catalog \
+		$(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+		$(MAN3_LINKS:%=$(DESTDIR)$(MANDIR)/man3/%.3) \
+		$(DESTDIR)$(BASHCOMPLETIONDIR)/scavctl $(DESTDIR)$(ZSHCOMPLETIONDIR)/_scavctl \
+		$(DESTDIR)$(DOCDIR)/examples/demo.c
+	@for f in scavd.conf scavd.conf.default; do \
+		p=$(DESTDIR)$(SYSCONFDIR)/scavd/$$f; \
+		[ -e $$p ] || continue; \
+		if cmp -s conf/scavd.conf $$p; then echo rm -f $$p; rm -f $$p; \
+		else echo "uninstall-data: keeping $$p: it is not the default as installed"; fi; \
+	done
+	@for d in $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/scavd/scavd.conf.d \
+			$(DESTDIR)$(SYSCONFDIR)/scavd; do \
+		if [ -d $$d ]; then echo rmdir --ignore-fail-on-non-empty $$d; rmdir --ignore-fail-on-non-empty $$d; fi; \
+	done
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		journalctl --update-catalog 2>/dev/null || true; \
 		systemctl daemon-reload || true; \
 	fi

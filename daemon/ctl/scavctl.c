@@ -7,18 +7,24 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "build-version.h"
 #include "macro.h"
 #include "proto.h"
 #include "scav-conn.h"
 
 static const char *arg_socket;
 static bool arg_json;
+static const char *arg_command; /* for error objects */
+static bool replied;            /* the last request got an answer from the daemon */
 
 union reply {
         struct scav_msg_reply rep;
@@ -61,37 +67,113 @@ static void json_string(const char *s, size_t n) {
         putchar('"');
 }
 
-/* Reports a failed request in words a person can act on; returns 1. */
-static int fail(int r, const char *what, const char *pool) {
+/*
+ * With --json, a failure is also one JSON object on standard output, as a
+ * failed reload's is, so that a script reads one document whatever
+ * happened: {"ok":false,"command":...,"pool":...,"errno":...,"error":...}.
+ * The message itself goes to standard error as always.
+ */
+static void json_error(const char *pool, int r, const char *msg) {
+        const char *name = r < 0 ? strerrorname_np(-r) : NULL;
+
+        printf("{\"ok\":false,\"command\":");
+        if (arg_command)
+                json_string(arg_command, strlen(arg_command));
+        else
+                printf("null");
+        printf(",\"pool\":");
+        if (pool)
+                json_string(pool, strlen(pool));
+        else
+                printf("null");
+        printf(",\"errno\":");
+        if (name)
+                json_string(name, strlen(name));
+        else
+                printf("null");
+        printf(",\"error\":");
+        json_string(msg, strlen(msg));
+        printf("}\n");
+}
+
+/* A usage error: one line, and the JSON object with --json; returns 2. */
+_printf_(1, 2) static int usage(const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "scavctl: %s (see 'scavctl --help')\n", msg);
+        if (arg_json)
+                json_error(NULL, 0, msg);
+        return 2;
+}
+
+/* The socket refused us, not the daemon: say who may connect. The group
+ * is the socket's own (scavd's, from scavd.socket), when it can be seen. */
+static void socket_denied(const char *path, char *msg, size_t len) {
+        const char *group = "scavd";
+        struct stat st;
+        struct group *g;
+
+        if (stat(path, &st) == 0 && (g = getgrgid(st.st_gid)))
+                group = g->gr_name;
+        snprintf(msg, len,
+                 "cannot connect to scavd at %s: permission denied: only root and members of the group \"%s\" "
+                 "may connect (usermod -aG %s USER, then log in again)", path, group, group);
+}
+
+/* Reports a failed request in words a person can act on; returns 1. With
+ * json = false, only on standard error (a row of a list that goes on). */
+static int fail_to(bool json, int r, const char *what, const char *pool) {
         const char *path = arg_socket ? arg_socket : scav_socket_path();
+        char msg[1024];
 
         switch (r) {
         case -ECONNREFUSED:
-                fprintf(stderr, "scavctl: cannot reach scavd at %s: no daemon is listening\n", path);
+                snprintf(msg, sizeof(msg), "cannot reach scavd at %s: no daemon is listening", path);
                 break;
         case -ENOENT:
-                fprintf(stderr, "scavctl: %s: no pool named \"%s\"\n", what, pool ? pool : "");
+                snprintf(msg, sizeof(msg), "%s: no pool named \"%s\"", what, pool ? pool : "");
                 break;
         case -EACCES:
         case -EPERM:
-                if (pool)
-                        fprintf(stderr, "scavctl: %s: pool %s: permission denied\n", what, pool);
+                /* Both the socket and a pool's allow list say EACCES: only
+                 * the daemon answers in the second case. */
+                if (!replied)
+                        socket_denied(path, msg, sizeof(msg));
+                else if (pool)
+                        snprintf(msg, sizeof(msg),
+                                 "%s: pool %s: permission denied (not in the pool's allow_users or allow_groups)",
+                                 what, pool);
                 else
-                        fprintf(stderr, "scavctl: %s: permission denied\n", what);
+                        snprintf(msg, sizeof(msg), "%s: permission denied", what);
                 break;
         case -EPROTO:
-                fprintf(stderr, "scavctl: scavd at %s speaks another protocol version\n", path);
+                snprintf(msg, sizeof(msg), "scavd at %s speaks another protocol version", path);
                 break;
         default:
-                fprintf(stderr, "scavctl: %s%s%s: %s\n", what, pool ? ": pool " : "", pool ? pool : "",
-                        strerror(-r));
+                snprintf(msg, sizeof(msg), "%s%s%s: %s", what, pool ? ": pool " : "", pool ? pool : "",
+                         strerror(-r));
         }
+        fprintf(stderr, "scavctl: %s\n", msg);
+        if (json && arg_json)
+                json_error(pool, r, msg);
         return 1;
 }
 
+static int fail(int r, const char *what, const char *pool) {
+        return fail_to(true, r, what, pool);
+}
+
 static int request(enum scav_msg_type type, const char *pool, uint64_t bytes, union reply *u) {
+        int r;
+
         memset(u, 0, sizeof(*u));
-        return scav_ctl_request(arg_socket, type, pool, bytes, u, sizeof(*u));
+        r = scav_ctl_request(arg_socket, type, pool, bytes, u, sizeof(*u));
+        replied = u->rep.hdr.magic == SCAV_PROTO_MAGIC;
+        return r;
 }
 
 /* The pools' names, one per line in the reply, into a NULL-terminated array. */
@@ -224,7 +306,7 @@ static int cmd_status(const char *pool) {
                 if (r < 0) {
                         /* A pool dropped between the two requests is no error. */
                         if (r != -ENOENT) {
-                                fail(r, "status", names[i]);
+                                fail_to(false, r, "status", names[i]);
                                 failed = 1;
                         }
                         continue;
@@ -320,10 +402,8 @@ static int cmd_scavenge(const char *pool, const char *size) {
 
                 errno = 0;
                 v = strtoull(size, &end, 10);
-                if (errno || end == size || size[0] == '-') {
-                        fprintf(stderr, "scavctl: scavenge: bad size \"%s\"\n", size);
-                        return 2;
-                }
+                if (errno || end == size || size[0] == '-')
+                        return usage("scavenge: bad size \"%s\"", size);
                 switch (*end) {
                 case 'K': case 'k': mult = 1ull << 10; end++; break;
                 case 'M': case 'm': mult = 1ull << 20; end++; break;
@@ -332,10 +412,8 @@ static int cmd_scavenge(const char *pool, const char *size) {
                 }
                 if (*end == 'B' || *end == 'b')
                         end++;
-                if (*end || (v && mult > UINT64_MAX / v)) {
-                        fprintf(stderr, "scavctl: scavenge: bad size \"%s\" (K/M/G/T suffixes)\n", size);
-                        return 2;
-                }
+                if (*end || (v && mult > UINT64_MAX / v))
+                        return usage("scavenge: bad size \"%s\" (K/M/G/T suffixes)", size);
                 bytes = v * mult;
         }
         r = request(SCAV_MSG_SCAVENGE, pool, bytes, &u);
@@ -396,7 +474,7 @@ static int cmd_reload(void) {
 
 static void help(FILE *f) {
         fprintf(f,
-                "Usage: scavctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+                "Usage: scavctl [OPTIONS] COMMAND [ARGS]\n"
                 "\n"
                 "Inspect and control scavd pools.\n"
                 "\n"
@@ -408,42 +486,67 @@ static void help(FILE *f) {
                 "  check POOL             verify the pool's invariants\n"
                 "  reload                 reload the daemon's configuration\n"
                 "\n"
-                "Options:\n"
+                "Options (before or after the command):\n"
                 "  --socket PATH  the daemon's socket (default $SCAVD_SOCKET, else\n"
                 "                 /run/scavd/scavd.sock)\n"
-                "  --json         one JSON document instead of tables\n"
-                "  -h, --help     this text\n");
+                "  --json         one JSON document instead of tables, errors included\n"
+                "  -h, --help     this text\n"
+                "  --version      the version\n");
 }
 
-static int usage(const char *msg) {
-        fprintf(stderr, "scavctl: %s\n", msg);
-        fprintf(stderr, "Try 'scavctl --help'.\n");
-        return 2;
+static const char *const commands[] = { "status", "pools", "clients", "scavenge", "check", "reload", "help" };
+
+/* --json is looked for first, so that a usage error found before it is a
+ * JSON document too. Not past "--", nor as the value of --socket. */
+static bool want_json(int argc, char **argv) {
+        for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+                if (strcmp(argv[i], "--socket") == 0)
+                        i++;
+                else if (strcmp(argv[i], "--json") == 0)
+                        return true;
+        }
+        return false;
 }
 
 int main(int argc, char **argv) {
+        enum { ARG_SOCKET = 0x100, ARG_JSON, ARG_VERSION };
         static const struct option opts[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "json", no_argument, NULL, 'j' },
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "json", no_argument, NULL, ARG_JSON },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
                 {},
         };
         const char *cmd;
         int c, nargs;
+        bool known = false;
 
-        while ((c = getopt_long(argc, argv, "+h", opts, NULL)) >= 0)
+        arg_json = want_json(argc, argv);
+        /* Options may follow the command (GNU getopt permutes argv: the
+         * command and its arguments end up after them); "--" ends them, so
+         * that a value starting with '-' can be passed. Errors are ours:
+         * one line each. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) >= 0)
                 switch (c) {
-                case 's':
+                case ARG_SOCKET:
                         arg_socket = optarg;
                         break;
-                case 'j':
+                case ARG_JSON:
                         arg_json = true;
                         break;
                 case 'h':
                         help(stdout);
                         return 0;
+                case ARG_VERSION:
+                        printf("scavctl " SCAV_BUILD_VERSION "\n");
+                        return 0;
+                case ':':
+                        return usage("option '%s' needs an argument", argv[optind - 1]);
                 default:
-                        return usage("unknown option");
+                        if (optopt)
+                                return usage("unknown option '-%c'", optopt);
+                        return usage("unknown option '%s'", argv[optind - 1]);
                 }
         if (optind >= argc)
                 return usage("no command given");
@@ -451,10 +554,17 @@ int main(int argc, char **argv) {
         nargs = argc - optind - 1;
         char **args = argv + optind + 1;
 
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                known = known || strcmp(cmd, commands[i]) == 0;
+        if (!known)
+                return usage("unknown command '%s'", cmd);
+        arg_command = cmd;
+
         for (int i = 0; i < nargs; i++)
                 if (strcmp(cmd, "help") && !scav_pool_name_valid(args[i]) &&
                     !(strcmp(cmd, "scavenge") == 0 && i == 1))
-                        return usage("a pool name is made of [A-Za-z0-9_.-], at most 63 characters");
+                        return usage("%s: a pool name is made of [A-Za-z0-9_.-], at most 63 characters, not '%s'",
+                                     cmd, args[i]);
 
         if (strcmp(cmd, "status") == 0 && nargs <= 1)
                 return cmd_status(nargs ? args[0] : NULL);
@@ -472,8 +582,5 @@ int main(int argc, char **argv) {
                 help(stdout);
                 return 0;
         }
-        if (strcmp(cmd, "status") && strcmp(cmd, "pools") && strcmp(cmd, "clients") &&
-            strcmp(cmd, "scavenge") && strcmp(cmd, "check") && strcmp(cmd, "reload"))
-                return usage("unknown command");
-        return usage("wrong number of arguments");
+        return usage("%s: wrong number of arguments", cmd);
 }

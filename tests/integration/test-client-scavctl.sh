@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # scavctl against a real daemon on a private socket: every command, human
 # and --json output, and the failures: exit status non-zero with a message
-# a person can act on (no daemon, unknown pool, bad usage, bad reload).
+# a person can act on (no daemon, unknown pool, bad usage, bad reload, a
+# socket it may not use), one line each, and with --json one JSON document
+# on standard output (checked by python3 -m json.tool). Options may follow
+# the command.
 set -u
 top=${SCAV_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${BUILD:-$top/build}
@@ -29,6 +32,31 @@ expect() {
         grep -Eq -- "$pattern" <<<"$out" || fail "scavctl $*: output does not match /$pattern/: $out"
         printf '$ scavctl %s   (exit %d)\n%s\n' "$*" "$rc" "$out"
 }
+# expect_json STATUS PATTERN -- scavctl args...: exit status; standard output
+# is one valid JSON document (whatever went wrong) matching the pattern;
+# standard error is empty on success and one line on failure ($stderr_lines
+# lines if set: a failed reload or check is a result, told in JSON only).
+json_tool=/usr/bin/python3
+[ -x "$json_tool" ] || json_tool=$(command -v python3) ||
+        { echo "FAIL: no python3 to check JSON with (make deps installs it)"; exit 1; }
+expect_json() {
+        local want=$1 pattern=$2 out err rc lines
+        shift 3
+        out=$("$scavctl" "$@" 2>"$tmp/stderr"); rc=$?
+        err=$(cat "$tmp/stderr")
+        printf '$ scavctl %s   (exit %d)\n%s\n%s\n' "$*" "$rc" "$out" "$err"
+        [ "$rc" -eq "$want" ] || fail "scavctl $*: exit $rc, want $want: $out $err"
+        "$json_tool" -m json.tool <<<"$out" >/dev/null 2>"$tmp/json.err" ||
+                fail "scavctl $*: standard output is not JSON ($(cat "$tmp/json.err")): '$out'"
+        grep -Eq -- "$pattern" <<<"$out" || fail "scavctl $*: JSON does not match /$pattern/: $out"
+        lines=$(grep -c . "$tmp/stderr")
+        if [ "$want" -eq 0 ]; then
+                [ "$lines" -eq 0 ] || fail "scavctl $*: succeeded with standard error: $err"
+        else
+                [ "$lines" -eq "${stderr_lines:-1}" ] ||
+                        fail "scavctl $*: $lines lines on standard error, want ${stderr_lines:-1}: $err"
+        fi
+}
 
 cat >"$tmp/scavd.conf" <<CONF
 [pool alpha]
@@ -41,6 +69,8 @@ CONF
 # No daemon yet.
 expect 1 "cannot reach scavd at $sock" -- status
 expect 1 "cannot reach scavd" -- pools
+expect_json 1 '"ok":false,"command":"status","pool":null,"errno":"ECONNREFUSED","error":"cannot reach scavd at' -- \
+        --socket "$sock" --json status
 
 env -u NOTIFY_SOCKET -u LISTEN_FDS "$scavd" --config "$tmp/scavd.conf" --socket "$sock" 2>"$tmp/log" &
 pid=$!
@@ -68,6 +98,20 @@ expect 0 '"ok":true' -- --json check alpha
 expect 0 'Usage: scavctl' -- --help
 SCAVD_SOCKET=$sock expect 0 'alpha' -- pools   # --socket given anyway; the variable is the default
 
+# Options after the command, or between it and its arguments, are options.
+expect 0 '^\[\{"pool":' -- status --json
+expect 0 '"pool":"beta".*"capacity":1073741824' -- status beta --json
+expect 0 '"pool":"beta".*"capacity":1073741824' -- status --json beta
+expect 0 '"released":' -- scavenge --json alpha 1M
+expect 0 '"ok":true' -- check alpha --json
+expect_json 0 '^\["(alpha|beta)","(alpha|beta)"\]$' -- pools --socket "$sock" --json
+expect_json 0 '^\{"pool":"alpha",' -- status alpha --json --socket "$sock"
+SCAVD_SOCKET=/nonexistent expect_json 0 '"pool":"alpha"' -- status alpha --json --socket="$sock"
+expect 0 'scavctl [0-9]' -- status --version
+expect 0 'Usage: scavctl' -- pools --help
+# "--" ends the options: what follows is an argument, here a bad size.
+expect 2 'bad size "-1M"' -- scavenge alpha -- -1M
+
 # Errors: unknown pool, usage.
 expect 1 'no pool named "nosuch"' -- status nosuch
 expect 1 'no pool named "nosuch"' -- check nosuch
@@ -76,16 +120,63 @@ expect 2 'unknown command' -- frobnicate
 expect 2 'wrong number of arguments' -- clients
 expect 2 'no command given' --
 expect 2 'unknown option' -- --frob status
+expect 2 "^scavctl: unknown option '--frob' \\(see 'scavctl --help'\\)\$" -- status --frob
+expect 2 "^scavctl: option '--socket' needs an argument" -- pools --socket
 expect 2 'bad size' -- scavenge alpha 12Q
 expect 2 'pool name' -- status 'bad/name'
 
+# With --json every failure is one JSON object on standard output too.
+expect_json 1 '"ok":false,"command":"status","pool":"nosuch","errno":"ENOENT","error":"status: no pool named' -- \
+        --socket "$sock" status nosuch --json
+expect_json 1 '"command":"check","pool":"nosuch","errno":"ENOENT"' -- --socket "$sock" --json check nosuch
+expect_json 1 '"command":"clients","pool":"nosuch"' -- --socket "$sock" clients nosuch --json
+expect_json 1 '"command":"scavenge","pool":"nosuch"' -- --socket "$sock" scavenge nosuch 1M --json
+expect_json 2 '"ok":false,"command":null,"pool":null,"errno":null,"error":"unknown command .frobnicate."' -- \
+        --socket "$sock" frobnicate --json
+expect_json 2 '"error":"unknown option .--frob."' -- --socket "$sock" --frob --json status
+expect_json 2 '"error":"clients: wrong number of arguments"' -- --socket "$sock" --json clients
+expect_json 2 '"error":"no command given"' -- --socket "$sock" --json
+expect_json 2 '"command":"scavenge".*"error":"scavenge: bad size' -- --socket "$sock" scavenge alpha 12Q --json
+expect_json 2 '"error":"status: a pool name is made of' -- --socket "$sock" status 'a"b\c' --json
+
 # Reload: a good change applies, a bad file is refused and named.
-printf '[pool alpha]\ncapacity = 64M\n[pool beta]\ncapacity = 1G\n[pool gamma]\ncapacity = 32M\n' >"$tmp/scavd.conf"
+printf '[pool alpha]\ncapacity = 64M\n[pool beta]\ncapacity = 1G\n[pool gamma]\ncapacity = 32M\nallow_users = 0\n' \
+        >"$tmp/scavd.conf"
 expect 0 'reloaded' -- reload
 expect 0 '^gamma$' -- pools
 printf '[pool alpha]\ncapacity = lots\n' >"$tmp/scavd.conf"
 expect 1 'scavd.conf:2' -- reload
+stderr_lines=0 expect_json 1 '"ok":false,"error":".*scavd.conf:2' -- --socket "$sock" reload --json
 expect 0 '^gamma$' -- pools
+
+# A pool this user may not open (gamma: root only) and a socket it may not
+# use are told apart: the second message names the socket and the group
+# that may (the socket's own), not a bare "permission denied". Root passes
+# permission checks, so as root the client runs as nobody.
+cp "$scavctl" "$tmp/scavctl-copy" && chmod 0755 "$tmp/scavctl-copy"
+chmod 0711 "$tmp"
+if [ "$(id -u)" -eq 0 ]; then
+        as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
+else
+        as_user() { "$@"; }
+fi
+out=$(as_user "$tmp/scavctl-copy" --socket "$sock" status gamma 2>&1); rc=$?
+printf '$ scavctl status gamma   (exit %d, as uid %s)\n%s\n' "$rc" "$(as_user id -u)" "$out"
+[ "$rc" -eq 1 ] && grep -Fqx "scavctl: status: pool gamma: permission denied (not in the pool's allow_users or allow_groups)" \
+        <<<"$out" || fail "pool not allowed: exit $rc: $out"
+if [ "$(id -u)" -eq 0 ]; then chmod 0660 "$sock"; else chmod 0000 "$sock"; fi
+group=$(stat -c %G "$sock")
+out=$(as_user "$tmp/scavctl-copy" --socket "$sock" pools 2>&1); rc=$?
+printf '$ scavctl pools   (exit %d, as uid %s)\n%s\n' "$rc" "$(as_user id -u)" "$out"
+[ "$rc" -eq 1 ] || fail "denied socket: exit $rc, want 1"
+grep -Fq "cannot connect to scavd at $sock: permission denied: only root and members of the group \"$group\"" \
+        <<<"$out" || fail "denied socket: message does not name $sock and group $group: $out"
+[ "$(grep -c . <<<"$out")" -eq 1 ] || fail "denied socket: more than one line: $out"
+out=$(as_user "$tmp/scavctl-copy" --socket "$sock" pools --json 2>/dev/null)
+"$json_tool" -m json.tool <<<"$out" >/dev/null && grep -q '"errno":"EACCES"' <<<"$out" ||
+        fail "denied socket: no JSON error object with EACCES: $out"
+chmod 0666 "$sock"
+chmod 0700 "$tmp"
 
 kill -TERM "$pid"
 wait "$pid"; rc=$?

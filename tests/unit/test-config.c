@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The configuration parser: every key with good and bad values, messages
- * that name file:line and the key, size suffixes, and drop-ins read in
- * lexical order with later values winning.
+ * that name file:line and the key, size suffixes, drop-ins read in lexical
+ * order with later values winning, and sections or keys repeated within one
+ * file refused.
  */
 
 #include <errno.h>
@@ -215,6 +216,29 @@ static void test_bad(void) {
                 { "huge pages", "[pool a]\ncapacity=1G\nhuge_pages = sometimes\n", "b.conf:3: huge_pages: invalid", -EINVAL },
                 { "first error wins", "[pool a]\ncapacity=1X\nmax_clients=0\n", "b.conf:2: capacity:", -EINVAL },
                 { "syntax before key error", "[daemon]\nbroken\nfoo=1\n", "b.conf:2: syntax error", -EINVAL },
+                /* One file says a thing once; a drop-in may say it again (test_dropins). */
+                { "pool twice", "[pool a]\ncapacity=1G\n[pool b]\ncapacity=2M\n[pool a]\nmax_clients=3\n",
+                  "b.conf:5: [pool a]: section given twice in one file (first on line 1)", -EINVAL },
+                { "pool twice in a row", "[pool a]\ncapacity=1G\n[pool a]\ncapacity=2G\n",
+                  "b.conf:3: [pool a]: section given twice in one file (first on line 1)", -EINVAL },
+                { "pool twice, second empty", "[pool a]\ncapacity=1G\n\n[pool \ta]\n",
+                  "b.conf:4: [pool \ta]: section given twice in one file (first on line 1)", -EINVAL },
+                { "daemon twice", "[daemon]\nscavtrace=1\n[pool a]\ncapacity=1G\n[daemon]\nbpf=off\n",
+                  "b.conf:5: [daemon]: section given twice in one file (first on line 1)", -EINVAL },
+                { "daemon key twice", "[daemon]\nscavtrace = 1\nbpf = off\nscavtrace = 2\n",
+                  "b.conf:4: scavtrace: given twice in [daemon] (first on line 2)", -EINVAL },
+                { "pool key twice", "[pool a]\ncapacity=1G\nmax_clients=3\n# again\ncapacity = 2G\n",
+                  "b.conf:5: capacity: given twice in [pool a] (first on line 2)", -EINVAL },
+                { "same value twice", "[pool a]\ncapacity=1G\ncapacity=1G\n",
+                  "b.conf:3: capacity: given twice in [pool a] (first on line 2)", -EINVAL },
+                { "allow list twice", "[pool a]\ncapacity=1G\nallow_users = 5\nallow_users =\n",
+                  "b.conf:4: allow_users: given twice in [pool a] (first on line 3)", -EINVAL },
+                { "key twice, first bad", "[pool a]\ncapacity=1X\ncapacity=1G\n", "b.conf:2: capacity: invalid",
+                  -EINVAL },
+                { "indented continuation", "[pool a]\ncapacity=1G\n  max_clients = 3\n",
+                  "b.conf:3: capacity: an indented line continues its value", -EINVAL },
+                { "indented continuation, valid value", "[pool a]\ncapacity=1G\n\t2G\n",
+                  "b.conf:3: capacity: an indented line continues its value", -EINVAL },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 char err[512] = "";
@@ -239,16 +263,17 @@ static void test_misc(void) {
         CHECK(cfg.bpf == CONFIG_AUTO);
         CHECK_EQ_U64(cfg.generation_interval_usec, 500000);
 
-        /* A section opened twice is one pool; later values win. */
-        r = config_parse_string("m.conf", "[pool a]\ncapacity=1G\n[pool b]\ncapacity=2M\n[pool a]\ncapacity=4G\n",
+        /* The same key in different sections, an indented first key and
+         * blank lines are no repetition. */
+        r = config_parse_string("m.conf", "[daemon]\nscavenge_percent=2\n[pool a]\n  capacity=1G\n\n"
+                                "scavenge_percent=1\n[pool b]\ncapacity=2M\nscavenge_percent=1\n",
                                 &cfg, err, sizeof(err));
         CHECKF(r == 0, "%s", err);
         CHECK_EQ_U64(cfg.n_pools, 2);
-        CHECK_EQ_U64(find(&cfg, "a")->capacity, 4ull << 30);
+        CHECK_EQ_U64(find(&cfg, "a")->capacity, 1ull << 30);
 
-        /* An empty allow list means everyone again. */
-        r = config_parse_string("m.conf", "[pool a]\ncapacity=1G\nallow_users = 5\nallow_users =\n", &cfg, err,
-                                sizeof(err));
+        /* An empty allow list means everyone. */
+        r = config_parse_string("m.conf", "[pool a]\ncapacity=1G\nallow_users =\n", &cfg, err, sizeof(err));
         CHECKF(r == 0, "%s", err);
         CHECK(cfg.pools[0].allow_all && cfg.pools[0].n_allow_users == 0);
 
@@ -274,9 +299,14 @@ static void test_misc(void) {
         CHECKF(r == 0, "%s", err);
         CHECK(strlen(cfg.pools[0].name) == 63);
 
-        /* Empty text: no pools, valid. */
+        /* Empty text, or only [daemon]: no pools, valid, with a warning. */
         r = config_parse_string("m.conf", "", &cfg, err, sizeof(err));
         CHECK(r == 0 && cfg.n_pools == 0);
+        CHECK(config_warning(&cfg) != NULL && strstr(config_warning(&cfg), "no [pool NAME]"));
+        r = config_parse_string("m.conf", "[daemon]\nscavtrace=1\n", &cfg, err, sizeof(err));
+        CHECK(r == 0 && cfg.n_pools == 0 && config_warning(&cfg) != NULL);
+        r = config_parse_string("m.conf", "[pool a]\ncapacity=1G\n", &cfg, err, sizeof(err));
+        CHECK(r == 0 && config_warning(&cfg) == NULL);
 
         /* A tiny error buffer truncates, never overflows. */
         char tiny[8];
@@ -329,6 +359,23 @@ static void test_dropins(void) {
         CHECK_EQ_U64(find(&cfg, "a")->max_clients, 20);
         CHECK_EQ_U64(find(&cfg, "a")->capacity, 1ull << 30);
         CHECK_EQ_U64(find(&cfg, "b")->capacity, 2ull << 30);
+
+        /* A drop-in gives a key of the main file again: an override, no
+         * repetition; and an empty allow list there means everyone again. */
+        write_file(path, "[daemon]\nscavtrace = 1\n[pool a]\ncapacity = 1G\nmax_clients = 3\nallow_users = 5\n");
+        snprintf(f, sizeof(f), "%s/25-allow.conf", d);
+        write_file(f, "[pool a]\nallow_users =\ncapacity = 2G\n");
+        r = config_load(path, &cfg, err, sizeof(err));
+        CHECKF(r == 0, "%s", err);
+        CHECK(find(&cfg, "a")->allow_all && find(&cfg, "a")->n_allow_users == 0);
+        CHECK_EQ_U64(find(&cfg, "a")->capacity, 2ull << 30);
+        /* ... but a drop-in repeating itself is refused, naming the drop-in. */
+        write_file(f, "[pool a]\nallow_users =\n[pool a]\ncapacity = 2G\n");
+        r = config_load(path, &cfg, err, sizeof(err));
+        CHECK(r == -EINVAL);
+        CHECKF(strstr(err, "scavd.conf.d/25-allow.conf:3: [pool a]: section given twice") != NULL, "%s", err);
+        unlink(f);
+        write_file(path, "[daemon]\nscavtrace = 1\n[pool a]\ncapacity = 1G\nmax_clients = 3\n");
 
         /* An error in a drop-in names the drop-in and its line. */
         snprintf(f, sizeof(f), "%s/15-bad.conf", d);
