@@ -25,6 +25,7 @@
 #include "log.h"
 #include "manager.h"
 #include "server.h"
+#include "session.h"
 
 #define DEFAULT_CONFIG "/etc/scavd/scavd.conf"
 #define DEFAULT_SOCKET "/run/scavd/scavd.sock"
@@ -202,6 +203,8 @@ static int run(struct manager *m) {
         if (m->kernel)
                 scavenger_set_kernel(m->scavenger, m->kernel);
 
+        m->pool_adopted = session_pool_adopted;
+        m->pool_dropped = session_pool_dropped;
         n_stored = fdstore_adopt(&listen_fd, stored, (int) ELEMENTSOF(stored));
         if (n_stored < 0) {
                 log_warning_errno(n_stored, "cannot take passed descriptors: %m");
@@ -255,6 +258,7 @@ int main(int argc, char *argv[]) {
         }
 
         r = run(&m);
+        m.server = server_free(m.server);
         manager_done(&m);
         m.event = sd_event_unref(m.event);
         return r < 0 ? 1 : 0;

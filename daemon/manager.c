@@ -20,7 +20,6 @@
 #include "macro.h"
 #include "manager.h"
 #include "pacer.h"
-#include "server.h"
 
 struct pool *manager_find_pool(struct manager *m, const char *name) {
         for (unsigned i = 0; i < m->n_pools; i++)
@@ -45,6 +44,11 @@ static void pool_unregister(struct manager *m, struct pool *p) {
         if (p->scavenging)
                 scavenger_remove_pool(m->scavenger, p);
         p->scavenging = false;
+}
+
+void manager_pool_quarantine(struct manager *m, struct pool *p) {
+        pool_unregister(m, p);
+        p->quarantined = true;
 }
 
 static int manager_add(struct manager *m, struct pool *p) {
@@ -92,7 +96,8 @@ static int adopt_pool(struct manager *m, const struct pool_config *cfg, struct f
         }
         log_info("pool %s: adopted from the file descriptor store%s%s", cfg->name,
                  p->quarantined ? ", QUARANTINED: " : "", p->quarantined ? p->check_error : "");
-        server_watch_orphans(m, p);
+        if (m->pool_adopted)
+                m->pool_adopted(m, p);
         return 0;
 }
 
@@ -168,7 +173,8 @@ void manager_pool_maybe_drop(struct manager *m, struct pool *p) {
                 }
         log_notice("pool %s: removed from the configuration and its last client left: dropped", p->cfg.name);
         pool_unregister(m, p);
-        server_forget_pool(m, p);
+        if (m->pool_dropped)
+                m->pool_dropped(m, p);
         if (m->kernel)
                 kernel_watch_remove_pool(m->kernel, p->id);
         (void) fdstore_remove(p->cfg.name);
@@ -353,10 +359,10 @@ void manager_pressure(const char *why, void *userdata) {
 }
 
 void manager_done(struct manager *m) {
-        m->server = server_free(m->server);
         for (unsigned i = 0; i < m->n_pools; i++) {
                 pool_unregister(m, m->pools[i]);
-                server_forget_pool(m, m->pools[i]);
+                if (m->pool_dropped)
+                        m->pool_dropped(m, m->pools[i]);
                 pool_free(m->pools[i]);
         }
         m->n_pools = 0;

@@ -37,6 +37,12 @@ struct manager {
         bool ready;
         int64_t pressure_quiet_until;   /* CLOCK_MONOTONIC ns: pressure ignored before (pressure_cpu_percent) */
         uint64_t pressure_ignored;      /* pressure events ignored under that cap */
+
+        /* Told when a pool was adopted from the fd store, and before a pool
+         * is dropped (session.c's orphan watches and session references).
+         * Set by main.c: the manager knows nothing of sessions. */
+        void (*pool_adopted)(struct manager *m, struct pool *p);
+        void (*pool_dropped)(struct manager *m, struct pool *p);
 };
 
 /* Creates pools for every configured pool, adopting stored memfds where
@@ -51,6 +57,9 @@ int manager_reload(struct manager *m, char *err, size_t errlen);
 
 /* Drops a draining pool once nothing holds it any more. */
 void manager_pool_maybe_drop(struct manager *m, struct pool *p);
+/* Serves the pool no more: no scavenging, new clients refused (pool_check()
+ * said why, or the caller did). */
+void manager_pool_quarantine(struct manager *m, struct pool *p);
 
 /* Sends STATUS=; manager_notify_ready() sends READY=1 and STATUS= in one
  * notification (start, end of a reload). */
@@ -61,4 +70,5 @@ void manager_status_changed(void *userdata);
 
 void manager_pressure(const char *why, void *userdata);
 
+/* Frees the pools and the parts serving them; the server must be gone already. */
 void manager_done(struct manager *m);

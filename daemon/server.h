@@ -2,25 +2,49 @@
 #pragma once
 
 /*
- * The listening socket and the client sessions: one connection per
- * session, every packet validated with scav_msg_parse(), peer credentials
- * checked against each pool's access list, slots claimed on HELLO and
- * reclaimed the moment the connection goes away.
+ * The listening socket and the connections: accepting (with caps per uid
+ * and in all), receiving (every packet validated with scav_msg_parse()
+ * before anyone reads a field), sending. What a message means belongs to
+ * session.c (HELLO, MAPPED, WAKE, hang-up) and control.c (the control
+ * requests).
  */
 
-#include "manager.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <systemd/sd-event.h>
 
+struct manager;
+struct pool;
 typedef struct server server;
+
+/* One connection: a session once HELLO claimed a slot, else a control client. */
+struct conn {
+        server *server;
+        struct manager *m;
+        int fd;
+        sd_event_source *source;
+        struct ucred cred;
+        struct pool *pool;       /* after HELLO */
+        uint32_t slot;
+        bool has_slot;
+        struct conn *prev, *next;
+};
 
 /* Listens on listen_fd when >= 0 (socket activation), else binds path. */
 int server_new(struct manager *m, int listen_fd, const char *path, server **ret);
+/* Ends every connection as the daemon stops (sessions keep their slots for the next daemon). */
 server *server_free(server *s);
 
-/* An adopted pool may hold live slots of clients that have not reconnected
- * yet: watch their processes and reclaim each slot when its process exits
- * (now, if it already has). */
-void server_watch_orphans(struct manager *m, struct pool *p);
-/* Forgets a pool that is being dropped (its orphan watches). */
-void server_forget_pool(struct manager *m, struct pool *p);
-
 unsigned server_connections(server *s);
+/* The first connection, for walking the list with ->next. */
+struct conn *server_conns(server *s);
+
+/* Sends one packet, with descriptors if nfds > 0. A peer that does not read
+ * its replies loses them (logged at debug level). */
+int conn_send(struct conn *c, const void *buf, size_t len, const int *fds, unsigned nfds);
+/* A struct scav_msg_reply with no payload. */
+int conn_reply(struct conn *c, unsigned type, int error, uint64_t value);
+/* A struct scav_msg_reply followed by text (not NUL-terminated on the wire). */
+int conn_reply_text(struct conn *c, unsigned type, int error, uint64_t value, const char *text);
