@@ -69,6 +69,11 @@ static void fill_status(struct manager *mgr, struct pool *p, struct scav_msg_poo
                 st->pressure_events = kernel_watch_pressure_events(mgr->kernel);
         }
         st->refaults = p->refaults;
+        st->shared = hs.shared;
+        st->refs = hs.refs;
+        st->names = hs.names;
+        st->max_shared = hs.max_shares;
+        st->max_names = hs.max_names;
 }
 
 static int handle_status(struct conn *c, struct pool *p, const void *req) {
@@ -104,6 +109,8 @@ static int handle_clients(struct conn *c, struct pool *p, const void *req) {
                 e.connected = p->slots[slot].conn != NULL;
                 e.inuse_pages = info.inuse_pages;
                 e.cached_pages = info.cached_pages;
+                e.refs = info.refs;
+                e.shared = info.shared;
                 if (mgr->kernel)
                         e.faults = kernel_watch_slot_faults(mgr->kernel, p->id, slot);
                 memcpy(b.raw + sizeof(b.reply) + count * sizeof(e), &e, sizeof(e));
@@ -112,6 +119,41 @@ static int handle_clients(struct conn *c, struct pool *p, const void *req) {
         b.reply.count = count;
         b.reply.value = live;
         scav_msg_init(&b.hdr, SCAV_MSG_CLIENTS_REPLY, sizeof(b.reply) + count * sizeof(struct scav_msg_client));
+        return conn_send(c, &b, b.hdr.len, NULL, 0);
+}
+
+/* The pool's names from the index the request gives on, as many as a reply
+ * holds; value = where the next request starts, 0 when that was all. */
+static int handle_names(struct conn *c, struct pool *p, const void *req) {
+        const struct scav_msg_pool_req *m = req;
+        union reply_buf b = {};
+        size_t max = (sizeof(b) - sizeof(b.reply)) / sizeof(struct scav_msg_name);
+        uint32_t count = 0, end = heap_max_names(p->heap), i;
+
+        for (i = m->bytes < end ? (uint32_t) m->bytes : end; i < end && count < max; i++) {
+                struct heap_name_info ni;
+                struct scav_msg_name e = {};
+                int r = heap_name_info(p->heap, i, &ni);
+
+                if (r == -ENOENT)
+                        continue;
+                if (r == -ERANGE) {
+                        i = end;
+                        break;
+                }
+                if (r < 0)
+                        return conn_reply(c, SCAV_MSG_NAMES_REPLY, r, 0);
+                memcpy(e.name, ni.name, sizeof(e.name));
+                e.name[sizeof(e.name) - 1] = 0;
+                e.off = ni.off;
+                e.bytes = ni.bytes;
+                e.refs = ni.refs;
+                memcpy(b.raw + sizeof(b.reply) + count * sizeof(e), &e, sizeof(e));
+                count++;
+        }
+        b.reply.count = count;
+        b.reply.value = i < end ? i : 0;
+        scav_msg_init(&b.hdr, SCAV_MSG_NAMES_REPLY, sizeof(b.reply) + count * sizeof(struct scav_msg_name));
         return conn_send(c, &b, b.hdr.len, NULL, 0);
 }
 
@@ -176,6 +218,7 @@ static const struct control_request {
         { SCAV_MSG_CHECK,    true,  handle_check },
         { SCAV_MSG_SCAVENGE, true,  handle_scavenge },
         { SCAV_MSG_RELOAD,   false, handle_reload },
+        { SCAV_MSG_NAMES,    true,  handle_names },
 };
 
 static const struct control_request *request_of(int type) {

@@ -186,9 +186,10 @@ static void apply_pool_config(struct manager *m, struct pool *p, const struct po
         struct pool_config *o = &p->cfg;
 
         if (n->capacity != o->capacity || n->page_size != o->page_size || n->max_clients != o->max_clients ||
-            n->reservation_shards != o->reservation_shards || n->huge_pages != o->huge_pages)
-                log_warning("pool %s: capacity, page_size, max_clients, reservation_shards and huge_pages "
-                            "apply when the pool is created; kept as they are until then", o->name);
+            n->reservation_shards != o->reservation_shards || n->huge_pages != o->huge_pages ||
+            n->max_shared != o->max_shared || n->max_names != o->max_names)
+                log_warning("pool %s: capacity, page_size, max_clients, max_shared, max_names, reservation_shards "
+                            "and huge_pages apply when the pool is created; kept as they are until then", o->name);
         o->scavenge_percent = n->scavenge_percent;
         o->retain_extra_percent = n->retain_extra_percent;
         o->memory_limit = n->memory_limit;

@@ -266,10 +266,13 @@ static void status_json(const struct scav_msg_pool_status *st) {
                ",\"gen_released\":%" PRIu64 ",\"released_total\":%" PRIu64
                ",\"growth_scavenged\":%" PRIu64 ",\"clients\":%" PRIu64 ",\"connections\":%" PRIu64
                ",\"max_clients\":%" PRIu64 ",\"recoveries\":%" PRIu64 ",\"faults\":%" PRIu64
-               ",\"refaults\":%" PRIu64 ",\"pressure_events\":%" PRIu64 "}",
+               ",\"refaults\":%" PRIu64 ",\"pressure_events\":%" PRIu64,
                st->memory_limit, st->peak_inuse, st->gen, st->gen_released, st->released_total,
                st->growth_scavenged, st->clients, st->connections, st->max_clients, st->recoveries,
                st->faults, st->refaults, st->pressure_events);
+        printf(",\"shared\":%" PRIu64 ",\"refs\":%" PRIu64 ",\"names\":%" PRIu64 ",\"max_shared\":%" PRIu64
+               ",\"max_names\":%" PRIu64 "}",
+               st->shared, st->refs, st->names, st->max_shared, st->max_names);
 }
 
 static int cmd_status(const char *pool) {
@@ -362,8 +365,8 @@ static int cmd_clients(const char *pool) {
         if (arg_json)
                 printf("{\"pool\":\"%s\",\"slots\":%" PRIu64 ",\"clients\":[", pool, u.rep.value);
         else
-                printf("%5s %8s %8s %9s %9s %9s %8s\n", "SLOT", "PID", "UID", "CONNECTED", "IN USE",
-                       "CACHED", "FAULTS");
+                printf("%5s %8s %8s %9s %9s %9s %8s %8s\n", "SLOT", "PID", "UID", "CONNECTED", "IN USE",
+                       "CACHED", "FAULTS", "REFS");
         for (uint32_t i = 0; i < u.rep.count; i++) {
                 char a[32], b[32];
 
@@ -371,14 +374,14 @@ static int cmd_clients(const char *pool) {
                 if (arg_json)
                         printf("%s{\"slot\":%u,\"pid\":%u,\"uid\":%u,\"connected\":%s,\"inuse_pages\":%" PRIu64
                                ",\"inuse\":%" PRIu64 ",\"cached_pages\":%" PRIu64 ",\"cached\":%" PRIu64
-                               ",\"faults\":%" PRIu64 "}",
+                               ",\"faults\":%" PRIu64 ",\"refs\":%" PRIu64 ",\"shared\":%" PRIu64 "}",
                                i ? "," : "", c.slot, c.pid, c.uid, c.connected ? "true" : "false",
                                c.inuse_pages, c.inuse_pages * st.page_size, c.cached_pages,
-                               c.cached_pages * st.page_size, c.faults);
+                               c.cached_pages * st.page_size, c.faults, c.refs, c.shared);
                 else
-                        printf("%5u %8u %8u %9s %9s %9s %8" PRIu64 "\n", c.slot, c.pid, c.uid,
+                        printf("%5u %8u %8u %9s %9s %9s %8" PRIu64 " %8" PRIu64 "\n", c.slot, c.pid, c.uid,
                                c.connected ? "yes" : "no", fmt_size(c.inuse_pages * st.page_size, a),
-                               fmt_size(c.cached_pages * st.page_size, b), c.faults);
+                               fmt_size(c.cached_pages * st.page_size, b), c.faults, c.refs);
         }
         if (arg_json)
                 printf("]}\n");
@@ -386,6 +389,51 @@ static int cmd_clients(const char *pool) {
                 printf("(no clients)\n");
         else if (u.rep.value > u.rep.count)
                 printf("(%" PRIu64 " slots in all; %u shown)\n", u.rep.value, u.rep.count);
+        return 0;
+}
+
+static const char *hex(uint64_t v, char buf[static 32]) {
+        snprintf(buf, 32, "0x%" PRIx64, v);
+        return buf;
+}
+
+/* The pool's published names, a reply of them at a time. */
+static int cmd_names(const char *pool) {
+        union reply u;
+        uint64_t from = 0, shown = 0;
+        int r;
+
+        if (arg_json)
+                printf("{\"pool\":\"%s\",\"names\":[", pool);
+        do {
+                r = request(SCAV_MSG_NAMES, pool, from, &u);
+                if (r < 0) {
+                        if (arg_json && shown == 0)
+                                printf("]}\n"); /* an empty document before the error's */
+                        return fail(r, "names", pool);
+                }
+                if (shown == 0 && !arg_json)
+                        printf("%-40s %18s %9s %6s\n", "NAME", "OFFSET", "SIZE", "REFS");
+                for (uint32_t i = 0; i < u.rep.count; i++, shown++) {
+                        struct scav_msg_name nm;
+                        char a[32], h[32];
+
+                        memcpy(&nm, (char *) reply_payload(&u) + i * sizeof(nm), sizeof(nm));
+                        if (arg_json) {
+                                printf("%s{\"name\":", shown ? "," : "");
+                                json_string(nm.name, strnlen(nm.name, sizeof(nm.name)));
+                                printf(",\"offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"refs\":%" PRIu64 "}",
+                                       nm.off, nm.bytes, nm.refs);
+                        } else
+                                printf("%-40s %18s %9s %6" PRIu64 "\n", nm.name, hex(nm.off, h),
+                                       fmt_size(nm.bytes, a), nm.refs);
+                }
+                from = u.rep.value;
+        } while (from != 0);
+        if (arg_json)
+                printf("]}\n");
+        else if (shown == 0)
+                printf("(no names)\n");
         return 0;
 }
 
@@ -482,6 +530,7 @@ static void help(FILE *f) {
                 "  status [POOL]          statistics of one pool or of every pool\n"
                 "  pools                  the pools' names\n"
                 "  clients POOL           the pool's client slots\n"
+                "  names POOL             the names published in the pool\n"
                 "  scavenge POOL [BYTES]  release free memory now (default: all; K/M/G/T)\n"
                 "  check POOL             verify the pool's invariants\n"
                 "  reload                 reload the daemon's configuration\n"
@@ -494,7 +543,8 @@ static void help(FILE *f) {
                 "  --version      the version\n");
 }
 
-static const char *const commands[] = { "status", "pools", "clients", "scavenge", "check", "reload", "help" };
+static const char *const commands[] = { "status", "pools", "clients", "names", "scavenge", "check", "reload",
+                                        "help" };
 
 /* --json is looked for first, so that a usage error found before it is a
  * JSON document too. Not past "--", nor as the value of --socket. */
@@ -572,6 +622,8 @@ int main(int argc, char **argv) {
                 return cmd_pools();
         if (strcmp(cmd, "clients") == 0 && nargs == 1)
                 return cmd_clients(args[0]);
+        if (strcmp(cmd, "names") == 0 && nargs == 1)
+                return cmd_names(args[0]);
         if (strcmp(cmd, "scavenge") == 0 && (nargs == 1 || nargs == 2))
                 return cmd_scavenge(args[0], nargs == 2 ? args[1] : NULL);
         if (strcmp(cmd, "check") == 0 && nargs == 1)

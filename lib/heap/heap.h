@@ -282,8 +282,8 @@ int heap_publish(heap *h, uint32_t slot, const char *name, uint64_t off);
 int heap_lookup(heap *h, uint32_t slot, const char *name, int64_t timeout_ns, uint64_t *ret_off);
 int heap_unpublish(heap *h, uint32_t slot, const char *name);
 
-/* Iterates over names (scavctl names): index i in [0, max_names); -ENOENT
- * for an empty place, -ERANGE past the end. */
+/* Iterates over names (scavctl names): index i from 0; -ENOENT for an
+ * empty place, -ERANGE past the last place ever used. */
 struct heap_name_info {
         char name[64];
         uint64_t off, bytes, refs, tag;

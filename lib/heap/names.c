@@ -303,13 +303,13 @@ int heap_unpublish(heap *h, uint32_t slot, const char *name) {
 
 int heap_name_info(heap *h, uint32_t i, struct heap_name_info *ret) {
         uint32_t si;
-        if (i >= h->max_names)
-                return -ERANGE;
         int r = heap_lock(h);
         if (r < 0)
                 return r;
-        const struct heap_name *n = &h->names[i];
-        if (i >= name_hwm(h) || !name_bound(n) || name_target(h, n, &si) < 0)
+        const struct heap_name *n = &h->names[MIN(i, h->max_names - 1)];
+        if (i >= name_hwm(h))
+                r = -ERANGE; /* no name was ever bound here or after */
+        else if (!name_bound(n) || name_target(h, n, &si) < 0)
                 r = -ENOENT;
         else {
                 const struct heap_share *e = heap_share_at(h, si);

@@ -91,6 +91,24 @@ expect 0 'alpha +64\.0M +[0-9.]+M +3\.0M .* 1 +[0-9]+ +[0-9]+ +[0-9]+ ok' -- sta
 exec {hold_in}>&-
 for _ in $(seq 200); do "$scavctl" --socket "$sock" --json status alpha | grep -q '"clients":0' && break; sleep 0.05; done
 expect 0 '"inuse":0,' -- --json status alpha
+# A client publishing a name and holding two references: names, references in clients and status.
+exec {hold_in}> >(SCAVD_SOCKET=$sock exec "$build/tests/integration/helper-client-hold" beta 65536 frame/1 >"$tmp/hold2.out")
+for _ in $(seq 200); do grep -q ready "$tmp/hold2.out" 2>/dev/null && break; sleep 0.05; done
+expect 0 '^frame/1 +0x[0-9a-f]+ +64\.0K +3$' -- names beta
+expect_json 0 '^\{"pool":"beta","names":\[\{"name":"frame/1","offset":[0-9]+,"bytes":65536,"refs":3\}\]\}$' -- \
+        --socket "$sock" --json names beta
+expect 0 '^ +1 +[0-9]+ +[0-9]+ +yes +.* 2$' -- clients beta
+expect 0 '"refs":2,"shared":1' -- --json clients beta
+expect 0 '"shared":1,"refs":3,"names":1,"max_shared":16384,"max_names":1024' -- --json status beta
+exec {hold_in}>&-
+# The client went; the name holds the allocation.
+for _ in $(seq 200); do "$scavctl" --socket "$sock" --json status beta | grep -q '"clients":0' && break; sleep 0.05; done
+expect 0 '^frame/1 +0x[0-9a-f]+ +64\.0K +1$' -- names beta
+expect 0 '"shared":1,"refs":1,"names":1' -- --json status beta
+expect 0 '\(no names\)' -- names alpha
+expect_json 0 '^\{"pool":"alpha","names":\[\]\}$' -- --socket "$sock" --json names alpha
+expect 1 'no pool named "nosuch"' -- names nosuch
+expect 2 'wrong number of arguments' -- names
 expect 0 'pool alpha: released' -- scavenge alpha
 expect 0 '"released":' -- --json scavenge alpha 4M
 expect 0 'pool alpha: ok' -- check alpha

@@ -315,6 +315,7 @@ static void test_names(void) {
                 }
         CHECK(seen);
         CHECK(heap_name_info(h, heap_max_names(h), &ni) == -ERANGE);
+        CHECK(heap_name_info(h, 3, &ni) == -ERANGE); /* three places used of three */
         CHECK_EQ_U64(stats(h).names, 2);
 
         CHECK(heap_unpublish(h, f.b, "frame/1") == 0);
