@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pickled Buffers in flight. A handle holds no reference (scav.h), so a
+ * sender that drops its Buffer right after pickling it -- q.put(buf); del
+ * buf, or a multiprocessing worker returning a Buffer -- would free the
+ * allocation before the receiver takes its own reference, and the receiver
+ * would get -ESTALE. Instead the sender keeps its reference until the
+ * receiver has taken one:
+ *
+ *  - pickling writes a fresh id into a free word of an acknowledgement page
+ *    (one page of the pool, allocated by the sender's slot) and puts the
+ *    page's handle, the word's index and the id into the pickle;
+ *  - the receiver, once it holds its reference, takes one on the page too
+ *    (so it never writes into a page that was freed and reused), swaps id
+ *    for id | SCAVPY_ACKED, and drops it;
+ *  - the sender's reference is dropped when its Buffer is released and
+ *    every transfer of it was acknowledged; releasing it earlier leaves an
+ *    orphan hold that a later reap drops.
+ *
+ * Every reference involved is an ordinary per-slot one: a sender that dies
+ * loses them with its slot (its receivers then get -ESTALE if nobody else
+ * holds the allocation), a receiver that dies before acknowledging leaves
+ * the sender's reference until the sender closes the pool or exits.
+ * Nothing ever outlives every process. Reaping has no thread and no timer:
+ * it runs when the process allocates, releases, pickles or unpickles.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scavpy.h"
+
+static int page_add(ScavClient *c) {
+        struct scavpy_ack_page *pages, *pg;
+        struct scav_handle h;
+        uint64_t off;
+        int r;
+
+        r = scav_alloc(c->p, c->page_size, SCAV_ALLOC_ZERO, &off);
+        if (r < 0) {
+                scavpy_error(r, "pool '%s': cannot allocate the page that acknowledges transfers", c->name);
+                return -1;
+        }
+        r = scav_make_handle(c->p, off, &h);
+        if (r < 0) {
+                (void) scav_unref(c->p, off);
+                scavpy_error(r, "pool '%s': cannot make a handle", c->name);
+                return -1;
+        }
+        pages = realloc(c->acks.pages, (c->acks.npages + 1) * sizeof(*pages));
+        if (!pages)
+                goto oom;
+        c->acks.pages = pages;
+        pg = &pages[c->acks.npages];
+        *pg = (struct scavpy_ack_page) {
+                .off = off,
+                .words = scav_ptr(c->p, off),
+                .nwords = (uint32_t) (c->page_size / sizeof(uint64_t)),
+                .handle = h,
+        };
+        pg->uses = calloc(pg->nwords, sizeof(*pg->uses));
+        if (!pg->uses)
+                goto oom;
+        c->acks.npages++;
+        return 0;
+oom:
+        (void) scav_unref(c->p, off);
+        PyErr_NoMemory();
+        return -1;
+}
+
+int scavpy_transfer_start(ScavBuffer *b, uint32_t *page, uint32_t *word, uint64_t *id) {
+        ScavClient *c = b->client;
+        struct scavpy_ack_page *pg = NULL;
+        uint32_t pi, w;
+
+        if (c->acks.ninflight == c->acks.cap) {
+                size_t cap = c->acks.cap ? c->acks.cap * 2 : 16;
+                void *n = realloc(c->acks.inflight, cap * sizeof(*c->acks.inflight));
+                if (!n) {
+                        PyErr_NoMemory();
+                        return -1;
+                }
+                c->acks.inflight = n;
+                c->acks.cap = cap;
+        }
+        for (pi = 0; pi < c->acks.npages; pi++)
+                if (c->acks.pages[pi].used < c->acks.pages[pi].nwords)
+                        break;
+        if (pi == c->acks.npages && page_add(c) < 0)
+                return -1;
+        pg = &c->acks.pages[pi];
+        for (w = 0; pg->uses[w].hold; w++)
+                ;
+        if (!b->hold) {
+                b->hold = calloc(1, sizeof(*b->hold));
+                if (!b->hold) {
+                        PyErr_NoMemory();
+                        return -1;
+                }
+                b->hold->off = b->off;
+        }
+        if (c->acks.next_id == 0 || c->acks.next_id >= SCAVPY_ACKED)
+                c->acks.next_id = 1;
+        *id = c->acks.next_id++;
+        pg->uses[w] = (struct scavpy_ack_use) { .hold = b->hold, .id = *id };
+        pg->used++;
+        b->hold->unacked++;
+        c->acks.inflight[c->acks.ninflight].page = pi;
+        c->acks.inflight[c->acks.ninflight].word = w;
+        c->acks.ninflight++;
+        /* Before the pickle exists: a receiver must find the id there. */
+        __atomic_store_n(&pg->words[w], *id, __ATOMIC_RELEASE);
+        *page = pi;
+        *word = w;
+        return 0;
+}
+
+void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t word, uint64_t id) {
+        uint64_t off, expected = id;
+        size_t size;
+        uint64_t *p;
+
+        if (id == 0 || id >= SCAVPY_ACKED)
+                return;
+        /* Our reference on the page keeps it from being freed and reused
+         * under the write; -ESTALE means the sender is gone, and with it the
+         * reference it kept for us: nothing to tell. */
+        if (scav_ref_handle(c->p, page, &off) < 0)
+                return;
+        if (scav_size(c->p, off, &size) >= 0 && word < size / sizeof(uint64_t)) {
+                p = (uint64_t *) scav_ptr(c->p, off) + word;
+                (void) __atomic_compare_exchange_n(p, &expected, id | SCAVPY_ACKED, false, __ATOMIC_SEQ_CST,
+                                                   __ATOMIC_SEQ_CST);
+        }
+        (void) scav_unref(c->p, off);
+}
+
+static void hold_done(ScavClient *c, struct scavpy_hold *h, bool unref) {
+        if (--h->unacked > 0 || !h->orphan)
+                return;
+        if (unref)
+                (void) scav_unref(c->p, h->off);
+        free(h);
+}
+
+void scavpy_transfer_reap(ScavClient *c) {
+        struct scavpy_acks *a = &c->acks;
+
+        if (a->ninflight == 0 || !c->p || scavpy_client_forked(c))
+                return;
+        for (size_t i = 0; i < a->ninflight; i++) {
+                struct scavpy_ack_page *pg = &a->pages[a->inflight[i].page];
+                uint32_t w = a->inflight[i].word;
+                struct scavpy_ack_use *u = &pg->uses[w];
+
+                if (__atomic_load_n(&pg->words[w], __ATOMIC_ACQUIRE) != (u->id | SCAVPY_ACKED))
+                        continue;
+                __atomic_store_n(&pg->words[w], 0, __ATOMIC_RELAXED);
+                hold_done(c, u->hold, true);
+                *u = (struct scavpy_ack_use) {};
+                pg->used--;
+                a->inflight[i--] = a->inflight[--a->ninflight];
+        }
+}
+
+void scavpy_transfer_forget(ScavClient *c) {
+        struct scavpy_acks *a = &c->acks;
+
+        for (size_t i = 0; i < a->ninflight; i++)
+                hold_done(c, a->pages[a->inflight[i].page].uses[a->inflight[i].word].hold, false);
+        for (ScavBuffer *b = c->buffers; b; b = b->next) {
+                free(b->hold);
+                b->hold = NULL;
+        }
+        for (size_t i = 0; i < a->npages; i++)
+                free(a->pages[i].uses);
+        free(a->pages);
+        free(a->inflight);
+        *a = (struct scavpy_acks) { .next_id = 1 };
+}
+
+size_t scavpy_transfer_pending(ScavClient *c) {
+        return c->acks.ninflight;
+}
