@@ -45,6 +45,8 @@ void pool_config_defaults(struct pool_config *p) {
         p->reservation_shards = HEAP_DEFAULT_RESERVATION_SHARDS;
         p->memory_limit = 0;
         p->max_clients = 64;
+        p->max_shared = HEAP_DEFAULT_MAX_SHARES;
+        p->max_names = HEAP_DEFAULT_MAX_NAMES;
         p->allow_all = true;
         p->huge_pages = false;
 }
@@ -435,6 +437,18 @@ static int pool_key(struct parse_state *s, const char *key, const char *value) {
                         return fail(s, s->line, r, "max_clients: %s value '%s' (want 1-%u)",
                                     error_word(r), value, CONFIG_MAX_CLIENTS);
                 p->max_clients = (uint32_t) u;
+        } else if (strcmp(key, "max_shared") == 0) {
+                r = parse_uint(value, 1, HEAP_MAX_SHARES, &u);
+                if (r < 0)
+                        return fail(s, s->line, r, "max_shared: %s value '%s' (want 1-%u)",
+                                    error_word(r), value, HEAP_MAX_SHARES);
+                p->max_shared = (uint32_t) u;
+        } else if (strcmp(key, "max_names") == 0) {
+                r = parse_uint(value, 1, HEAP_MAX_NAMES, &u);
+                if (r < 0)
+                        return fail(s, s->line, r, "max_names: %s value '%s' (want 1-%u)",
+                                    error_word(r), value, HEAP_MAX_NAMES);
+                p->max_names = (uint32_t) u;
         } else if (strcmp(key, "allow_users") == 0)
                 return parse_ids(s, key, value, false);
         else if (strcmp(key, "allow_groups") == 0)

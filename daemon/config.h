@@ -28,6 +28,8 @@ struct pool_config {
         uint32_t reservation_shards;     /* default 64 */
         uint64_t memory_limit;           /* 0: none */
         uint32_t max_clients;            /* default 64 */
+        uint32_t max_shared;             /* allocations shared at once; default 16384 */
+        uint32_t max_names;              /* names published at once; default 1024 */
         uint32_t n_allow_users, n_allow_groups;
         uid_t allow_users[CONFIG_MAX_IDS];
         gid_t allow_groups[CONFIG_MAX_IDS];

@@ -29,6 +29,8 @@ void pool_config_to_params(const struct pool_config *cfg, struct heap_params *re
                 .huge_page_size = cfg->huge_pages ? POOL_HUGE_PAGE_SIZE : 0,
                 .max_slots = cfg->max_clients + 1, /* slot 0 is the daemon's */
                 .reservation_shards = cfg->reservation_shards,
+                .max_shares = cfg->max_shared,
+                .max_names = cfg->max_names,
         };
 }
 

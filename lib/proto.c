@@ -104,6 +104,20 @@ static int parse_reply(unsigned type, const void *buf, size_t n, const char **re
                         return -EBADMSG;
                 }
                 break;
+        case SCAV_MSG_NAMES_REPLY:
+                if (payload != (uint64_t) r.count * sizeof(struct scav_msg_name)) {
+                        *reason = "names payload does not match its count";
+                        return -EBADMSG;
+                }
+                for (uint32_t i = 0; i < r.count; i++) {
+                        struct scav_msg_name nm;
+                        memcpy(&nm, (const uint8_t *) buf + sizeof(r) + i * sizeof(nm), sizeof(nm));
+                        if (!memchr(nm.name, 0, sizeof(nm.name))) {
+                                *reason = "name not NUL-terminated";
+                                return -EBADMSG;
+                        }
+                }
+                break;
         case SCAV_MSG_SCAVENGE_REPLY:
         case SCAV_MSG_MAPPED_REPLY:
                 if (r.count != 0 || payload != 0) {
@@ -225,7 +239,8 @@ int scav_msg_parse(const void *buf, size_t n, const char **reason) {
         case SCAV_MSG_SCAVENGE:
         case SCAV_MSG_STATUS:
         case SCAV_MSG_CLIENTS:
-        case SCAV_MSG_CHECK: {
+        case SCAV_MSG_CHECK:
+        case SCAV_MSG_NAMES: {
                 struct scav_msg_pool_req m;
 
                 if (n != sizeof(m)) {
@@ -235,7 +250,7 @@ int scav_msg_parse(const void *buf, size_t n, const char **reason) {
                 memcpy(&m, buf, sizeof(m));
                 if (check_pool_name(m.pool, reason) < 0)
                         return -EBADMSG;
-                if (h.type != SCAV_MSG_SCAVENGE && m.bytes != 0) {
+                if (h.type != SCAV_MSG_SCAVENGE && h.type != SCAV_MSG_NAMES && m.bytes != 0) {
                         *reason = "bytes set in a request that takes none";
                         return -EBADMSG;
                 }

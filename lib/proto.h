@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define SCAV_PROTO_MAGIC 0x56414353u /* "SCAV" */
-#define SCAV_PROTO_VERSION 1u
+#define SCAV_PROTO_VERSION 2u /* 2: NAMES; sharing figures in STATUS and CLIENTS */
 #define SCAV_POOL_NAME_MAX 64u       /* including the NUL */
 #define SCAV_MSG_MAX 4096u           /* largest packet either side sends */
 
@@ -41,6 +41,9 @@ enum scav_msg_type {
         SCAV_MSG_RELOAD,           /* reload the configuration */
         SCAV_MSG_RELOAD_REPLY,
         SCAV_MSG_WAKE,             /* client -> daemon, on its session: it freed memory; no reply */
+        SCAV_MSG_WAKE_REPLY_NONE,  /* (never sent: keeps requests odd and replies even) */
+        SCAV_MSG_NAMES,            /* one pool's published names, from an index on */
+        SCAV_MSG_NAMES_REPLY,
         _SCAV_MSG_MAX,
 };
 
@@ -82,11 +85,11 @@ struct scav_msg_mapped {
         uint64_t len;
 };
 
-/* Requests naming a pool: SCAVENGE, STATUS, CLIENTS, CHECK. */
+/* Requests naming a pool: SCAVENGE, STATUS, CLIENTS, CHECK, NAMES. */
 struct scav_msg_pool_req {
         struct scav_msg_hdr hdr;
         char pool[SCAV_POOL_NAME_MAX];
-        uint64_t bytes;  /* SCAVENGE: 0 = everything free */
+        uint64_t bytes;  /* SCAVENGE: 0 = everything free; NAMES: the index to list from */
 };
 
 /* Replies whose payload is text (POOLS: one name a line; CHECK: the
@@ -122,6 +125,8 @@ struct scav_msg_reply {
  *                   value = number of live slots, which may exceed count if truncated)
  *   CHECK_REPLY     error 0, or -EUCLEAN and text naming the broken invariant; count = bytes
  *   RELOAD_REPLY    error 0, or the error and text "file:line: reason"; count = bytes
+ *   NAMES_REPLY     count x struct scav_msg_name; value = the index to ask for next,
+ *                   0 when there are no more
  *   SCAVENGE_REPLY  value = bytes released; count = 0
  *   MAPPED_REPLY    count = 0
  * Pool name fields are zero-padded after their NUL (scav_msg_parse refuses
@@ -156,6 +161,11 @@ struct scav_msg_pool_status {
         uint64_t faults;          /* 0 when unknown */
         uint64_t pressure_events;
         uint64_t refaults;        /* faults beyond the heap's growth, per generation (pages) */
+        uint64_t shared;          /* allocations with references, handles or names */
+        uint64_t refs;            /* references on them */
+        uint64_t names;           /* names published */
+        uint64_t max_shared;
+        uint64_t max_names;
 };
 
 struct scav_msg_client {
@@ -166,6 +176,15 @@ struct scav_msg_client {
         uint64_t inuse_pages;
         uint64_t cached_pages;
         uint64_t faults;          /* 0 when unknown */
+        uint64_t refs;            /* references it holds on shared allocations */
+        uint64_t shared;          /* shared allocations it holds them on */
+};
+
+struct scav_msg_name {
+        char name[64];            /* NUL-terminated, zero-padded */
+        uint64_t off;
+        uint64_t bytes;
+        uint64_t refs;            /* every reference of the allocation, the name's included */
 };
 
 /* Fills in a header for sending. */

@@ -305,6 +305,9 @@ _public_ int scav_stats(scav_pool *p, struct scav_stats *st) {
                 .memory_limit = hs.memory_limit,
                 .peak_inuse = hs.peak_inuse,
                 .growth_scavenged = hs.growth_scavenged,
+                .shared = hs.shared,
+                .refs = hs.refs,
+                .names = hs.names,
         };
         if (!scav_pool_forked(p))
                 kernel_counters(p, st);

@@ -2,15 +2,18 @@
 /*
  * demo: two processes share one scavd pool.
  *
- *   1. The parent allocates a buffer that outlives it (SCAV_ALLOC_KEEP),
- *      writes a message into it, and hands the *offset* to its child: a
- *      pointer means nothing in another process, an offset means the same
- *      bytes in every process that maps the pool.
+ *   1. The parent allocates a frame, writes a message into it and publishes
+ *      it under a name. The child finds it by that name: no offset passed
+ *      by hand (a pointer means nothing in another process; the name leads
+ *      to the same bytes in every process that maps the pool). The name and
+ *      the child each hold a reference, so the frame lives as long as any
+ *      of them does, even if the parent dies.
  *   2. Both fill the pool with scratch memory, and touch it, so that the
  *      kernel really backs it.
  *   3. The child reads the message through its own mapping, answers in the
- *      same buffer, frees its scratch and exits.
- *   4. The parent reads the answer and frees everything. Freed memory is
+ *      same frame, drops its reference, frees its scratch and exits.
+ *   4. The parent reads the answer, unpublishes the name and frees
+ *      everything. Freed memory is
  *      still backed (ready for reuse) until the scavenger returns it to the
  *      kernel: here we ask for that at once with scav_scavenge(), as Go's
  *      debug.FreeOSMemory() would.
@@ -30,6 +33,7 @@
 #include <scav.h>
 
 #define CHUNK (1u << 20)
+#define FRAME_NAME "demo/frame"
 
 static void show(scav_pool *p, const char *when) {
         struct scav_stats st;
@@ -38,8 +42,9 @@ static void show(scav_pool *p, const char *when) {
         if (scav_stats(p, &st) < 0 || fstat(scav_heap_fd(p), &sb) < 0)
                 return;
         /* st_blocks: what the kernel really holds for the pool's memfd. */
-        printf("  %-34s in use %6.1f MiB   backed by the kernel %6.1f MiB   clients %llu\n", when,
-               st.inuse / 1048576.0, sb.st_blocks * 512 / 1048576.0, (unsigned long long) st.clients);
+        printf("  %-34s in use %6.1f MiB   backed by the kernel %6.1f MiB   clients %llu   names %llu\n", when,
+               st.inuse / 1048576.0, sb.st_blocks * 512 / 1048576.0, (unsigned long long) st.clients,
+               (unsigned long long) st.names);
 }
 
 static int die(const char *what, int r) {
@@ -77,16 +82,23 @@ static int child(const char *pool, unsigned mib, int from_parent, int to_parent)
         r = scav_open(pool, &p);
         if (r < 0)
                 return die("child: scav_open", r);
-        if (read(from_parent, &msg_off, sizeof(msg_off)) != sizeof(msg_off))
-                return 1;
+        /* The frame by its name (waiting for it if need be); the lookup takes
+         * a reference of ours, so the frame stays while we read it. */
+        r = scav_lookup_wait(p, FRAME_NAME, 10000, &msg_off);
+        if (r < 0)
+                return die("child: scav_lookup_wait " FRAME_NAME, r);
 
         r = fill(p, offs, mib, 0xc4);
         if (r < 0)
                 return die("child: scav_alloc", r);
         msg = scav_ptr(p, msg_off);
-        printf("child  %d: read at offset 0x%llx: \"%s\"\n", getpid(), (unsigned long long) msg_off, msg);
+        printf("child  %d: found \"" FRAME_NAME "\" at offset 0x%llx: \"%s\"\n", getpid(),
+               (unsigned long long) msg_off, msg);
         fflush(stdout);
         snprintf(msg, 4096, "hello back from process %d, who filled %u MiB", getpid(), mib);
+        r = scav_unref(p, msg_off);
+        if (r < 0)
+                return die("child: scav_unref", r);
 
         /* Tell the parent we are full, wait until it has looked. */
         if (write(to_parent, "f", 1) != 1 || read(from_parent, &c, 1) != 1)
@@ -122,12 +134,15 @@ int main(int argc, char **argv) {
                (unsigned long long) (st.capacity >> 20), mib);
         show(p, "start");
 
-        /* 1. A message that outlives its writer, passed by offset. */
-        r = scav_alloc(p, 4096, SCAV_ALLOC_KEEP | SCAV_ALLOC_ZERO, &msg_off);
+        /* 1. A frame, passed by name. */
+        r = scav_alloc(p, CHUNK, SCAV_ALLOC_ZERO, &msg_off);
         if (r < 0)
                 return die("scav_alloc", r);
         msg = scav_ptr(p, msg_off);
         snprintf(msg, 4096, "hello from process %d", getpid());
+        r = scav_publish(p, FRAME_NAME, msg_off);
+        if (r < 0)
+                return die("scav_publish " FRAME_NAME, r);
 
         if (pipe(down) < 0 || pipe(up) < 0)
                 return die("pipe", -errno);
@@ -135,8 +150,6 @@ int main(int argc, char **argv) {
         pid = fork();
         if (pid == 0)
                 _exit(child(pool, mib, down[0], up[1]));
-        if (write(down[1], &msg_off, sizeof(msg_off)) != sizeof(msg_off))
-                return 1;
 
         /* 2. Both fill. */
         r = fill(p, offs, mib, 0x3b);
@@ -149,11 +162,14 @@ int main(int argc, char **argv) {
         /* 3. The child answered in the shared buffer; it frees and leaves. */
         if (write(down[1], "x", 1) != 1 || waitpid(pid, &status, 0) != pid)
                 return 1;
-        printf("parent %d: read at offset 0x%llx: \"%s\"\n", getpid(), (unsigned long long) msg_off, msg);
+        printf("parent %d: read \"" FRAME_NAME "\" again: \"%s\"\n", getpid(), msg);
         show(p, "child freed its memory and exited");
 
-        /* 4. Free ours, then give the memory back to the kernel. */
+        /* 4. Free ours (the name's reference first, then our own: the last one
+         * frees the frame), then give the memory back to the kernel. */
         r = unfill(p, offs, mib);
+        if (r >= 0)
+                r = scav_unpublish(p, FRAME_NAME);
         if (r >= 0)
                 r = scav_free(p, msg_off);
         if (r < 0)

@@ -13,6 +13,7 @@
 #include "macro.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
+#include "heap/share.h"
 
 static bool valid_slot(heap *h, uint32_t slot) {
         return slot < h->max_slots;
@@ -210,6 +211,14 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
         return false;
 }
 
+/* Whether the allocation at page (record rec) lies in a page cache of its
+ * owner, where a free leaves it. Only page-cache allocations lie in one; a
+ * MEDIUM one never does (no probing for it). Called with heap lock held. */
+bool heap_rec_in_cache(heap *h, uint64_t page, uint64_t rec) {
+        uint32_t owner = HEAP_REC_OWNER(rec);
+        return owner > 0 && !(rec & HEAP_REC_MEDIUM) && heap_range_in_slot_cache(h, owner - 1, page, HEAP_REC_NPAGES(rec));
+}
+
 /*
  * Frees the allocation whose record was rec. Pages inside a page cache of
  * their owner stay there (an orphan, given back when the cache is
@@ -218,9 +227,7 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
  */
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
         uint64_t n = HEAP_REC_NPAGES(rec);
-        uint32_t owner = HEAP_REC_OWNER(rec);
-        /* Only page-cache allocations lie in a cache; a MEDIUM one never does (no probing for it). */
-        bool in_cache = owner > 0 && !(rec & HEAP_REC_MEDIUM) && heap_range_in_slot_cache(h, owner - 1, page, n);
+        bool in_cache = heap_rec_in_cache(h, page, rec);
 
         heap_intent_begin(h, HEAP_OP_FREE, slot, cache, page, n, rec, in_cache);
         uint64_t expect = rec;
@@ -263,9 +270,11 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
 
         /* Fast paths, no lock: the owner's own page cache takes it back, or
-         * its medium cache keeps it for its next allocation of that size. */
+         * its medium cache keeps it for its next allocation of that size.
+         * A shared allocation is its holders': always the lock (share.c). */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+        if (HEAP_REC_OWNER(rec) == slot + 1 && !(rec & HEAP_REC_SHARED) && valid_slot(h, slot) &&
+            cache < HEAP_SLOT_CACHES) {
                 if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r))
                         return r;
                 if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
@@ -277,7 +286,9 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
         rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
         r = record_valid(page, rec, heap_nchunks(h) * HEAP_CHUNK_PAGES);
-        if (r >= 0)
+        if (r >= 0 && (rec & HEAP_REC_SHARED))
+                r = valid_slot(h, slot) ? heap_share_free_locked(h, slot, cache, page, rec) : -EINVAL;
+        else if (r >= 0)
                 r = heap_free_locked(h, slot, cache, page, rec);
         heap_unlock(h);
         return r;

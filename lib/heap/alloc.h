@@ -29,6 +29,7 @@ int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes);
 void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes);
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec);
 bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint64_t npages);
+bool heap_rec_in_cache(heap *h, uint64_t page, uint64_t rec);
 
 /* cache.c. Called with heap lock held. */
 uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache);

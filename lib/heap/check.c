@@ -15,6 +15,7 @@
 #include "heap/alloc.h"
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
+#include "heap/share.h"
 #include "macro.h"
 
 _printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
@@ -149,6 +150,9 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
                 if (HEAP_REC_OWNER(rec) > h->max_slots)
                         return fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
+                if ((rec & HEAP_REC_SHARED) &&
+                    ((rec & HEAP_REC_CACHED) || !h->share_map[p] || !heap_share_live(h, h->share_map[p] - 1)))
+                        return fail(buf, len, "record at page %" PRIu64 ": shared, but no share entry holds it", p);
                 if ((rec & HEAP_REC_CACHED) &&
                     (HEAP_REC_OWNER(rec) == 0 || (rec & HEAP_REC_KEEP) || !(rec & HEAP_REC_MEDIUM) ||
                      atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].state) != HEAP_SLOT_LIVE))
@@ -182,7 +186,7 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                             heap_load(&hd->inuse_pages), intents, alloc);
         if (heap_load(&hd->released_pages) != scav)
                 return fail(buf, len, "released %" PRIu64 " pages != %" PRIu64 " scavenged", heap_load(&hd->released_pages), scav);
-        return 0;
+        return heap_share_check_locked(h, buf, len);
 }
 
 int heap_check(heap *h, char *buf, size_t len) {

@@ -42,7 +42,8 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 3u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches */
+#define HEAP_LAYOUT_VERSION 4u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches;
+                                 4: shared references, handles, names */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX
@@ -61,7 +62,13 @@ struct heap_params {
         uint32_t huge_page_size;      /* huge page to preserve when scavenging; 0 = none */
         uint32_t max_slots;           /* client slots; default 64; slot 0 is the daemon's */
         uint32_t reservation_shards;  /* default HEAP_DEFAULT_RESERVATION_SHARDS */
+        uint32_t max_shares;          /* allocations shared at once; default HEAP_DEFAULT_MAX_SHARES */
+        uint32_t max_names;           /* names published at once; default HEAP_DEFAULT_MAX_NAMES */
 };
+#define HEAP_DEFAULT_MAX_SHARES 16384u
+#define HEAP_DEFAULT_MAX_NAMES 1024u
+#define HEAP_MAX_SHARES (1u << 24)
+#define HEAP_MAX_NAMES (1u << 20)
 
 /* A heap as mapped in one process. Private to the process; not shared. */
 typedef struct heap heap;
@@ -90,6 +97,10 @@ struct heap_stats {
         uint64_t growth_scavenged;/* bytes released synchronously on heap growth */
         uint64_t clients;         /* live client slots, the daemon's excluded */
         uint64_t recoveries;      /* EOWNERDEAD recoveries completed */
+        uint64_t shared;          /* allocations with a share entry */
+        uint64_t refs;            /* references on them */
+        uint64_t names;           /* names bound */
+        uint64_t max_shares, max_names;
 };
 
 /* Bytes the meta region needs for these parameters (sparse: backed only where used). */
@@ -227,6 +238,55 @@ struct heap_slot_info {
         uint32_t slot, pid, uid;
         uint64_t inuse_pages;  /* pages in records owned by the slot */
         uint64_t cached_pages; /* pages held in its page caches */
+        uint64_t refs;         /* references it holds on shared allocations */
+        uint64_t shared;       /* shared allocations it holds references on */
 };
 int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret);
 uint32_t heap_max_slots(heap *h);
+
+/*
+ * Sharing (share.c, names.c). An allocation's first reference is implicit:
+ * its owner's, or the pool's with HEAP_ALLOC_KEEP. The first heap_ref,
+ * heap_share_tag or heap_publish gives it a share entry that counts every
+ * reference per slot (plus the pool's and the names'); from then on every
+ * free of it takes the heap lock, and it is freed when its last reference
+ * goes, whoever drops it. heap_slot_reclaim drops exactly the slot's
+ * references. All of these return -EINVAL when off is not a live
+ * allocation and change nothing on any error.
+ */
+/* One more reference for slot. -ETOOMANYREFS at the slot's limit
+ * (HEAP_SHARE_SLOT_MAX), -ENOSPC when the share table is full. */
+int heap_ref(heap *h, uint32_t slot, uint64_t off);
+/* Drops one of slot's references; -ENOENT if it holds none. `cache` as for
+ * heap_free: the owner's last reference to an unshared allocation is a free. */
+int heap_unref(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
+/* The tag of the allocation at off (giving it a share entry): a handle is
+ * (pool id, off, tag). Takes no reference. */
+int heap_share_tag(heap *h, uint32_t slot, uint64_t off, uint64_t *ret_tag);
+/* A reference for slot on the allocation at off if its tag is still tag;
+ * -ESTALE if it was freed (or freed and allocated again) since. */
+int heap_ref_tagged(heap *h, uint32_t slot, uint64_t off, uint64_t tag);
+/* Random, fixed at creation: tells a pool from one created anew. */
+uint64_t heap_pool_id(heap *h);
+
+/*
+ * Names: a directory of max_names in the meta region. A bound name holds a
+ * reference. -EINVAL bad name (see heap_name_valid), -EEXIST taken,
+ * -ENOSPC directory (or share table) full, -ENOENT no such name.
+ */
+bool heap_name_valid(const char *name);
+int heap_publish(heap *h, uint32_t slot, const char *name, uint64_t off);
+/* Takes a reference for slot. timeout_ns: 0 = do not wait, < 0 = no limit;
+ * a waiting lookup sleeps on a futex in the meta region, woken by publishes
+ * (-ETIMEDOUT when it runs out). */
+int heap_lookup(heap *h, uint32_t slot, const char *name, int64_t timeout_ns, uint64_t *ret_off);
+int heap_unpublish(heap *h, uint32_t slot, const char *name);
+
+/* Iterates over names (scavctl names): index i in [0, max_names); -ENOENT
+ * for an empty place, -ERANGE past the end. */
+struct heap_name_info {
+        char name[64];
+        uint64_t off, bytes, refs, tag;
+};
+int heap_name_info(heap *h, uint32_t i, struct heap_name_info *ret);
+uint32_t heap_max_names(heap *h);

@@ -9,6 +9,8 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "heap/layout.h"
 #include "heap/pagealloc.h"
@@ -31,6 +33,8 @@ int heap_layout_compute(const struct heap_params *p, struct heap_hdr *ret) {
         uint32_t phys = p->phys_page_size ?: 4096;
         uint32_t slots = p->max_slots ?: 64;
         uint32_t shards = p->reservation_shards ?: HEAP_DEFAULT_RESERVATION_SHARDS;
+        uint32_t max_shares = p->max_shares ?: HEAP_DEFAULT_MAX_SHARES;
+        uint32_t max_names = p->max_names ?: HEAP_DEFAULT_MAX_NAMES;
 
         if (!is_pow2(page_size) || page_size < 4096 || page_size > (1u << 24))
                 return -EINVAL;
@@ -42,6 +46,8 @@ int heap_layout_compute(const struct heap_params *p, struct heap_hdr *ret) {
         if (slots < 1 || slots > 0xfffe)
                 return -EINVAL;
         if (p->capacity == 0)
+                return -EINVAL;
+        if (max_shares > HEAP_MAX_SHARES || max_names > HEAP_MAX_NAMES)
                 return -EINVAL;
 
         uint64_t chunk_bytes = (uint64_t) page_size * HEAP_CHUNK_PAGES;
@@ -85,6 +91,18 @@ int heap_layout_compute(const struct heap_params *p, struct heap_hdr *ret) {
                 hd.level_off[l] = section(&off, hd.level_entries[l] * sizeof(struct heap_sum));
         }
         hd.records_off = section(&off, pages * sizeof(uint64_t));
+        /* A share entry on whole cache lines: its header and its counts are read together. */
+        hd.max_shares = max_shares;
+        hd.share_stride = (uint32_t) ALIGN_UP(sizeof(struct heap_share) + (uint64_t) slots * sizeof(uint16_t), 64u);
+        hd.max_names = max_names;
+        uint32_t index = 1;
+        while (index < 2 * max_names)
+                index <<= 1;
+        hd.name_index_size = index;
+        hd.share_map_off = section(&off, pages * sizeof(uint32_t));
+        hd.shares_off = section(&off, (uint64_t) max_shares * hd.share_stride);
+        hd.names_off = section(&off, (uint64_t) max_names * sizeof(struct heap_name));
+        hd.name_index_off = section(&off, (uint64_t) index * sizeof(uint32_t));
         hd.meta_size = off;
         *ret = hd;
         return 0;
@@ -121,6 +139,15 @@ int heap_layout_apply(heap *h) {
                 h->levels[l] = (struct heap_sum *) (h->meta + hd->level_off[l]);
         }
         h->records = (_Atomic uint64_t *) (h->meta + hd->records_off);
+        h->pool_id = hd->pool_id;
+        h->max_shares = hd->max_shares;
+        h->share_stride = hd->share_stride;
+        h->max_names = hd->max_names;
+        h->name_index_size = hd->name_index_size;
+        h->share_map = (uint32_t *) (h->meta + hd->share_map_off);
+        h->shares = h->meta + hd->shares_off;
+        h->names = (struct heap_name *) (h->meta + hd->names_off);
+        h->name_index = (uint32_t *) (h->meta + hd->name_index_off);
         h->min_pages = h->phys_page_size > h->page_size ? h->phys_page_size / h->page_size : 1;
         /* Go: huge pages matter only when bigger than both the page and the physical page. */
         h->pages_per_huge = h->huge_page_size > h->page_size && h->huge_page_size > h->phys_page_size
@@ -189,6 +216,13 @@ int heap_create(void *meta, uint64_t meta_size, void *base, int heap_fd,
                 free(h);
                 return r;
         }
+        /* Only tells pools apart: not a secret. */
+        if (getrandom(&hdr->pool_id, sizeof(hdr->pool_id), GRND_NONBLOCK) != sizeof(hdr->pool_id)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                hdr->pool_id = ((uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec) ^ ((uint64_t) getpid() << 40);
+        }
+        hdr->pool_id |= 1; /* never 0 */
         hdr->search_page = 0;
         hdr->free_hwm = HEAP_OFF_MIN;
         hdr->scav_lwm = HEAP_OFF_MAX;
@@ -227,7 +261,11 @@ int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, 
                 .huge_page_size = hdr->huge_page_size,
                 .max_slots = hdr->max_slots,
                 .reservation_shards = hdr->reservation_shards,
+                .max_shares = hdr->max_shares,
+                .max_names = hdr->max_names,
         };
+        if (hdr->max_shares == 0 || hdr->max_names == 0)
+                return -EBADMSG;
         r = heap_layout_compute(&p, &want);
         if (r < 0)
                 return -EBADMSG;
@@ -235,6 +273,9 @@ int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, 
             want.nchunks_max != hdr->nchunks_max || want.nlevels != hdr->nlevels ||
             want.root_entries != hdr->root_entries || want.slots_off != hdr->slots_off ||
             want.chunks_off != hdr->chunks_off || want.records_off != hdr->records_off ||
+            want.share_map_off != hdr->share_map_off || want.shares_off != hdr->shares_off ||
+            want.names_off != hdr->names_off || want.name_index_off != hdr->name_index_off ||
+            want.share_stride != hdr->share_stride || want.name_index_size != hdr->name_index_size ||
             memcmp(want.level_off, hdr->level_off, sizeof(want.level_off)) != 0 ||
             memcmp(want.level_entries, hdr->level_entries, sizeof(want.level_entries)) != 0)
                 return -EBADMSG;
@@ -279,4 +320,12 @@ uint32_t heap_page_size(heap *h) {
 
 uint32_t heap_max_slots(heap *h) {
         return h->max_slots;
+}
+
+uint64_t heap_pool_id(heap *h) {
+        return h->pool_id;
+}
+
+uint32_t heap_max_names(heap *h) {
+        return h->max_names;
 }

@@ -14,6 +14,10 @@
  *   chunks    nchunks_max x struct heap_chunk (pallocBits + scavenged)
  *   summaries one array of struct heap_sum per level, root first
  *   records   one uint64_t per page of capacity
+ *   share map one uint32_t per page of capacity: share entry + 1 of a SHARED record
+ *   shares    max_shares x share_stride bytes (struct heap_share + a count per slot)
+ *   names     max_names x struct heap_name
+ *   name index name_index_size x uint32_t (derived from the names: rebuilt on recovery)
  *
  * Internally the allocator speaks in page indices (offset >> page_shift);
  * the scavenger's ranges and watermarks are in bytes, as in Go.
@@ -74,6 +78,50 @@ struct heap_chunk {
 /* Not an allocation flag: allocated through a medium cache, of a size class;
  * only these go back to one when their owner frees them. */
 #define HEAP_REC_MEDIUM (UINT64_C(1) << 62)
+/*
+ * Not an allocation flag: the allocation has a share entry (share.c), which
+ * counts its references; the owner field still names the slot whose page
+ * cache may hold its pages. No lock-free path frees or changes a SHARED
+ * record: every free of one goes through the heap lock (heap_share_free_locked).
+ */
+#define HEAP_REC_SHARED (UINT64_C(1) << 61)
+
+/*
+ * A share entry (share.c): the references of one allocation. Entries are
+ * share_stride bytes apart: the header below, then one count per slot.
+ * Truth: tag, page, pool_refs, slot_refs and the record's SHARED bit with
+ * the share map pointing back here; refs, name_refs, next and the header's
+ * counters follow from them (recovery recounts them, heap_check verifies).
+ * Heap lock.
+ */
+struct heap_share {
+        uint64_t tag;        /* != 0 while in use; from hdr->share_tag, never reused */
+        uint32_t page;       /* first page of the allocation */
+        uint32_t refs;       /* every reference: the slots', the pool's, the names' */
+        uint32_t name_refs;  /* names bound to it */
+        uint16_t pool_refs;  /* 1: the pool's reference (SCAV_ALLOC_KEEP) */
+        uint16_t _pad;
+        uint32_t next;       /* free list: entry + 1; 0 = end */
+        uint32_t _pad2;
+        uint16_t slot_refs[]; /* references each client slot holds */
+};
+#define HEAP_SHARE_SLOT_MAX UINT16_MAX
+
+/*
+ * A name (names.c): a published allocation. Bound while share != 0; the
+ * tag is the share entry's when it was bound, so a name never follows an
+ * entry used again. The index (open addressing over name hashes) only
+ * makes lookups fast: it is rebuilt from the names on recovery. Heap lock.
+ */
+#define HEAP_NAME_MAX 64u /* bytes, including the NUL */
+struct heap_name {
+        uint32_t share;      /* share entry + 1; 0 = free */
+        uint32_t hash;       /* of name, for the index */
+        uint64_t tag;
+        uint32_t next;       /* free list: name + 1; 0 = end */
+        uint32_t _pad;
+        char name[HEAP_NAME_MAX];
+};
 
 /*
  * A page cache: up to HEAP_CACHE_BLOCKS of Go's pageCache (one 64-page
@@ -154,6 +202,8 @@ enum heap_op {
         HEAP_OP_SCAV_MARK,   /* slot, block = scavenge intent index, base, npages */
         HEAP_OP_SCAV_FREE,   /* slot, block = scavenge intent index, base, npages, a = released */
         HEAP_OP_RECORD,      /* base: records[base] = a (reclaim's ownerless KEEP) */
+        HEAP_OP_SHARE,       /* base = page, a = share entry: references change (recovery recounts) */
+        HEAP_OP_NAME,        /* a = name, b = share entry: a name is bound or unbound (likewise) */
         _HEAP_OP_MAX,
 };
 
@@ -174,6 +224,9 @@ struct heap_hdr {
         uint64_t slots_off, chunks_off, records_off;
         uint64_t level_off[HEAP_MAX_LEVELS];
         uint64_t level_entries[HEAP_MAX_LEVELS];
+        uint64_t share_map_off, shares_off, names_off, name_index_off;
+        uint32_t max_shares, share_stride, max_names, name_index_size;
+        uint64_t pool_id;                 /* random at creation: handles name the pool by it */
         _Atomic uint32_t corrupt;
 
         alignas(64) pthread_mutex_t heap_lock;
@@ -191,6 +244,14 @@ struct heap_hdr {
         uint64_t free_hwm;                /* Go's p.scav.freeHWM: bytes, last byte freed */
         uint64_t recoveries;
         struct heap_intent intent;
+        /* Sharing (share.c, names.c). */
+        uint64_t share_tag;               /* last tag handed out */
+        uint32_t share_hwm;               /* entries below have been used */
+        uint32_t share_free;              /* free list head: entry + 1 */
+        uint64_t shares_live;             /* entries in use */
+        uint64_t refs_total;              /* their references */
+        uint32_t name_hwm, name_free;
+        uint64_t names_bound;
 
         alignas(64) pthread_mutex_t scav_lock;
 
@@ -206,6 +267,10 @@ struct heap_hdr {
         /* Written by the daemon, read by clients. */
         alignas(64) _Atomic uint64_t retained_goal;
         _Atomic uint64_t memory_limit;
+
+        /* Futex word of lookups waiting for a name: bumped by every publish. */
+        alignas(64) _Atomic uint32_t names_seq;
+        _Atomic uint32_t names_waiters;
 };
 
 /* Test hook: called inside critical sections right after the intent is
@@ -228,6 +293,10 @@ struct heap {
         struct heap_chunk *chunks;
         struct heap_sum *levels[HEAP_MAX_LEVELS];
         _Atomic uint64_t *records;
+        uint32_t *share_map;
+        uint8_t *shares;
+        struct heap_name *names;
+        uint32_t *name_index;
 
         /* Geometry, copied from the header once validated: never re-read. */
         uint64_t capacity;
@@ -237,6 +306,8 @@ struct heap {
         uint32_t nchunks_max, nlevels, root_entries;
         uint64_t level_entries[HEAP_MAX_LEVELS];
         uint64_t chunk_bytes;
+        uint32_t max_shares, share_stride, max_names, name_index_size;
+        uint64_t pool_id;
         uint32_t min_pages;          /* Go's minPages */
         uint32_t pages_per_huge;     /* 0: no huge pages to preserve */
 

@@ -296,7 +296,7 @@ static int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cache, uint64_t
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret) {
         uint64_t npages = HEAP_REC_NPAGES(rec), n;
         if (npages < HEAP_CACHE_MAX_ALLOC || npages > HEAP_MCACHE_MAX_PAGES ||
-            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM)) != HEAP_REC_MEDIUM)
+            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM | HEAP_REC_SHARED)) != HEAP_REC_MEDIUM)
                 return false; /* only what a medium cache allocated */
         unsigned k = heap_mcache_class(npages, &n);
         if (n != npages || page > UINT32_MAX)

@@ -13,6 +13,7 @@
 #include "heap/alloc.h"
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
+#include "heap/share.h"
 
 void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, uint64_t base,
                        uint64_t npages, uint64_t a, uint64_t b) {
@@ -66,7 +67,8 @@ static void bits_over_range(heap *h, uint64_t base, uint64_t n, bool alloc_set, 
 static int roll_forward(heap *h, const struct heap_intent *it) {
         uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
 
-        if (it->op == HEAP_OP_NONE)
+        /* References and names are recounted whatever the op (share.c). */
+        if (it->op == HEAP_OP_NONE || it->op == HEAP_OP_SHARE || it->op == HEAP_OP_NAME)
                 return 0;
         if (it->op >= _HEAP_OP_MAX || it->slot >= h->max_slots || it->cache >= HEAP_SLOT_CACHES)
                 return -EUCLEAN;
@@ -193,6 +195,7 @@ int heap_recover_locked(heap *h) {
         if (r < 0)
                 return r;
         heap_intent_end(h);
+        heap_share_fixup_locked(h);
         heap_summary_rebuild(h);
         recount(h);
         r = heap_check_locked(h, buf, sizeof(buf));

@@ -12,6 +12,7 @@
 #include "heap/mcache.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
+#include "heap/share.h"
 
 int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
         int r = heap_lock(h);
@@ -115,7 +116,10 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
                                 continue;
                         }
                         if (HEAP_REC_OWNER(rec) == slot + 1) {
-                                if (rec & HEAP_REC_KEEP) {
+                                /* Kept, or held by others (its share entry counts this slot's
+                                 * references, dropped below): ownerless. The caches were
+                                 * flushed, so the owner no longer says where its pages lie. */
+                                if (rec & (HEAP_REC_KEEP | HEAP_REC_SHARED)) {
                                         uint64_t nrec = HEAP_REC_MAKE(n, 0, HEAP_REC_FLAGS(rec));
                                         heap_intent_begin(h, HEAP_OP_RECORD, slot, 0, p, n, nrec, rec);
                                         uint64_t expect = rec;
@@ -128,6 +132,12 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
                 }
                 heap_unlock(h);
         }
+
+        /* Its references on shared allocations; the last ones free them. */
+        int64_t freed = heap_share_reclaim_slot(h, slot);
+        if (freed < 0)
+                return freed;
+        given += freed;
 
         r = heap_lock(h);
         if (r < 0)
@@ -168,6 +178,15 @@ int heap_slot_info(heap *h, uint32_t slot, struct heap_slot_info *ret) {
                 for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
                         info.cached_pages += (uint64_t) heap_popcount64(
                                 atomic_load_explicit(&sl->caches[c].free_mask[b], memory_order_relaxed));
+        /* A hint read without the lock, as the rest: entries below the bounded hwm only. */
+        for (uint32_t i = 0, hwm = heap_share_hwm(h); i < hwm; i++) {
+                const struct heap_share *e = heap_share_at(h, i);
+                uint16_t n = __atomic_load_n(&e->slot_refs[slot], __ATOMIC_RELAXED);
+                if (n && __atomic_load_n(&e->tag, __ATOMIC_RELAXED)) {
+                        info.refs += n;
+                        info.shared++;
+                }
+        }
         *ret = info;
         return 0;
 }

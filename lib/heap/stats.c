@@ -61,6 +61,11 @@ int heap_get_stats(heap *h, struct heap_stats *ret) {
                 .growth_scavenged = heap_load(&hd->growth_scavenged),
                 .clients = clients,
                 .recoveries = heap_load(&hd->recoveries),
+                .shared = heap_load(&hd->shares_live),
+                .refs = heap_load(&hd->refs_total),
+                .names = heap_load(&hd->names_bound),
+                .max_shares = h->max_shares,
+                .max_names = h->max_names,
         };
         return heap_checked(h);
 }

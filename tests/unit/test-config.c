@@ -88,6 +88,8 @@ static void test_every_key(void) {
                 "reservation_shards = 8\n"
                 "memory_limit = 32M\n"
                 "max_clients = 7\n"
+                "max_shared = 100\n"
+                "max_names = 9\n"
                 "allow_users = root 1234, 99\n"
                 "allow_groups = 0 4321\n"
                 "huge_pages = yes\n"
@@ -114,6 +116,8 @@ static void test_every_key(void) {
                 CHECK_EQ_U64(p->reservation_shards, 8);
                 CHECK_EQ_U64(p->memory_limit, 32ull << 20);
                 CHECK_EQ_U64(p->max_clients, 7);
+                CHECK_EQ_U64(p->max_shared, 100);
+                CHECK_EQ_U64(p->max_names, 9);
                 CHECK_EQ_U64(p->n_allow_users, 3);
                 CHECK(p->allow_users[0] == 0 && p->allow_users[1] == 1234 && p->allow_users[2] == 99);
                 CHECK_EQ_U64(p->n_allow_groups, 2);
@@ -134,6 +138,8 @@ static void test_every_key(void) {
                 CHECK_EQ_U64(p->reservation_shards, 64);
                 CHECK_EQ_U64(p->memory_limit, 0);
                 CHECK_EQ_U64(p->max_clients, 64);
+                CHECK_EQ_U64(p->max_shared, 16384);
+                CHECK_EQ_U64(p->max_names, 1024);
                 CHECK(p->allow_all);
                 CHECK(!p->huge_pages);
         }
@@ -198,6 +204,10 @@ static void test_bad(void) {
                 { "limit", "[pool a]\ncapacity=1G\nmemory_limit = lots\n", "b.conf:3: memory_limit: invalid", -EINVAL },
                 { "clients 0", "[pool a]\ncapacity=1G\nmax_clients = 0\n", "b.conf:3: max_clients: out of range", -ERANGE },
                 { "clients big", "[pool a]\ncapacity=1G\nmax_clients = 5000\n", "b.conf:3: max_clients: out of range", -ERANGE },
+                { "shared 0", "[pool a]\ncapacity=1G\nmax_shared = 0\n", "b.conf:3: max_shared: out of range", -ERANGE },
+                { "shared big", "[pool a]\nmax_shared = 16777217\n", "b.conf:2: max_shared: out of range", -ERANGE },
+                { "names 0", "[pool a]\ncapacity=1G\nmax_names = 0\n", "b.conf:3: max_names: out of range", -ERANGE },
+                { "names junk", "[pool a]\nmax_names = many\n", "b.conf:2: max_names:", -EINVAL },
                 { "user unknown", "[pool a]\ncapacity=1G\nallow_users = no-such-user-xyz\n", "b.conf:3: allow_users: unknown user 'no-such-user-xyz'", -ENOENT },
                 { "group unknown", "[pool a]\ncapacity=1G\nallow_groups = root no-such-group-xyz\n", "b.conf:3: allow_groups: unknown group 'no-such-group-xyz'", -ENOENT },
                 { "uid junk", "[pool a]\ncapacity=1G\nallow_users = 12ab\n", "b.conf:3: allow_users: invalid id '12ab'", -EINVAL },

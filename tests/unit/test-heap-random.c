@@ -17,6 +17,11 @@
  * fails with -ENOMEM is retried with every cache flushed: it must then
  * succeed exactly when the model has a free run long enough.
  *
+ * Sharing is modelled too: per allocation, whether it has a share entry,
+ * the references each slot holds, the pool's (KEEP) and the names'; the
+ * model predicts every result of ref, unref, free, handles (stale or not),
+ * publish, lookup and unpublish, and which allocations reclaim frees.
+ *
  * SCAV_SEED=<n> replays a run; SCAV_STEPS=<n> changes its length.
  */
 
@@ -43,6 +48,9 @@ TEST_DEFINE_GLOBALS;
 #define NO_OWNER UINT32_MAX
 #define RECENT_FREES 64u
 #define HISTORY 24u
+#define MODEL_SLOTS 16u /* max_slots of every configuration */
+#define NAMES 24u       /* names the test uses: more than max_names */
+#define HANDLES 16u     /* handles kept to redeem later */
 
 enum page_state {
         PAGE_RELEASED = 0, /* free, not backed (new chunks start so) */
@@ -55,6 +63,17 @@ struct alloc {
         uint32_t owner, cache;
         unsigned flags;
         uint64_t tag;
+        bool via_cache;             /* from a page cache: its pages may stay there when others free it */
+        /* Sharing. */
+        bool shared;                /* has a share entry */
+        bool pool_ref;              /* the pool's reference (KEEP) */
+        uint64_t stag;              /* its share tag */
+        uint32_t names;             /* names bound to it */
+        uint16_t refs[MODEL_SLOTS]; /* references each slot holds */
+};
+
+struct handle {
+        uint64_t off, tag;
 };
 
 struct slot {
@@ -86,6 +105,11 @@ struct model {
         uint64_t recent_free[RECENT_FREES];
         unsigned nrecent;
         uint64_t next_tag;
+        uint32_t max_shares, max_names;
+        bool name_bound[NAMES];
+        uint64_t name_off[NAMES];
+        struct handle handles[HANDLES];
+        unsigned nhandles;
 
         /* what the fake release function saw during the current step */
         uint64_t cb_pages;
@@ -103,7 +127,8 @@ struct model {
 
         /* counters for the closing line */
         uint64_t n_alloc, n_cache_alloc, n_enomem, n_enomem_found, n_free, n_bad_free, n_scav, n_gen,
-                n_claim, n_reclaim, n_flush, n_checkpoints, scav_bytes, n_real_scav, n_fake_scav;
+                n_claim, n_reclaim, n_flush, n_checkpoints, scav_bytes, n_real_scav, n_fake_scav,
+                n_share_ops, n_stale;
 };
 
 static uint64_t rng_state;
@@ -316,7 +341,7 @@ static uint64_t cache_slack_pages(struct model *m) {
 }
 
 static void model_add(struct model *m, uint64_t off, uint64_t npages, uint32_t owner,
-                      uint32_t cache, unsigned flags) {
+                      uint32_t cache, unsigned flags, bool via_cache) {
         struct alloc *a;
 
         if (m->nlive == m->live_max) {
@@ -327,7 +352,7 @@ static void model_add(struct model *m, uint64_t off, uint64_t npages, uint32_t o
         }
         a = &m->live[m->nlive];
         *a = (struct alloc) { .off = off, .npages = npages, .owner = owner, .cache = cache,
-                              .flags = flags, .tag = ++m->next_tag };
+                              .flags = flags, .tag = ++m->next_tag, .via_cache = via_cache };
         m->start_idx[off / m->ps] = (int64_t) m->nlive++;
         for (uint64_t p = off / m->ps; p < off / m->ps + npages; p++) {
                 if (m->page[p] == PAGE_RELEASED)
@@ -478,7 +503,267 @@ static void op_alloc(struct model *m) {
         }
         if ((flags & HEAP_ALLOC_ZERO) && !verify_zero(m, off, npages))
                 return;
-        model_add(m, off, npages, s->id, cache, flags);
+        model_add(m, off, npages, s->id, cache, flags, cached);
+}
+
+
+/* Sharing in the model. */
+static uint64_t alloc_refs(const struct alloc *a) {
+        uint64_t n = (uint64_t) a->pool_ref + a->names;
+        for (unsigned s = 0; s < MODEL_SLOTS; s++)
+                n += a->refs[s];
+        return n;
+}
+
+static struct alloc *alloc_at(struct model *m, uint64_t off) {
+        if (off >= m->capacity || off % m->ps || m->start_idx[off / m->ps] < 0)
+                return NULL;
+        return &m->live[m->start_idx[off / m->ps]];
+}
+
+static uint32_t shared_count(struct model *m) {
+        uint32_t n = 0;
+        for (size_t i = 0; i < m->nlive; i++)
+                n += m->live[i].shared;
+        return n;
+}
+
+/* Whether a may get a share entry (or has one). */
+static bool share_room(struct model *m, const struct alloc *a) {
+        return a->shared || shared_count(m) < m->max_shares;
+}
+
+/* a got a share entry (or had one): its implicit reference moves into it;
+ * its tag is learned, and must not change while it lives. */
+static bool share_made(struct model *m, struct alloc *a, uint32_t slot) {
+        uint64_t tag;
+        int r;
+
+        if (!a->shared) {
+                a->shared = true;
+                if ((a->flags & HEAP_ALLOC_KEEP) || a->owner == NO_OWNER)
+                        a->pool_ref = true;
+                else
+                        a->refs[a->owner] = 1;
+        }
+        r = heap_share_tag(m->h, slot, a->off, &tag);
+        if (r < 0 || tag == 0 || (a->stag && tag != a->stag)) {
+                FAILF(m, "heap_share_tag(%#" PRIx64 ") = %d, tag %" PRIu64 " (was %" PRIu64 ")", a->off, r, tag,
+                      a->stag);
+                return false;
+        }
+        a->stag = tag;
+        return true;
+}
+
+/* Whether the pages of a may stay in their owner's page cache when someone else frees it. */
+static bool may_stay_cached(struct model *m, const struct alloc *a) {
+        return a->via_cache && a->npages < HEAP_CACHE_MAX_ALLOC && !(a->flags & HEAP_ALLOC_KEEP) &&
+               a->owner != NO_OWNER && slot_is_live(m, a->owner);
+}
+
+/* A slot that holds a reference on a, if any (else any live slot). */
+static uint32_t holder_or_any(struct model *m, const struct alloc *a) {
+        for (unsigned i = 0; i < MAX_LIVE_SLOTS; i++)
+                if (m->slots[i].live && a->refs[m->slots[i].id] && chance(70))
+                        return m->slots[i].id;
+        return random_live_slot(m)->id;
+}
+
+/* The result of an operation that must either succeed or be refused with want (and change nothing). */
+static bool expect_result(struct model *m, const char *what, int r, int want) {
+        if (r != want) {
+                FAILF(m, "%s = %d, want %d", what, r, want);
+                return false;
+        }
+        return true;
+}
+
+/* a lost its last reference: it must be gone. */
+static void model_gone(struct model *m, struct alloc *a, const char *what) {
+        if (heap_alloc_size(m->h, a->off) != -EINVAL) {
+                FAILF(m, "%s dropped the last reference of %#" PRIx64 " but it is still live", what, a->off);
+                return;
+        }
+        model_remove(m, (size_t) (a - m->live));
+}
+
+static void op_ref(struct model *m) {
+        struct alloc *a;
+        uint32_t slot;
+        int r;
+
+        if (m->nlive == 0)
+                return;
+        a = &m->live[rnd_below(m->nlive)];
+        slot = random_live_slot(m)->id;
+        note(m, "heap_ref slot %u off %#" PRIx64 " (shared %d)", slot, a->off, a->shared);
+        m->n_share_ops++;
+        r = heap_ref(m->h, slot, a->off);
+        if (!share_room(m, a)) {
+                expect_result(m, "heap_ref with the share table full", r, -ENOSPC);
+                return;
+        }
+        if (!expect_result(m, "heap_ref", r, 0) || !share_made(m, a, slot))
+                return;
+        a->refs[slot]++;
+}
+
+static void op_unref(struct model *m) {
+        struct alloc *a;
+        uint32_t slot, cache = (uint32_t) rnd_below(CACHES_USED);
+        int r, want = 0;
+        bool gone = false;
+
+        if (m->nlive == 0)
+                return;
+        a = &m->live[rnd_below(m->nlive)];
+        slot = holder_or_any(m, a);
+        if (a->owner == slot && chance(80))
+                cache = a->cache;
+        if (!a->shared) {
+                /* The owner's reference is its record's: unref is a free. */
+                if ((a->flags & HEAP_ALLOC_KEEP) || a->owner != slot)
+                        want = -ENOENT;
+                else
+                        gone = true;
+        } else if (!a->refs[slot])
+                want = -ENOENT;
+        else
+                gone = alloc_refs(a) == 1;
+        note(m, "heap_unref slot %u cache %u off %#" PRIx64 " (shared %d, refs %" PRIu64 ")", slot, cache, a->off,
+             a->shared, alloc_refs(a));
+        m->n_share_ops++;
+        if (gone && !verify_pattern(m, a, "before the last unref"))
+                return;
+        r = heap_unref(m->h, slot, cache, a->off);
+        if (!expect_result(m, "heap_unref", r, want) || want)
+                return;
+        if (a->shared)
+                a->refs[slot]--;
+        if (gone)
+                model_gone(m, a, "heap_unref");
+}
+
+static void op_handle(struct model *m) {
+        struct alloc *a;
+        uint32_t slot = random_live_slot(m)->id;
+        uint64_t tag = 0;
+        int r;
+
+        if (m->nlive == 0)
+                return;
+        a = &m->live[rnd_below(m->nlive)];
+        note(m, "heap_share_tag slot %u off %#" PRIx64, slot, a->off);
+        m->n_share_ops++;
+        r = heap_share_tag(m->h, slot, a->off, &tag);
+        if (!share_room(m, a)) {
+                expect_result(m, "heap_share_tag with the share table full", r, -ENOSPC);
+                return;
+        }
+        if (!expect_result(m, "heap_share_tag", r, 0) || !share_made(m, a, slot))
+                return;
+        m->handles[m->nhandles++ % HANDLES] = (struct handle) { a->off, tag };
+}
+
+/* A handle kept from earlier: a reference if its allocation is still the one tagged, else -ESTALE. */
+static void op_ref_handle(struct model *m) {
+        const struct handle *hd;
+        struct alloc *a;
+        uint32_t slot = random_live_slot(m)->id;
+        int r;
+
+        if (m->nhandles == 0)
+                return;
+        hd = &m->handles[rnd_below(MIN(m->nhandles, HANDLES))];
+        a = alloc_at(m, hd->off);
+        bool valid = a && a->shared && a->stag == hd->tag;
+        note(m, "heap_ref_tagged slot %u off %#" PRIx64 " tag %" PRIu64 " (%s)", slot, hd->off, hd->tag,
+             valid ? "valid" : "stale");
+        m->n_share_ops++;
+        r = heap_ref_tagged(m->h, slot, hd->off, hd->tag);
+        if (!expect_result(m, valid ? "heap_ref_tagged" : "heap_ref_tagged of a stale handle", r, valid ? 0 : -ESTALE))
+                return;
+        if (valid)
+                a->refs[slot]++;
+        else
+                m->n_stale++;
+}
+
+static uint32_t bound_names(struct model *m) {
+        uint32_t n = 0;
+        for (unsigned k = 0; k < NAMES; k++)
+                n += m->name_bound[k];
+        return n;
+}
+
+static void op_publish(struct model *m) {
+        unsigned k = (unsigned) rnd_below(NAMES);
+        uint32_t slot = random_live_slot(m)->id;
+        struct alloc *a;
+        char name[16];
+        int r, want = 0;
+
+        if (m->nlive == 0)
+                return;
+        a = &m->live[rnd_below(m->nlive)];
+        snprintf(name, sizeof(name), "n%u", k);
+        if (m->name_bound[k])
+                want = -EEXIST;
+        else if (bound_names(m) == m->max_names || !share_room(m, a))
+                want = -ENOSPC;
+        note(m, "heap_publish slot %u %s off %#" PRIx64 " (want %d)", slot, name, a->off, want);
+        m->n_share_ops++;
+        r = heap_publish(m->h, slot, name, a->off);
+        if (!expect_result(m, "heap_publish", r, want) || want)
+                return;
+        if (!share_made(m, a, slot))
+                return;
+        a->names++;
+        m->name_bound[k] = true;
+        m->name_off[k] = a->off;
+}
+
+static void op_lookup(struct model *m) {
+        unsigned k = (unsigned) rnd_below(NAMES);
+        uint32_t slot = random_live_slot(m)->id;
+        uint64_t off = UINT64_MAX;
+        char name[16];
+        int r;
+
+        snprintf(name, sizeof(name), "n%u", k);
+        note(m, "heap_lookup slot %u %s (bound %d)", slot, name, m->name_bound[k]);
+        m->n_share_ops++;
+        r = heap_lookup(m->h, slot, name, 0, &off);
+        if (!expect_result(m, "heap_lookup", r, m->name_bound[k] ? 0 : -ENOENT) || r < 0)
+                return;
+        struct alloc *a = alloc_at(m, off);
+        if (off != m->name_off[k] || !a) {
+                FAILF(m, "heap_lookup(%s) = %#" PRIx64 ", the model bound it to %#" PRIx64, name, off, m->name_off[k]);
+                return;
+        }
+        a->refs[slot]++;
+}
+
+static void op_unpublish(struct model *m) {
+        unsigned k = (unsigned) rnd_below(NAMES);
+        uint32_t slot = random_live_slot(m)->id;
+        char name[16];
+        int r;
+
+        snprintf(name, sizeof(name), "n%u", k);
+        note(m, "heap_unpublish slot %u %s (bound %d)", slot, name, m->name_bound[k]);
+        m->n_share_ops++;
+        struct alloc *a = m->name_bound[k] ? alloc_at(m, m->name_off[k]) : NULL;
+        if (a && alloc_refs(a) == 1 && !verify_pattern(m, a, "before its last name went"))
+                return;
+        r = heap_unpublish(m->h, slot, name);
+        if (!expect_result(m, "heap_unpublish", r, m->name_bound[k] ? 0 : -ENOENT) || r < 0)
+                return;
+        m->name_bound[k] = false;
+        a->names--;
+        if (alloc_refs(a) == 0)
+                model_gone(m, a, "heap_unpublish");
 }
 
 static void op_free(struct model *m) {
@@ -498,14 +783,33 @@ static void op_free(struct model *m) {
                 slot = random_live_slot(m)->id;
                 cache = (uint32_t) rnd_below(CACHES_USED);
         }
-        note(m, "heap_free slot %u cache %u off %#" PRIx64 " (%" PRIu64 " pages, owner %d)", slot,
-             cache, a->off, a->npages, a->owner == NO_OWNER ? -1 : (int) a->owner);
+        /* A shared allocation: the caller's reference, else the pool's, else it is others'. */
+        int want = 0;
+        bool gone = true;
+        if (a->shared && a->refs[slot] == 0 && !a->pool_ref)
+                want = -EBUSY;
+        else if (a->shared)
+                gone = alloc_refs(a) == 1;
+        note(m, "heap_free slot %u cache %u off %#" PRIx64 " (%" PRIu64 " pages, owner %d, refs %" PRIu64 ")", slot,
+             cache, a->off, a->npages, a->owner == NO_OWNER ? -1 : (int) a->owner, alloc_refs(a));
         m->n_free++;
         if (!verify_pattern(m, a, "before free"))
                 return;
         r = heap_free(m->h, slot, cache, a->off);
-        if (r < 0) {
-                FAILF(m, "heap_free of live allocation %#" PRIx64 ": %d", a->off, r);
+        if (r != want) {
+                FAILF(m, "heap_free of live allocation %#" PRIx64 ": %d, want %d", a->off, r, want);
+                return;
+        }
+        if (want)
+                return;
+        if (a->shared && a->refs[slot])
+                a->refs[slot]--;
+        else if (a->shared)
+                a->pool_ref = false;
+        if (!gone) {
+                if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
+                        FAILF(m, "heap_free of %#" PRIx64 " freed it while %" PRIu64 " references remain",
+                              a->off, alloc_refs(a));
                 return;
         }
         if (heap_alloc_size(m->h, a->off) != -EINVAL)
@@ -575,6 +879,10 @@ static void op_bad_free(struct model *m) {
         case 6: /* a cache that does not exist */
                 if (m->nlive > 0) {
                         keep = (int64_t) rnd_below(m->nlive);
+                        if (m->live[keep].shared) {
+                                keep = -1; /* its free drops a reference: not a bad free */
+                                break;
+                        }
                         off = m->live[keep].off;
                         if (variant == 5) {
                                 slot = heap_max_slots(m->h) + (uint32_t) rnd_below(3);
@@ -815,19 +1123,28 @@ static void op_reclaim(struct model *m) {
         struct slot *s;
         struct heap_stats before, after;
         struct heap_slot_info info;
-        uint64_t own = 0;
+        uint64_t sure = 0, maybe = 0; /* pages reclaim frees; of those, pages that may stay in a cache */
         int64_t r;
 
         if (live_slot_count(m) < 2)
                 return;
         s = random_live_slot(m);
-        for (size_t i = 0; i < m->nlive; i++)
-                if (m->live[i].owner == s->id && !(m->live[i].flags & HEAP_ALLOC_KEEP)) {
-                        if (!verify_pattern(m, &m->live[i], "before reclaim"))
-                                return;
-                        own += m->live[i].npages;
-                }
-        note(m, "heap_slot_reclaim slot %u (%" PRIu64 " pages owned)", s->id, own);
+        /* What goes: the slot's unshared allocations but KEEP ones, and shared
+         * ones whose every reference is the slot's. */
+        for (size_t i = 0; i < m->nlive; i++) {
+                struct alloc *a = &m->live[i];
+                bool goes = a->shared ? a->refs[s->id] && alloc_refs(a) == a->refs[s->id]
+                                      : a->owner == s->id && !(a->flags & HEAP_ALLOC_KEEP);
+                if (!goes)
+                        continue;
+                if (!verify_pattern(m, a, "before reclaim"))
+                        return;
+                if (a->owner != s->id && may_stay_cached(m, a))
+                        maybe += a->npages;
+                else
+                        sure += a->npages;
+        }
+        note(m, "heap_slot_reclaim slot %u (%" PRIu64 " + %" PRIu64 " pages to go)", s->id, sure, maybe);
         m->n_reclaim++;
         if (get_stats(m, &before) < 0)
                 return;
@@ -838,25 +1155,27 @@ static void op_reclaim(struct model *m) {
         }
         if (get_stats(m, &after) < 0)
                 return;
-        if ((uint64_t) r < own || (uint64_t) r > own + HEAP_SLOT_CACHES * HEAP_CACHE_MAX_PAGES)
-                FAILF(m, "heap_slot_reclaim(%u) gave back %" PRId64 " pages; it owned %" PRIu64
-                      " in allocations (plus at most a page cache's worth each)",
-                      s->id, r, own);
+        if ((uint64_t) r < sure || (uint64_t) r > sure + maybe + HEAP_SLOT_CACHES * HEAP_CACHE_MAX_PAGES)
+                FAILF(m, "heap_slot_reclaim(%u) gave back %" PRId64 " pages; its allocations and references held %" PRIu64
+                      " (+ %" PRIu64 " that may stay in another's cache, plus at most a page cache's worth each)",
+                      s->id, r, sure, maybe);
         if (before.inuse - after.inuse != (uint64_t) r * m->ps)
                 FAILF(m, "heap_slot_reclaim(%u) returned %" PRId64 " pages but inuse fell by %" PRId64
                       " pages", s->id, r, (int64_t) (before.inuse - after.inuse) / (int64_t) m->ps);
         for (size_t i = 0; i < m->nlive;) {
                 struct alloc *a = &m->live[i];
-                if (a->owner != s->id) {
+                bool owned = a->owner == s->id, held = a->refs[s->id] != 0;
+                if (!owned && !held) {
                         i++;
                         continue;
                 }
-                if (a->flags & HEAP_ALLOC_KEEP) {
-                        /* KEEP outlives its client: still live, now ownerless. */
+                a->refs[s->id] = 0;
+                if (owned && ((a->flags & HEAP_ALLOC_KEEP) || a->shared))
+                        a->owner = NO_OWNER; /* outlives its client: ownerless */
+                if (a->shared ? alloc_refs(a) > 0 : !owned || (a->flags & HEAP_ALLOC_KEEP)) {
                         if (heap_alloc_size(m->h, a->off) != (int64_t) (a->npages * m->ps))
-                                FAILF(m, "reclaim of slot %u freed KEEP allocation %#" PRIx64,
+                                FAILF(m, "reclaim of slot %u freed %#" PRIx64 ", which others still hold",
                                       s->id, a->off);
-                        a->owner = NO_OWNER;
                         i++;
                         continue;
                 }
@@ -992,6 +1311,16 @@ static void post_step(struct model *m, const char *what) {
                       live_slot_count(m));
         if (st.inuse > m->peak_seen)
                 m->peak_seen = st.inuse;
+
+        uint64_t shared = 0, refs = 0;
+        for (size_t i = 0; i < m->nlive; i++)
+                if (m->live[i].shared) {
+                        shared++;
+                        refs += alloc_refs(&m->live[i]);
+                }
+        if (st.shared != shared || st.refs != refs || st.names != bound_names(m))
+                FAILF(m, "after %s: shared/refs/names %" PRIu64 "/%" PRIu64 "/%" PRIu64 ", the model has %" PRIu64
+                      "/%" PRIu64 "/%u", what, st.shared, st.refs, st.names, shared, refs, bound_names(m));
 }
 
 /*
@@ -1045,9 +1374,18 @@ static void checkpoint(struct model *m) {
                 for (size_t k = 0; k < m->nlive; k++)
                         if (m->live[k].owner == m->slots[i].id)
                                 own += m->live[k].npages;
+                uint64_t refs = 0, held = 0;
+                for (size_t k = 0; k < m->nlive; k++)
+                        if (m->live[k].shared && m->live[k].refs[m->slots[i].id]) {
+                                refs += m->live[k].refs[m->slots[i].id];
+                                held++;
+                        }
                 r = heap_slot_info(m->h, m->slots[i].id, &info);
                 if (r < 0)
                         FAILF(m, "heap_slot_info(%u): %d", m->slots[i].id, r);
+                else if (info.refs != refs || info.shared != held)
+                        FAILF(m, "slot %u: %" PRIu64 " references on %" PRIu64 " allocations, the model has %" PRIu64
+                              " on %" PRIu64, m->slots[i].id, info.refs, info.shared, refs, held);
                 else if (info.inuse_pages != own || info.cached_pages != 0)
                         FAILF(m, "slot %u: inuse_pages %" PRIu64 " cached_pages %" PRIu64
                               ", the model has %" PRIu64 " and 0 (caches flushed)",
@@ -1136,6 +1474,8 @@ static int run(const struct config *cfg, uint64_t seed) {
                 test_failures++;
                 return r;
         }
+        m.max_shares = cfg->params.max_shares;
+        m.max_names = cfg->params.max_names;
         if (cfg->params.capacity != m.capacity)
                 FAILF(&m, "heap_capacity %" PRIu64 ", asked for %" PRIu64, m.capacity,
                       cfg->params.capacity);
@@ -1179,7 +1519,7 @@ static int run(const struct config *cfg, uint64_t seed) {
                         note(&m, "now releasing through %s",
                              m.h == m.h_fake ? "the fake" : "the library's punch-hole");
                 }
-                k = (unsigned) rnd_below(w_alloc + w_free + 20);
+                k = (unsigned) rnd_below(w_alloc + w_free + 34);
                 if (k < w_alloc) {
                         what = "alloc";
                         m.alloc_step = true;
@@ -1187,6 +1527,30 @@ static int run(const struct config *cfg, uint64_t seed) {
                 } else if ((k -= w_alloc) < w_free) {
                         what = "free";
                         op_free(&m);
+                } else if ((k -= w_free) >= 20) {
+                        k = (unsigned) rnd_below(14);
+                        if (k < 3) {
+                                what = "ref";
+                                op_ref(&m);
+                        } else if (k < 6) {
+                                what = "unref";
+                                op_unref(&m);
+                        } else if (k < 8) {
+                                what = "handle";
+                                op_handle(&m);
+                        } else if (k < 10) {
+                                what = "ref handle";
+                                op_ref_handle(&m);
+                        } else if (k < 11) {
+                                what = "publish";
+                                op_publish(&m);
+                        } else if (k < 13) {
+                                what = "lookup";
+                                op_lookup(&m);
+                        } else {
+                                what = "unpublish";
+                                op_unpublish(&m);
+                        }
                 } else {
                         k = (unsigned) rnd_below(20);
                         if (k < 5) {
@@ -1235,10 +1599,11 @@ static int run(const struct config *cfg, uint64_t seed) {
                " ENOMEM, %" PRIu64 " of them found room after flushing the caches), %" PRIu64 " frees, %" PRIu64 " bad frees, %" PRIu64 " scavenges (%" PRIu64
                " fake, %" PRIu64 " punch-hole; %" PRIu64 " MiB), %" PRIu64 " generations, %" PRIu64
                " claims, %" PRIu64 " reclaims, %" PRIu64 " flushes, %" PRIu64
-               " checkpoints; growth scavenged %" PRIu64 " KiB; heap_sys %" PRIu64 " MiB\n",
+               " checkpoints, %" PRIu64 " sharing operations (%" PRIu64 " stale handles refused); growth scavenged %" PRIu64
+               " KiB; heap_sys %" PRIu64 " MiB\n",
                cfg->name, m.step - 1, m.n_alloc, m.n_cache_alloc, m.n_enomem, m.n_enomem_found, m.n_free,
                m.n_bad_free, m.n_scav, m.n_fake_scav, m.n_real_scav, m.scav_bytes >> 20, m.n_gen,
-               m.n_claim, m.n_reclaim, m.n_flush, m.n_checkpoints, m.growth_scavenged >> 10,
+               m.n_claim, m.n_reclaim, m.n_flush, m.n_checkpoints, m.n_share_ops, m.n_stale, m.growth_scavenged >> 10,
                st.heap_sys >> 20);
 out:
         teardown(&m);
@@ -1252,13 +1617,14 @@ int main(void) {
         const struct config cfgs[] = {
                 { .name = "4k pages",
                   .params = { .capacity = 64u << 20, .page_size = 4096, .phys_page_size = 4096,
-                              .max_slots = 16, .reservation_shards = HEAP_DEFAULT_RESERVATION_SHARDS },
+                              .max_slots = MODEL_SLOTS, .reservation_shards = HEAP_DEFAULT_RESERVATION_SHARDS,
+                              .max_shares = 48, .max_names = 12 },
                   .steps = steps },
                 /* minPages = 4 and huge-page preservation: the seed's other scavenging paths. */
                 { .name = "16k phys, 2M huge",
                   .params = { .capacity = 32u << 20, .page_size = 4096, .phys_page_size = 16384,
-                              .huge_page_size = 2u << 20, .max_slots = 16,
-                              .reservation_shards = 8 },
+                              .huge_page_size = 2u << 20, .max_slots = MODEL_SLOTS,
+                              .reservation_shards = 8, .max_shares = 48, .max_names = 12 },
                   .steps = steps / 5 },
         };
 

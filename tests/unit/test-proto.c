@@ -54,6 +54,20 @@ static size_t build(union packet *p, unsigned type) {
                 n = sizeof(p->pool_req);
                 strcpy(p->pool_req.pool, "a-Pool_1.x");
                 break;
+        case SCAV_MSG_NAMES:
+                n = sizeof(p->pool_req);
+                strcpy(p->pool_req.pool, "default");
+                p->pool_req.bytes = 46; /* the index to list from */
+                break;
+        case SCAV_MSG_NAMES_REPLY: {
+                struct scav_msg_name nm[2] = { { .name = "frame/1", .off = 4096, .bytes = 8192, .refs = 2 },
+                                               { .name = "x", .refs = 1 } };
+                n = sizeof(p->reply) + sizeof(nm);
+                p->reply.count = 2;
+                p->reply.value = 7;
+                memcpy(p->raw + sizeof(p->reply), nm, sizeof(nm));
+                break;
+        }
         case SCAV_MSG_POOLS:
         case SCAV_MSG_RELOAD:
         case SCAV_MSG_WAKE:
@@ -92,6 +106,11 @@ static void test_valid(void) {
                 const char *reason = NULL;
                 size_t n = build(&p, t);
                 int r = scav_msg_parse(&p, n, &reason);
+
+                if (t == SCAV_MSG_WAKE_REPLY_NONE) {
+                        CHECKF(r == -EBADMSG, "the type no one sends: %d", r);
+                        continue;
+                }
 
                 CHECKF(r == (int) t, "type %u: got %d (%s)", t, r, reason ? reason : "");
 
@@ -186,6 +205,10 @@ static void m_wake_payload(union packet *p, size_t *n) {
         *n += 8;
         p->hdr.len = (uint32_t) *n;
 }
+static void m_names_unterminated(union packet *p, size_t *n) {
+        memset(p->raw + sizeof(p->reply) + sizeof(struct scav_msg_name), 'x', 64);
+}
+static void m_names_count(union packet *p, size_t *n) { p->reply.count = 1; }
 static void m_oversize(union packet *p, size_t *n) {
         *n = SCAV_MSG_MAX + 1;
         p->hdr.len = (uint32_t) *n;
@@ -235,6 +258,11 @@ static const struct bad_case bad_cases[] = {
         { "wake", SCAV_MSG_WAKE, m_req_bytes_none, SCAV_MSG_WAKE },
         { "wake with error", SCAV_MSG_WAKE, m_req_error, -EBADMSG },
         { "wake with payload", SCAV_MSG_WAKE, m_wake_payload, -EBADMSG },
+        { "names from an index", SCAV_MSG_NAMES, m_req_bytes, SCAV_MSG_NAMES },
+        { "names name bad", SCAV_MSG_NAMES, m_req_name_bad, -EBADMSG },
+        { "names reply name unterminated", SCAV_MSG_NAMES_REPLY, m_names_unterminated, -EBADMSG },
+        { "names reply count", SCAV_MSG_NAMES_REPLY, m_names_count, -EBADMSG },
+        { "names reply count huge", SCAV_MSG_NAMES_REPLY, m_clients_huge, -EBADMSG },
 };
 
 static void test_bad(void) {

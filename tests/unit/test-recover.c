@@ -32,6 +32,16 @@ struct scenario {
         enum heap_stage stage;
         void (*setup)(heap *h, uint32_t child, uint64_t *offs);
         void (*child)(heap *h, uint32_t child, uint64_t *offs);
+        /* After the child's slot was reclaimed: checks what must hold, frees what is left. */
+        void (*after)(heap *h, const char *name, uint64_t *offs);
+};
+
+/* offs[] of the sharing scenarios. */
+enum {
+        OFF_CHILD,    /* an allocation of the child's */
+        OFF_OTHER,    /* an allocation of another client's */
+        OFF_SLOT = 4, /* that client's slot */
+        OFF_DEAD,     /* a slot whose owner is gone, reclaimed by the child */
 };
 
 struct kill_at {
@@ -118,39 +128,169 @@ static void child_reclaim_keep(heap *h, uint32_t child, uint64_t *offs) {
         heap_slot_reclaim(h, (uint32_t) offs[3]);
 }
 
+/* Sharing: another client O, whose allocations and references must come through. */
+static uint32_t claim_other(heap *h, uint64_t *offs) {
+        uint32_t o;
+        CHECK(heap_slot_claim(h, 4343, 0, &o) == 0);
+        offs[OFF_SLOT] = o;
+        return o;
+}
+
+static void setup_other_block(heap *h, uint32_t child, uint64_t *offs) {
+        CHECK(heap_alloc(h, claim_other(h, offs), 30, 0, &offs[OFF_OTHER]) == 0);
+}
+
+static void setup_other_shared(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t tag;
+        setup_other_block(h, child, offs);
+        CHECK(heap_share_tag(h, (uint32_t) offs[OFF_SLOT], offs[OFF_OTHER], &tag) == 0);
+}
+
+/* The child's allocation, referenced by O too (held), or only by the child (last). */
+static void setup_child_shared_held(heap *h, uint32_t child, uint64_t *offs) {
+        CHECK(heap_alloc(h, child, 12, 0, &offs[OFF_CHILD]) == 0);
+        CHECK(heap_ref(h, claim_other(h, offs), offs[OFF_CHILD]) == 0);
+}
+
+static void setup_child_shared_last(heap *h, uint32_t child, uint64_t *offs) {
+        setup_child_shared_held(h, child, offs);
+        CHECK(heap_unref(h, (uint32_t) offs[OFF_SLOT], 0, offs[OFF_CHILD]) == 0);
+}
+
+static void setup_published(heap *h, uint32_t child, uint64_t *offs) {
+        setup_other_block(h, child, offs);
+        CHECK(heap_publish(h, (uint32_t) offs[OFF_SLOT], "frame", offs[OFF_OTHER]) == 0);
+}
+
+/* O's allocation held only by the name "frame". */
+static void setup_published_only(heap *h, uint32_t child, uint64_t *offs) {
+        setup_published(h, child, offs);
+        CHECK(heap_free(h, (uint32_t) offs[OFF_SLOT], 0, offs[OFF_OTHER]) == 0);
+}
+
+static void setup_dead_holder(heap *h, uint32_t child, uint64_t *offs) {
+        uint32_t d;
+        setup_other_block(h, child, offs);
+        CHECK(heap_slot_claim(h, 4444, 0, &d) == 0);
+        offs[OFF_DEAD] = d;
+        CHECK(heap_ref(h, d, offs[OFF_OTHER]) == 0);
+        CHECK(heap_ref(h, d, offs[OFF_OTHER]) == 0);
+}
+
+static void child_ref_other(heap *h, uint32_t child, uint64_t *offs) {
+        heap_ref(h, child, offs[OFF_OTHER]);
+}
+
+static void child_free_own(heap *h, uint32_t child, uint64_t *offs) {
+        heap_free(h, child, 0, offs[OFF_CHILD]);
+}
+
+static void child_publish(heap *h, uint32_t child, uint64_t *offs) {
+        heap_publish(h, child, "frame", offs[OFF_OTHER]);
+}
+
+static void child_lookup(heap *h, uint32_t child, uint64_t *offs) {
+        uint64_t off;
+        heap_lookup(h, child, "frame", 0, &off);
+}
+
+static void child_unpublish(heap *h, uint32_t child, uint64_t *offs) {
+        heap_unpublish(h, child, "frame");
+}
+
+static void child_reclaim_dead(heap *h, uint32_t child, uint64_t *offs) {
+        heap_slot_reclaim(h, (uint32_t) offs[OFF_DEAD]);
+}
+
+/* O's allocation survived the child, with O's reference only; O's free ends it. */
+static void after_other_held(heap *h, const char *name, uint64_t *offs) {
+        uint32_t o = (uint32_t) offs[OFF_SLOT];
+        uint64_t off;
+        if (offs[OFF_DEAD]) {
+                int64_t g = heap_slot_reclaim(h, (uint32_t) offs[OFF_DEAD]);
+                CHECKF(g == 0 || g == -ESTALE, "%s: finishing the dead slot's reclaim: %" PRId64, name, g);
+        }
+        if (heap_lookup(h, o, "frame", 0, &off) == 0) {
+                CHECKF(off == offs[OFF_OTHER], "%s: the name leads elsewhere", name);
+                CHECK(heap_unref(h, o, 0, off) == 0);
+                CHECK(heap_unpublish(h, o, "frame") == 0);
+        }
+        CHECKF(heap_alloc_size(h, offs[OFF_OTHER]) == 30 * 4096, "%s: O's allocation lost", name);
+        CHECKF(heap_free(h, o, 0, offs[OFF_OTHER]) == 0, "%s: O's free", name);
+        CHECKF(heap_alloc_size(h, offs[OFF_OTHER]) == -EINVAL, "%s: O's allocation outlived O's reference", name);
+}
+
+/* The child's allocation, still held by O. */
+static void after_child_held(heap *h, const char *name, uint64_t *offs) {
+        uint32_t o = (uint32_t) offs[OFF_SLOT];
+        CHECKF(heap_alloc_size(h, offs[OFF_CHILD]) == 12 * 4096, "%s: freed while O held it", name);
+        CHECK(heap_unref(h, o, 0, offs[OFF_CHILD]) == 0);
+        CHECKF(heap_alloc_size(h, offs[OFF_CHILD]) == -EINVAL, "%s: outlived its last reference", name);
+}
+
+/* The child held the last reference: gone. */
+static void after_child_gone(heap *h, const char *name, uint64_t *offs) {
+        CHECKF(heap_alloc_size(h, offs[OFF_CHILD]) == -EINVAL, "%s: outlived its last reference", name);
+}
+
+/* Only the name held O's allocation: gone if the unpublish got through, else still named. */
+static void after_name_only(heap *h, const char *name, uint64_t *offs) {
+        uint32_t o = (uint32_t) offs[OFF_SLOT];
+        uint64_t off;
+        if (heap_lookup(h, o, "frame", 0, &off) == 0) {
+                CHECK(heap_unpublish(h, o, "frame") == 0);
+                CHECK(heap_unref(h, o, 0, off) == 0);
+        }
+        CHECKF(heap_alloc_size(h, offs[OFF_OTHER]) == -EINVAL, "%s: outlived its name", name);
+}
+
 static const struct scenario scenarios[] = {
-        { "alloc/early", HEAP_OP_ALLOC, HEAP_STAGE_EARLY, setup_none, child_alloc },
-        { "alloc/mid", HEAP_OP_ALLOC, HEAP_STAGE_MID, setup_none, child_alloc },
-        { "alloc/late", HEAP_OP_ALLOC, HEAP_STAGE_LATE, setup_none, child_alloc },
-        { "grow/early", HEAP_OP_GROW, HEAP_STAGE_EARLY, setup_none, child_grow },
-        { "grow/mid", HEAP_OP_GROW, HEAP_STAGE_MID, setup_none, child_grow },
-        { "grow/late", HEAP_OP_GROW, HEAP_STAGE_LATE, setup_none, child_grow },
-        { "free/early", HEAP_OP_FREE, HEAP_STAGE_EARLY, setup_child_block, child_free },
-        { "free/mid", HEAP_OP_FREE, HEAP_STAGE_MID, setup_child_block, child_free },
-        { "free/late", HEAP_OP_FREE, HEAP_STAGE_LATE, setup_child_block, child_free },
-        { "cache-fill/early", HEAP_OP_CACHE_FILL, HEAP_STAGE_EARLY, setup_none, child_cache_fill },
-        { "cache-fill/mid", HEAP_OP_CACHE_FILL, HEAP_STAGE_MID, setup_none, child_cache_fill },
-        { "cache-fill/late", HEAP_OP_CACHE_FILL, HEAP_STAGE_LATE, setup_none, child_cache_fill },
-        { "cache-flush/early", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_EARLY, setup_none, child_cache_flush },
-        { "cache-flush/mid", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID, setup_none, child_cache_flush },
-        { "cache-flush/late", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_LATE, setup_none, child_cache_flush },
-        { "scav-mark/early", HEAP_OP_SCAV_MARK, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge },
-        { "scav-mark/mid", HEAP_OP_SCAV_MARK, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge },
-        { "scav-mark/late", HEAP_OP_SCAV_MARK, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge },
-        { "scav-free/early", HEAP_OP_SCAV_FREE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge },
-        { "scav-free/mid", HEAP_OP_SCAV_FREE, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge },
-        { "scav-free/late", HEAP_OP_SCAV_FREE, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge },
-        { "scav-release (unlocked)", HEAP_OP_NONE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge_release },
-        { "reclaim-keep/early", HEAP_OP_RECORD, HEAP_STAGE_EARLY, setup_keep, child_reclaim_keep },
-        { "reclaim-keep/late", HEAP_OP_RECORD, HEAP_STAGE_LATE, setup_keep, child_reclaim_keep },
+        { "alloc/early", HEAP_OP_ALLOC, HEAP_STAGE_EARLY, setup_none, child_alloc, NULL },
+        { "alloc/mid", HEAP_OP_ALLOC, HEAP_STAGE_MID, setup_none, child_alloc, NULL },
+        { "alloc/late", HEAP_OP_ALLOC, HEAP_STAGE_LATE, setup_none, child_alloc, NULL },
+        { "grow/early", HEAP_OP_GROW, HEAP_STAGE_EARLY, setup_none, child_grow, NULL },
+        { "grow/mid", HEAP_OP_GROW, HEAP_STAGE_MID, setup_none, child_grow, NULL },
+        { "grow/late", HEAP_OP_GROW, HEAP_STAGE_LATE, setup_none, child_grow, NULL },
+        { "free/early", HEAP_OP_FREE, HEAP_STAGE_EARLY, setup_child_block, child_free, NULL },
+        { "free/mid", HEAP_OP_FREE, HEAP_STAGE_MID, setup_child_block, child_free, NULL },
+        { "free/late", HEAP_OP_FREE, HEAP_STAGE_LATE, setup_child_block, child_free, NULL },
+        { "cache-fill/early", HEAP_OP_CACHE_FILL, HEAP_STAGE_EARLY, setup_none, child_cache_fill, NULL },
+        { "cache-fill/mid", HEAP_OP_CACHE_FILL, HEAP_STAGE_MID, setup_none, child_cache_fill, NULL },
+        { "cache-fill/late", HEAP_OP_CACHE_FILL, HEAP_STAGE_LATE, setup_none, child_cache_fill, NULL },
+        { "cache-flush/early", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_EARLY, setup_none, child_cache_flush, NULL },
+        { "cache-flush/mid", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID, setup_none, child_cache_flush, NULL },
+        { "cache-flush/late", HEAP_OP_CACHE_FLUSH, HEAP_STAGE_LATE, setup_none, child_cache_flush, NULL },
+        { "scav-mark/early", HEAP_OP_SCAV_MARK, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-mark/mid", HEAP_OP_SCAV_MARK, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-mark/late", HEAP_OP_SCAV_MARK, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-free/early", HEAP_OP_SCAV_FREE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-free/mid", HEAP_OP_SCAV_FREE, HEAP_STAGE_MID, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-free/late", HEAP_OP_SCAV_FREE, HEAP_STAGE_LATE, setup_free_unscavenged, child_scavenge, NULL },
+        { "scav-release (unlocked)", HEAP_OP_NONE, HEAP_STAGE_EARLY, setup_free_unscavenged, child_scavenge_release, NULL },
+        { "reclaim-keep/early", HEAP_OP_RECORD, HEAP_STAGE_EARLY, setup_keep, child_reclaim_keep, NULL },
+        { "reclaim-keep/late", HEAP_OP_RECORD, HEAP_STAGE_LATE, setup_keep, child_reclaim_keep, NULL },
+#define SHARE_STAGES(name, op, setup, child, after)                      \
+        { name "/early", op, HEAP_STAGE_EARLY, setup, child, after },    \
+        { name "/mid", op, HEAP_STAGE_MID, setup, child, after },        \
+        { name "/late", op, HEAP_STAGE_LATE, setup, child, after }
+        SHARE_STAGES("share-new", HEAP_OP_SHARE, setup_other_block, child_ref_other, after_other_held),
+        SHARE_STAGES("share-ref", HEAP_OP_SHARE, setup_other_shared, child_ref_other, after_other_held),
+        SHARE_STAGES("unref-held", HEAP_OP_SHARE, setup_child_shared_held, child_free_own, after_child_held),
+        SHARE_STAGES("unref-last", HEAP_OP_SHARE, setup_child_shared_last, child_free_own, after_child_gone),
+        SHARE_STAGES("unref-last-free", HEAP_OP_FREE, setup_child_shared_last, child_free_own, after_child_gone),
+        SHARE_STAGES("publish", HEAP_OP_NAME, setup_other_block, child_publish, after_other_held),
+        SHARE_STAGES("lookup", HEAP_OP_SHARE, setup_published, child_lookup, after_other_held),
+        SHARE_STAGES("unpublish", HEAP_OP_NAME, setup_published_only, child_unpublish, after_name_only),
+        SHARE_STAGES("unpublish-last", HEAP_OP_SHARE, setup_published_only, child_unpublish, after_name_only),
+        SHARE_STAGES("reclaim-refs", HEAP_OP_SHARE, setup_dead_holder, child_reclaim_dead, after_other_held),
 };
 
 static void run(const struct scenario *sc) {
         struct heap_test t;
-        struct heap_params p = { .capacity = CAP_CHUNKS * (uint64_t) 4096 * P, .max_slots = 4 };
+        struct heap_params p = { .capacity = CAP_CHUNKS * (uint64_t) 4096 * P, .max_slots = 6 };
         struct heap_stats st;
         char buf[256] = "";
-        uint64_t offs[4] = {};
+        uint64_t offs[8] = {};
         uint64_t parent_blk;
         uint32_t child;
         int r;
@@ -181,7 +321,13 @@ static void run(const struct scenario *sc) {
                st.recoveries);
 
         CHECKF(heap_slot_reclaim(h, child) >= 0, "%s: reclaim", sc->name);
-        if (offs[3]) {
+        if (sc->after) {
+                sc->after(h, sc->name, offs);
+                CHECKF(heap_slot_reclaim(h, (uint32_t) offs[OFF_SLOT]) >= 0, "%s: reclaim of O", sc->name);
+                CHECK(heap_get_stats(h, &st) == 0);
+                CHECKF(st.shared == 0 && st.refs == 0 && st.names == 0, "%s: %" PRIu64 " shared, %" PRIu64
+                       " references, %" PRIu64 " names left", sc->name, st.shared, st.refs, st.names);
+        } else if (offs[3]) {
                 /* The reclaim the child died in: finish it. */
                 int64_t g = heap_slot_reclaim(h, (uint32_t) offs[3]);
                 CHECKF(g >= 0 || g == -ESTALE, "%s: reclaim of the KEEP owner: %" PRId64, sc->name, g);
