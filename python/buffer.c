@@ -35,6 +35,7 @@ ScavBuffer *scavpy_buffer_new(ScavClient *c, uint64_t off, Py_ssize_t nbytes) {
         c->buffers = b;
         c->n_buffers++;
         scavpy_numpy_note();
+        scavpy_drain_note(); /* it may be pickled: wait for that at exit */
         return b;
 }
 
@@ -210,6 +211,7 @@ PyObject *scavpy_buffer_transfer_state(ScavBuffer *b) {
                                     (unsigned long long) b->off);
         if (scavpy_transfer_start(b, &page, &word, &id) < 0)
                 return NULL;
+        scavpy_drain_note();
         return Py_BuildValue("(iy#ny#KK)", 1, (const char *) &h, (Py_ssize_t) sizeof(h), b->nbytes,
                              (const char *) &c->acks.pages[page].handle, (Py_ssize_t) sizeof(h),
                              (unsigned long long) word, (unsigned long long) id);

@@ -201,7 +201,7 @@ static void client_dealloc(ScavClient *c) {
         /* No Buffer is left (each holds the client). Closing the slot drops
          * the references still kept for transfers, and the daemon would
          * drop them anyway when the process goes. */
-        scavpy_transfer_forget(c);
+        (void) scavpy_transfer_forget(c); /* nothing in flight: that would hold c */
         if (c->p)
                 scav_close(c->p);
         /* Ancestors' handles: scav_close only unmaps them in a child. */

@@ -86,9 +86,11 @@ static void detach(ScavBuffer *b, int err) {
                 munmap(tmp, len);
 }
 
+/* Called with a reference to c held. */
 void scavpy_fork_unhooked_child(ScavClient *c) {
         inherit(c);
-        scavpy_transfer_forget(c);
+        if (scavpy_transfer_forget(c))
+                Py_DECREF(c);
         for (ScavBuffer *b = c->buffers; b; b = b->next)
                 if (!b->detached)
                         b->detached = ECHILD;
@@ -137,6 +139,7 @@ static PyObject *fork_after_parent(PyObject *mod, PyObject *unused) {
         Py_RETURN_NONE;
 }
 
+/* Called with a reference to c held. */
 static void child_client(ScavClient *c) {
         struct scav_handle *hs = c->fork_handles;
         scav_pool *p = NULL;
@@ -145,7 +148,9 @@ static void child_client(ScavClient *c) {
 
         c->fork_handles = NULL;
         inherit(c);
-        scavpy_transfer_forget(c);
+        /* The parent's transfers stay the parent's. */
+        if (scavpy_transfer_forget(c))
+                Py_DECREF(c);
         if (c->n_buffers == 0) {
                 free(hs);
                 return; /* opened again when first used */
@@ -176,12 +181,21 @@ static void child_client(ScavClient *c) {
 }
 
 static PyObject *fork_after_child(PyObject *mod, PyObject *unused) {
+        PyObject *clients = PyList_New(0);
         char ch = 1;
 
         closefd(&fork_pipe[0]);
         scavpy_client_after_fork_child();
-        for (ScavClient *c = scavpy_clients; c; c = c->next)
-                child_client(c);
+        /* Held in a list: forgetting the parent's transfers may drop the
+         * last reference to a client. Without memory for it, the inherited
+         * Buffers stay the parent's references (the unhooked case). */
+        for (ScavClient *c = scavpy_clients; c && clients; c = c->next)
+                if (PyList_Append(clients, (PyObject *) c) < 0)
+                        Py_CLEAR(clients);
+        for (Py_ssize_t i = 0; clients && i < PyList_GET_SIZE(clients); i++)
+                child_client((ScavClient *) PyList_GET_ITEM(clients, i));
+        Py_XDECREF(clients);
+        PyErr_Clear();
         if (fork_pipe[1] >= 0)
                 (void) !write(fork_pipe[1], &ch, 1);
         closefd(&fork_pipe[1]);

@@ -221,21 +221,29 @@ static double monotonic(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/* Waits for the name without the GIL. The wait is a futex in shared memory,
- * which a signal interrupts (-EINTR): its handler runs (Ctrl-C raises
- * KeyboardInterrupt), then the wait goes on for what is left. */
+/*
+ * Waits for the name without the GIL. The wait is a futex in shared memory
+ * that scav_lookup_wait restarts when a signal interrupts it, so in the
+ * main thread -- where Python runs signal handlers, and Ctrl-C must raise
+ * KeyboardInterrupt -- it waits in slices of LOOKUP_SLICE_MS and runs the
+ * handlers between them. Other threads wait the whole time in one call.
+ */
+#define LOOKUP_SLICE_MS 500
+
 static int lookup_wait(scav_pool *p, const char *name, double secs, uint64_t *off) {
         double deadline = isinf(secs) ? INFINITY : monotonic() + secs;
+        bool main_thread = _PyOS_IsMainThread();
         int r;
 
         for (;;) {
                 double left = deadline - monotonic();
                 int ms = isinf(left) ? -1 : left <= 0 ? 0 : left * 1000 >= INT_MAX ? INT_MAX : (int) ceil(left * 1000);
+                bool sliced = main_thread && (ms < 0 || ms > LOOKUP_SLICE_MS);
 
                 Py_BEGIN_ALLOW_THREADS
-                r = scav_lookup_wait(p, name, ms, off);
+                r = scav_lookup_wait(p, name, sliced ? LOOKUP_SLICE_MS : ms, off);
                 Py_END_ALLOW_THREADS
-                if (r != -EINTR)
+                if (r != -EINTR && !(sliced && r == -ETIMEDOUT))
                         return r;
                 if (PyErr_CheckSignals() < 0)
                         return -EINTR;

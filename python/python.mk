@@ -35,18 +35,10 @@ $(BUILD)/python/%.o: python/%.c
 	@test -n "$(PY_INCLUDES)" || { echo "no $(PYTHON_CONFIG): install python3-dev (make deps)" >&2; exit 1; }
 	$(CC) $(ALL_CFLAGS) $(PY_INCLUDES) -DSCAVPY_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
 
-# TEMPORARY (until issue 11's sharing API is in libscav): without
-# scav_ref_handle in libscav.a, python/compat/share-stub.c stands in.
-# Whatever libscav symbol is still undefined in the module fails the build
-# (a shared object links with undefined symbols; the import would fail).
-$(PY_MODULE): $(PY_OBJS) $(LIBSCAV_A) python/scav.sym python/compat/share-stub.c
-	@stub=; if ! nm $(LIBSCAV_A) 2>/dev/null | grep -q ' T scav_ref_handle$$'; then \
-		echo "python: libscav has no sharing API yet: linking python/compat/share-stub.c"; \
-		$(CC) $(ALL_CFLAGS) -c python/compat/share-stub.c -o $(BUILD)/python/share-stub.o || exit 1; \
-		stub=$(BUILD)/python/share-stub.o; \
-	fi; \
-	echo $(CC) -shared -Wl,--version-script=python/scav.sym -o $@ $(PY_OBJS) $$stub $(LIBSCAV_A) $(ALL_LDFLAGS); \
-	$(CC) -shared -Wl,--version-script=python/scav.sym -o $@ $(PY_OBJS) $$stub $(LIBSCAV_A) $(ALL_LDFLAGS)
+# A shared object links with undefined symbols and fails only at import:
+# whatever libscav symbol is left undefined fails the build instead.
+$(PY_MODULE): $(PY_OBJS) $(LIBSCAV_A) python/scav.sym
+	$(CC) -shared -Wl,--version-script=python/scav.sym -o $@ $(PY_OBJS) $(LIBSCAV_A) $(ALL_LDFLAGS)
 	@if nm -u $@ | grep -E ' (scav|heap)_'; then echo "$@: libscav symbols left undefined" >&2; rm -f $@; exit 1; fi
 
 install: install-python

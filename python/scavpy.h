@@ -57,7 +57,11 @@ struct scavpy_acks {
         uint64_t next_id;
 };
 
-#define SCAVPY_ACKED (UINT64_C(1) << 63)
+/* An acknowledgement word: 0 free, 2 * id in flight, 2 * id + 1 received. */
+#define SCAVPY_ID_MAX (UINT64_MAX / 2 - 1)
+#define SCAVPY_PENDING(id) ((uint64_t) (id) << 1)
+#define SCAVPY_ACKED(id) (((uint64_t) (id) << 1) | 1)
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the futex is the low half of a word");
 
 struct ScavClient {
         PyObject_HEAD
@@ -141,9 +145,13 @@ int scavpy_transfer_start(ScavBuffer *b, uint32_t *page, uint32_t *word, uint64_
 void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t word, uint64_t id);
 /* Drops the references whose transfers were all acknowledged. */
 void scavpy_transfer_reap(ScavClient *c);
-/* Forgets every transfer (close, and the child of a fork): the references
- * kept for them go with the slot. */
-void scavpy_transfer_forget(ScavClient *c);
+/* Forgets every transfer (the child of a fork): the references kept for
+ * them are the parent's. True if the client's own reference, kept while
+ * transfers are in flight, is the caller's to drop. */
+bool scavpy_transfer_forget(ScavClient *c);
+/* scav._drain(): at exit, waits up to scav.exit_timeout seconds for the
+ * transfers in flight to be received. */
+PyObject *scavpy_transfer_drain(PyObject *mod, PyObject *unused);
 size_t scavpy_transfer_pending(ScavClient *c);
 
 /* fork.c */
@@ -166,3 +174,5 @@ void scavpy_numpy_note(void);
 
 /* module.c */
 PyMODINIT_FUNC PyInit_scav(void);
+/* A transfer starts: make sure this process waits for it at exit. */
+void scavpy_drain_note(void);

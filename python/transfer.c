@@ -7,27 +7,38 @@
  * would get -ESTALE. Instead the sender keeps its reference until the
  * receiver has taken one:
  *
- *  - pickling writes a fresh id into a free word of an acknowledgement page
- *    (one page of the pool, allocated by the sender's slot) and puts the
- *    page's handle, the word's index and the id into the pickle;
+ *  - pickling writes a fresh id, as 2 * id, into a free word of an
+ *    acknowledgement page (one page of the pool, allocated by the sender's
+ *    slot) and puts the page's handle, the word's index and the id into the
+ *    pickle;
  *  - the receiver, once it holds its reference, takes one on the page too
- *    (so it never writes into a page that was freed and reused), swaps id
- *    for id | SCAVPY_ACKED, and drops it;
+ *    (so it never writes into a page that was freed and reused), swaps
+ *    2 * id for 2 * id + 1, wakes a sender waiting on the word (a futex:
+ *    the low half of the word changes), and drops the page;
  *  - the sender's reference is dropped when its Buffer is released and
  *    every transfer of it was acknowledged; releasing it earlier leaves an
- *    orphan hold that a later reap drops.
+ *    orphan hold that a later reap drops. A client with transfers in
+ *    flight stays open, whether or not a Pool or Buffer still uses it.
+ *  - at exit the process waits for its transfers to be acknowledged
+ *    (scavpy_transfer_drain), as multiprocessing waits for its queues to be
+ *    flushed: a worker that returns a Buffer and exits is the common case.
  *
  * Every reference involved is an ordinary per-slot one: a sender that dies
  * loses them with its slot (its receivers then get -ESTALE if nobody else
  * holds the allocation), a receiver that dies before acknowledging leaves
- * the sender's reference until the sender closes the pool or exits.
- * Nothing ever outlives every process. Reaping has no thread and no timer:
- * it runs when the process allocates, releases, pickles or unpickles.
+ * the sender's reference until the sender exits. Nothing ever outlives
+ * every process. Reaping has no thread and no timer: it runs when the
+ * process allocates, releases, pickles or unpickles, and at exit.
  */
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "scavpy.h"
@@ -102,7 +113,7 @@ int scavpy_transfer_start(ScavBuffer *b, uint32_t *page, uint32_t *word, uint64_
                 }
                 b->hold->off = b->off;
         }
-        if (c->acks.next_id == 0 || c->acks.next_id >= SCAVPY_ACKED)
+        if (c->acks.next_id == 0 || c->acks.next_id > SCAVPY_ID_MAX)
                 c->acks.next_id = 1;
         *id = c->acks.next_id++;
         pg->uses[w] = (struct scavpy_ack_use) { .hold = b->hold, .id = *id };
@@ -110,20 +121,26 @@ int scavpy_transfer_start(ScavBuffer *b, uint32_t *page, uint32_t *word, uint64_
         b->hold->unacked++;
         c->acks.inflight[c->acks.ninflight].page = pi;
         c->acks.inflight[c->acks.ninflight].word = w;
-        c->acks.ninflight++;
+        if (c->acks.ninflight++ == 0)
+                Py_INCREF(c); /* open while transfers are in flight */
         /* Before the pickle exists: a receiver must find the id there. */
-        __atomic_store_n(&pg->words[w], *id, __ATOMIC_RELEASE);
+        __atomic_store_n(&pg->words[w], SCAVPY_PENDING(*id), __ATOMIC_RELEASE);
         *page = pi;
         *word = w;
         return 0;
 }
 
+static long futex(uint64_t *word, int op, uint32_t val, const struct timespec *timeout) {
+        /* The word's low half: what an acknowledgement changes (little-endian). */
+        return syscall(SYS_futex, (uint32_t *) word, op, val, timeout, NULL, 0);
+}
+
 void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t word, uint64_t id) {
-        uint64_t off, expected = id;
+        uint64_t off, expected = SCAVPY_PENDING(id);
         size_t size;
         uint64_t *p;
 
-        if (id == 0 || id >= SCAVPY_ACKED)
+        if (id == 0 || id > SCAVPY_ID_MAX)
                 return;
         /* Our reference on the page keeps it from being freed and reused
          * under the write; -ESTALE means the sender is gone, and with it the
@@ -132,8 +149,9 @@ void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t
                 return;
         if (scav_size(c->p, off, &size) >= 0 && word < size / sizeof(uint64_t)) {
                 p = (uint64_t *) scav_ptr(c->p, off) + word;
-                (void) __atomic_compare_exchange_n(p, &expected, id | SCAVPY_ACKED, false, __ATOMIC_SEQ_CST,
-                                                   __ATOMIC_SEQ_CST);
+                if (__atomic_compare_exchange_n(p, &expected, SCAVPY_ACKED(id), false, __ATOMIC_SEQ_CST,
+                                                __ATOMIC_SEQ_CST))
+                        (void) futex(p, FUTEX_WAKE, INT_MAX, NULL);
         }
         (void) scav_unref(c->p, off);
 }
@@ -146,6 +164,8 @@ static void hold_done(ScavClient *c, struct scavpy_hold *h, bool unref) {
         free(h);
 }
 
+/* Called with a reference to c held: the last acknowledgement drops the
+ * client's own. */
 void scavpy_transfer_reap(ScavClient *c) {
         struct scavpy_acks *a = &c->acks;
 
@@ -156,7 +176,7 @@ void scavpy_transfer_reap(ScavClient *c) {
                 uint32_t w = a->inflight[i].word;
                 struct scavpy_ack_use *u = &pg->uses[w];
 
-                if (__atomic_load_n(&pg->words[w], __ATOMIC_ACQUIRE) != (u->id | SCAVPY_ACKED))
+                if (__atomic_load_n(&pg->words[w], __ATOMIC_ACQUIRE) != SCAVPY_ACKED(u->id))
                         continue;
                 __atomic_store_n(&pg->words[w], 0, __ATOMIC_RELAXED);
                 hold_done(c, u->hold, true);
@@ -164,10 +184,13 @@ void scavpy_transfer_reap(ScavClient *c) {
                 pg->used--;
                 a->inflight[i--] = a->inflight[--a->ninflight];
         }
+        if (a->ninflight == 0)
+                Py_DECREF(c);
 }
 
-void scavpy_transfer_forget(ScavClient *c) {
+bool scavpy_transfer_forget(ScavClient *c) {
         struct scavpy_acks *a = &c->acks;
+        bool pinned = a->ninflight > 0;
 
         for (size_t i = 0; i < a->ninflight; i++)
                 hold_done(c, a->pages[a->inflight[i].page].uses[a->inflight[i].word].hold, false);
@@ -180,8 +203,93 @@ void scavpy_transfer_forget(ScavClient *c) {
         free(a->pages);
         free(a->inflight);
         *a = (struct scavpy_acks) { .next_id = 1 };
+        return pinned;
 }
 
 size_t scavpy_transfer_pending(ScavClient *c) {
         return c->acks.ninflight;
+}
+
+/* Whether another client might still acknowledge: someone else has a slot. */
+static bool others_attached(ScavClient *c) {
+        struct scav_stats st;
+        scav_pool *p = c->p;
+        int r;
+
+        Py_BEGIN_ALLOW_THREADS
+        r = scav_stats(p, &st);
+        Py_END_ALLOW_THREADS
+        return r < 0 || st.clients > 1;
+}
+
+static double monotonic(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* Waits for c's transfers until deadline, or until no other client is
+ * attached to the pool (then nobody can take them). Called with a
+ * reference to c held. */
+static void drain_client(ScavClient *c, double deadline) {
+        struct scavpy_acks *a = &c->acks;
+
+        for (;;) {
+                scavpy_transfer_reap(c);
+                if (a->ninflight == 0 || !c->p || scavpy_client_forked(c))
+                        return;
+                double left = deadline - monotonic();
+                if (left <= 0 || !others_attached(c))
+                        return;
+                /* A receiver's acknowledgement wakes us; the slice bounds how
+                 * late we notice that the receivers are gone. */
+                struct scavpy_ack_page *pg = &a->pages[a->inflight[0].page];
+                uint64_t *word = &pg->words[a->inflight[0].word];
+                uint32_t pending = (uint32_t) SCAVPY_PENDING(pg->uses[a->inflight[0].word].id);
+                double slice = left < 0.1 ? left : 0.1;
+                struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) (slice * 1e9) };
+
+                Py_BEGIN_ALLOW_THREADS
+                (void) futex(word, FUTEX_WAIT, pending, &ts);
+                Py_END_ALLOW_THREADS
+        }
+}
+
+PyObject *scavpy_transfer_drain(PyObject *mod, PyObject *unused) {
+        PyObject *clients, *t;
+        double timeout = 0, deadline;
+
+        t = PyObject_GetAttrString(mod, "exit_timeout");
+        if (t) {
+                timeout = PyFloat_AsDouble(t);
+                Py_DECREF(t);
+        }
+        if (PyErr_Occurred() || isnan(timeout) || timeout < 0) {
+                PyErr_Clear();
+                timeout = 0;
+        }
+        deadline = monotonic() + timeout;
+        /* A list: draining drops pins, which may close clients. */
+        clients = PyList_New(0);
+        if (!clients)
+                return NULL;
+        for (ScavClient *c = scavpy_clients; c; c = c->next)
+                if (c->acks.ninflight > 0 && PyList_Append(clients, (PyObject *) c) < 0) {
+                        Py_DECREF(clients);
+                        return NULL;
+                }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(clients); i++) {
+                ScavClient *c = (ScavClient *) PyList_GET_ITEM(clients, i);
+                drain_client(c, deadline);
+                if (c->acks.ninflight > 0 && c->p && !scavpy_client_forked(c) &&
+                    PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                                     "scav: %zu pickled Buffer(s) of pool '%s' were not received before this process "
+                                     "exited (their receivers get StaleError)", c->acks.ninflight, c->name) < 0) {
+                        Py_DECREF(clients);
+                        return NULL;
+                }
+        }
+        Py_DECREF(clients);
+        Py_RETURN_NONE;
 }

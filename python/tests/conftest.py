@@ -150,10 +150,3 @@ def run_python(code, env=None, timeout=120, **kw):
     return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
                           timeout=timeout, **kw)
 
-
-def needs_sharing():
-    """TEMPORARY: skip while the module is linked with the stand-in for
-    issue 11's sharing API."""
-    import scav
-    if getattr(scav, "_sharing_stub", 0):
-        pytest.skip("libscav has no sharing API yet (python/compat/share-stub.c)")

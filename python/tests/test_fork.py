@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import scav
-from conftest import needs_sharing, wait_until
+from conftest import wait_until
 
 MIB = 1 << 20
 
@@ -48,7 +48,6 @@ def test_inherited_buffer_survives_parent_release(daemon):
     """The parent releases an inherited Buffer and allocates again at once:
     the child, holding its own reference, keeps reading its data; it writes
     through the inherited view and the parent sees it (zero-copy)."""
-    needs_sharing()
     pool = scav.Pool("fork")
     b = pool.alloc(2 * MIB)  # above the page caches
     view = memoryview(b)
