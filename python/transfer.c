@@ -210,6 +210,9 @@ size_t scavpy_transfer_pending(ScavClient *c) {
         return c->acks.ninflight;
 }
 
+/* How long exit waits for a receiver while nobody else has the pool open. */
+#define SCAVPY_DRAIN_ALONE_S 2.0
+
 /* Whether another client might still acknowledge: someone else has a slot. */
 static bool others_attached(ScavClient *c) {
         struct scav_stats st;
@@ -229,18 +232,22 @@ static double monotonic(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/* Waits for c's transfers until deadline, or until no other client is
- * attached to the pool (then nobody can take them). Called with a
- * reference to c held. */
-static void drain_client(ScavClient *c, double deadline) {
+/*
+ * Waits for c's transfers until deadline. While no other process has the
+ * pool open, only until alone_deadline: a receiver may not have opened it
+ * yet (a parent about to unpickle a dying worker's result), or may never
+ * come (its workers were terminated), and only the first is worth a wait.
+ * Called with a reference to c held.
+ */
+static void drain_client(ScavClient *c, double deadline, double alone_deadline) {
         struct scavpy_acks *a = &c->acks;
 
         for (;;) {
                 scavpy_transfer_reap(c);
                 if (a->ninflight == 0 || !c->p || scavpy_client_forked(c))
                         return;
-                double left = deadline - monotonic();
-                if (left <= 0 || !others_attached(c))
+                double now = monotonic(), left = deadline - now;
+                if (left <= 0 || (now >= alone_deadline && !others_attached(c)))
                         return;
                 /* A receiver's acknowledgement wakes us; the slice bounds how
                  * late we notice that the receivers are gone. */
@@ -258,7 +265,7 @@ static void drain_client(ScavClient *c, double deadline) {
 
 PyObject *scavpy_transfer_drain(PyObject *mod, PyObject *unused) {
         PyObject *clients, *t;
-        double timeout = 0, deadline;
+        double timeout = 0, deadline, alone_deadline;
 
         t = PyObject_GetAttrString(mod, "exit_timeout");
         if (t) {
@@ -270,6 +277,7 @@ PyObject *scavpy_transfer_drain(PyObject *mod, PyObject *unused) {
                 timeout = 0;
         }
         deadline = monotonic() + timeout;
+        alone_deadline = monotonic() + (timeout < SCAVPY_DRAIN_ALONE_S ? timeout : SCAVPY_DRAIN_ALONE_S);
         /* A list: draining drops pins, which may close clients. */
         clients = PyList_New(0);
         if (!clients)
@@ -281,7 +289,7 @@ PyObject *scavpy_transfer_drain(PyObject *mod, PyObject *unused) {
                 }
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(clients); i++) {
                 ScavClient *c = (ScavClient *) PyList_GET_ITEM(clients, i);
-                drain_client(c, deadline);
+                drain_client(c, deadline, alone_deadline);
                 if (c->acks.ninflight > 0 && c->p && !scavpy_client_forked(c) &&
                     PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
                                      "scav: %zu pickled Buffer(s) of pool '%s' were not received before this process "

@@ -310,3 +310,62 @@ except KeyboardInterrupt:
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=60)
     assert out.strip() == "interrupted" and p.returncode == 0
+
+
+def _send_and_exit(conn):
+    with scav.Pool("share") as p:
+        b = p.alloc(100)
+    memoryview(b)[:5] = b"alive"
+    conn.send(b)
+    # b is released here, and the process exits: its slot, with every
+    # reference of it, goes -- once the receiver has its own.
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sender_exit_waits_for_the_receiver(pool, method):
+    ctx = mp.get_context(method)
+    mine, theirs = ctx.Pipe()
+    w = ctx.Process(target=_send_and_exit, args=(theirs,))
+    w.start()
+    assert mine.poll(60)
+    data = mine.recv_bytes()  # sent, not yet received
+    w.join(1.0)
+    assert w.is_alive(), "the worker exited before the receiver took its Buffer"
+    b = pickle.loads(data)
+    assert bytes(b)[:5] == b"alive"
+    w.join(60)
+    assert w.exitcode == 0
+    b.release()
+
+
+def test_worker_exits_before_the_receiver_opens_the_pool(tmp_path):
+    """A worker returns a Buffer and exits; the parent opens the pool only to
+    unpickle it (the worker's exit waits for a receiver that has not opened
+    the pool for a while)."""
+    script = tmp_path / "exits.py"
+    script.write_text("""
+import multiprocessing as mp
+import scav
+
+def worker(q):
+    with scav.Pool("share") as p:
+        b = p.alloc(100)
+    memoryview(b)[:5] = b"alive"
+    q.put(b)
+
+if __name__ == "__main__":
+    for method in ("fork", "spawn"):
+        ctx = mp.get_context(method)
+        q = ctx.Queue()
+        w = ctx.Process(target=worker, args=(q,))
+        w.start()
+        b = q.get()  # opens the pool, takes a reference, acknowledges
+        w.join()
+        print(method, bytes(b)[:5].decode(), w.exitcode)
+        b.release()
+        scav.Pool("share").close()  # the next round opens it anew
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["fork alive 0", "spawn alive 0"], r.stdout + r.stderr
+    assert "not received" not in r.stderr
