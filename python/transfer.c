@@ -184,8 +184,20 @@ void scavpy_transfer_reap(ScavClient *c) {
                 pg->used--;
                 a->inflight[i--] = a->inflight[--a->ninflight];
         }
-        if (a->ninflight == 0)
-                Py_DECREF(c);
+        if (a->ninflight > 0)
+                return;
+        /* Nothing in flight: the pages go too, so that the pool's in-use
+         * figure comes back to what the process's Buffers hold. A late
+         * receiver of an old pickle finds its page gone (-ESTALE) and has
+         * nothing to acknowledge anyway. */
+        for (size_t i = 0; i < a->npages; i++) {
+                (void) scav_unref(c->p, a->pages[i].off);
+                free(a->pages[i].uses);
+        }
+        free(a->pages);
+        a->pages = NULL;
+        a->npages = 0;
+        Py_DECREF(c);
 }
 
 bool scavpy_transfer_forget(ScavClient *c) {

@@ -39,6 +39,7 @@ POOLS = {
     "kill": "256M",
     "threads": "64M",
     "np": "64M",
+    "example": "64M",
 }
 
 

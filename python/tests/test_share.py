@@ -48,7 +48,7 @@ def test_pickle_passes_a_reference(pool):
 def test_sender_releases_before_the_receiver(pool):
     """q.put(buf); del buf: the sender keeps its reference until a receiver
     has taken one, then drops it."""
-    # Once first: the page of acknowledgements (in a thread's page cache).
+    # Once first, so that this thread's page cache is filled already.
     pickle.loads(pickle.dumps(pool.alloc(1))).release()
     base = pool.stats()["inuse"]
     b = pool.alloc(2 * MIB)
