@@ -469,7 +469,7 @@ static PyObject *get_pending(ScavPool *self, void *unused) {
 
         if (!c)
                 return NULL;
-        scavpy_transfer_reap(c);
+        scavpy_transfer_reap_all(c);
         o = PyLong_FromSize_t(scavpy_transfer_pending(c));
         Py_DECREF(c);
         return o;

@@ -53,14 +53,17 @@ struct scavpy_acks {
         struct scavpy_ack_page *pages;
         size_t npages;
         struct { uint32_t page, word; } *inflight;
-        size_t ninflight, cap;
+        size_t ninflight, cap, cursor;
         uint64_t next_id;
 };
 
-/* An acknowledgement word: 0 free, 2 * id in flight, 2 * id + 1 received. */
-#define SCAVPY_ID_MAX (UINT64_MAX / 2 - 1)
-#define SCAVPY_PENDING(id) ((uint64_t) (id) << 1)
-#define SCAVPY_ACKED(id) (((uint64_t) (id) << 1) | 1)
+/* An acknowledgement word: 0 free, else id << 2, | SCAVPY_ACKED once the
+ * receiver has its reference, | SCAVPY_WAITER while the sender sleeps on
+ * the word (only then does the receiver pay a futex wake). */
+#define SCAVPY_ID_MAX (UINT64_MAX >> 2)
+#define SCAVPY_PENDING(id) ((uint64_t) (id) << 2)
+#define SCAVPY_ACKED UINT64_C(1)
+#define SCAVPY_WAITER UINT64_C(2)
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the futex is the low half of a word");
 
 struct ScavClient {
@@ -143,8 +146,11 @@ ScavBuffer *scavpy_buffer_from_handle(ScavClient *c, const struct scav_handle *h
 int scavpy_transfer_start(ScavBuffer *b, uint32_t *page, uint32_t *word, uint64_t *id);
 /* Acknowledges a transfer in the sender's page (best effort). */
 void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t word, uint64_t id);
-/* Drops the references whose transfers were all acknowledged. */
+/* Drops the references whose transfers were all acknowledged: a bounded
+ * share of them (the allocation path), or all. Called with a reference to
+ * c held. */
 void scavpy_transfer_reap(ScavClient *c);
+void scavpy_transfer_reap_all(ScavClient *c);
 /* Forgets every transfer (the child of a fork): the references kept for
  * them are the parent's. True if the client's own reference, kept while
  * transfers are in flight, is the caller's to drop. */

@@ -7,14 +7,14 @@
  * would get -ESTALE. Instead the sender keeps its reference until the
  * receiver has taken one:
  *
- *  - pickling writes a fresh id, as 2 * id, into a free word of an
- *    acknowledgement page (one page of the pool, allocated by the sender's
+ *  - pickling writes a fresh id into a free word of an acknowledgement page (one page of the pool, allocated by the sender's
  *    slot) and puts the page's handle, the word's index and the id into the
  *    pickle;
  *  - the receiver, once it holds its reference, takes one on the page too
- *    (so it never writes into a page that was freed and reused), swaps
- *    2 * id for 2 * id + 1, wakes a sender waiting on the word (a futex:
- *    the low half of the word changes), and drops the page;
+ *    (so it never writes into a page that was freed and reused), sets the
+ *    word's ACKED bit if the word still holds that id, wakes the sender if
+ *    it sleeps on the word (a futex on the word's low half), and drops the
+ *    page;
  *  - the sender's reference is dropped when its Buffer is released and
  *    every transfer of it was acknowledged; releasing it earlier leaves an
  *    orphan hold that a later reap drops. A client with transfers in
@@ -136,7 +136,7 @@ static long futex(uint64_t *word, int op, uint32_t val, const struct timespec *t
 }
 
 void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t word, uint64_t id) {
-        uint64_t off, expected = SCAVPY_PENDING(id);
+        uint64_t off, v;
         size_t size;
         uint64_t *p;
 
@@ -149,9 +149,16 @@ void scavpy_transfer_ack(ScavClient *c, const struct scav_handle *page, uint64_t
                 return;
         if (scav_size(c->p, off, &size) >= 0 && word < size / sizeof(uint64_t)) {
                 p = (uint64_t *) scav_ptr(c->p, off) + word;
-                if (__atomic_compare_exchange_n(p, &expected, SCAVPY_ACKED(id), false, __ATOMIC_SEQ_CST,
-                                                __ATOMIC_SEQ_CST))
-                        (void) futex(p, FUTEX_WAKE, INT_MAX, NULL);
+                v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+                /* Another id there: the word was reused, this transfer is
+                 * long settled (a pickle loaded twice). */
+                while ((v & ~(SCAVPY_ACKED | SCAVPY_WAITER)) == SCAVPY_PENDING(id) && !(v & SCAVPY_ACKED))
+                        if (__atomic_compare_exchange_n(p, &v, v | SCAVPY_ACKED, false, __ATOMIC_SEQ_CST,
+                                                        __ATOMIC_ACQUIRE)) {
+                                if (v & SCAVPY_WAITER)
+                                        (void) futex(p, FUTEX_WAKE, INT_MAX, NULL);
+                                break;
+                        }
         }
         (void) scav_unref(c->p, off);
 }
@@ -164,40 +171,63 @@ static void hold_done(ScavClient *c, struct scavpy_hold *h, bool unref) {
         free(h);
 }
 
+/* How many transfers a reap looks at on the allocation path: with many in
+ * flight, each call settles a share of them in turn (a rotating window)
+ * instead of costing time in proportion to all of them. */
+#define SCAVPY_REAP_BATCH 64
+
 /* Called with a reference to c held: the last acknowledgement drops the
  * client's own. */
-void scavpy_transfer_reap(ScavClient *c) {
+static void reap(ScavClient *c, bool all) {
         struct scavpy_acks *a = &c->acks;
+        size_t n, i;
 
         if (a->ninflight == 0 || !c->p || scavpy_client_forked(c))
                 return;
-        for (size_t i = 0; i < a->ninflight; i++) {
+        n = all || a->ninflight <= SCAVPY_REAP_BATCH ? a->ninflight : SCAVPY_REAP_BATCH;
+        i = n == a->ninflight ? 0 : a->cursor % a->ninflight;
+        for (size_t k = 0; k < n && a->ninflight > 0; k++) {
+                if (i >= a->ninflight)
+                        i = 0;
                 struct scavpy_ack_page *pg = &a->pages[a->inflight[i].page];
                 uint32_t w = a->inflight[i].word;
                 struct scavpy_ack_use *u = &pg->uses[w];
+                uint64_t v = __atomic_load_n(&pg->words[w], __ATOMIC_ACQUIRE);
 
-                if (__atomic_load_n(&pg->words[w], __ATOMIC_ACQUIRE) != SCAVPY_ACKED(u->id))
+                if (!(v & SCAVPY_ACKED) || (v & ~(SCAVPY_ACKED | SCAVPY_WAITER)) != SCAVPY_PENDING(u->id)) {
+                        i++;
                         continue;
+                }
                 __atomic_store_n(&pg->words[w], 0, __ATOMIC_RELAXED);
                 hold_done(c, u->hold, true);
                 *u = (struct scavpy_ack_use) {};
                 pg->used--;
-                a->inflight[i--] = a->inflight[--a->ninflight];
+                a->inflight[i] = a->inflight[--a->ninflight]; /* i again: the moved one */
         }
+        a->cursor = i;
         if (a->ninflight > 0)
                 return;
         /* Nothing in flight: the pages go too, so that the pool's in-use
          * figure comes back to what the process's Buffers hold. A late
          * receiver of an old pickle finds its page gone (-ESTALE) and has
          * nothing to acknowledge anyway. */
-        for (size_t i = 0; i < a->npages; i++) {
-                (void) scav_unref(c->p, a->pages[i].off);
-                free(a->pages[i].uses);
+        for (size_t pi = 0; pi < a->npages; pi++) {
+                (void) scav_unref(c->p, a->pages[pi].off);
+                free(a->pages[pi].uses);
         }
         free(a->pages);
         a->pages = NULL;
         a->npages = 0;
+        a->cursor = 0;
         Py_DECREF(c);
+}
+
+void scavpy_transfer_reap(ScavClient *c) {
+        reap(c, false);
+}
+
+void scavpy_transfer_reap_all(ScavClient *c) {
+        reap(c, true);
 }
 
 bool scavpy_transfer_forget(ScavClient *c) {
@@ -255,22 +285,27 @@ static void drain_client(ScavClient *c, double deadline, double alone_deadline) 
         struct scavpy_acks *a = &c->acks;
 
         for (;;) {
-                scavpy_transfer_reap(c);
+                reap(c, true);
                 if (a->ninflight == 0 || !c->p || scavpy_client_forked(c))
                         return;
                 double now = monotonic(), left = deadline - now;
                 if (left <= 0 || (now >= alone_deadline && !others_attached(c)))
                         return;
-                /* A receiver's acknowledgement wakes us; the slice bounds how
-                 * late we notice that the receivers are gone. */
+                /* A receiver's acknowledgement wakes us once we say we
+                 * sleep; the slice bounds how late we notice that the
+                 * receivers are gone. */
                 struct scavpy_ack_page *pg = &a->pages[a->inflight[0].page];
                 uint64_t *word = &pg->words[a->inflight[0].word];
-                uint32_t pending = (uint32_t) SCAVPY_PENDING(pg->uses[a->inflight[0].word].id);
+                uint64_t v = SCAVPY_PENDING(pg->uses[a->inflight[0].word].id);
                 double slice = left < 0.1 ? left : 0.1;
                 struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) (slice * 1e9) };
 
+                if (!__atomic_compare_exchange_n(word, &v, v | SCAVPY_WAITER, false, __ATOMIC_SEQ_CST,
+                                                 __ATOMIC_SEQ_CST) &&
+                    (v & SCAVPY_ACKED))
+                        continue; /* received meanwhile */
                 Py_BEGIN_ALLOW_THREADS
-                (void) futex(word, FUTEX_WAIT, pending, &ts);
+                (void) futex(word, FUTEX_WAIT, (uint32_t) (v | SCAVPY_WAITER), &ts);
                 Py_END_ALLOW_THREADS
         }
 }
