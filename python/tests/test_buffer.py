@@ -34,6 +34,13 @@ def test_views_are_the_shared_memory(pool):
     assert bytes(b)[100:105] == b"hello"
     m1.release()
     m2.release()
+    # Anything that takes a writable buffer writes into the pool.
+    r, w = os.pipe()
+    os.write(w, b"from a pipe")
+    with os.fdopen(r, "rb", buffering=0) as f:
+        assert f.readinto(b) == 11
+    os.close(w)
+    assert bytes(b)[:11] == b"from a pipe"
     b.release()
 
 

@@ -4,6 +4,7 @@ Queue, Pool.map, ProcessPoolExecutor, every start method), names, handles,
 and a worker SIGKILLed while it holds Buffers."""
 
 import concurrent.futures
+import copy
 import errno
 import gc
 import multiprocessing as mp
@@ -42,6 +43,16 @@ def test_pickle_passes_a_reference(pool):
     b.release()
     assert bytes(c)[:5] == b"Jello"  # its own reference
     c.release()
+    assert pool.pending_transfers == 0
+
+
+def test_copy_is_another_reference(pool):
+    b = pool.alloc(100)
+    c, d = copy.copy(b), copy.deepcopy(b)
+    memoryview(b)[0] = 5
+    assert c.offset == d.offset == b.offset and bytes(c)[0] == bytes(d)[0] == 5
+    for x in (b, c, d):
+        x.release()
     assert pool.pending_transfers == 0
 
 

@@ -3,7 +3,7 @@
 # per way of sharing, log scale. Called by tests/bench/py-share-bench.py with
 #   gnuplot -e "out='x.png'; data='trips.dat'" py-share.gp
 # data: a header line "size scav shared_memory pickle", then one line per size.
-set terminal pngcairo size 960,480 font "sans,10"
+set terminal pngcairo size 960,480 font "sans,10" noenhanced
 set output out
 set title "A NumPy array to a worker and back: make, fill, hand off, drop (µs per array, lower is better)"
 set style data histograms
