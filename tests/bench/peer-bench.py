@@ -440,6 +440,30 @@ def profile_libscav(bindir, daemon, outdir, res):
 # --------------------------------------------------------------------------
 # Row 3: releasing memory
 
+def row_share(args, bindir, daemon, res):
+    """Row 6 (issue 11): references, handles and names beside an 8 KiB pair."""
+    log("row 6: sharing")
+    out = {}
+    err = None
+    for i in range(args.runs):
+        if daemon is None:
+            err = "no daemon"
+            break
+        txt, e = run([os.path.join(bindir, "share-scav"), "--seconds", str(args.seconds)],
+                     daemon.env("bench"), timeout=60)
+        if e:
+            err = e
+            daemon.restart()
+            continue
+        for line in txt.strip().splitlines():
+            d = kv(line)
+            if "op" in d:
+                out.setdefault(d["op"], []).append(d["ns_per_op"])
+    res["share"] = out
+    res["share_err"] = err
+
+
+
 def row_release(args, bindir, daemon, res):
     log("row 3: releasing memory (forced scavenge vs raw punch-hole)")
     runs = {"raw-64K": [], "raw-2M": [], "scavenge": [], "ratio": [], "scav_cpu": []}
@@ -1172,6 +1196,34 @@ def write_report(args, res, path):
         A(f"| {chunks:,} | {'failed: `' + str(g.get(f'err_{chunks}')) + '`' if v is None else f'{v:.0f} ns'} |")
     A("")
 
+    # Row 6
+    sh = res.get("share")
+    if sh is not None:
+        A("## 6. Sharing: references, handles, names")
+        A("")
+        A("What sharing an allocation costs through libscav (`tests/bench/peer-share-scav.c`), in "
+          "one process against the real daemon (pool `bench`; the heap lock uncontended), beside the "
+          "row-1 8 KiB alloc+free pair measured by the same driver; ns per operation, median of "
+          f"{args.runs} runs. None of these talks to the daemon: each takes the heap lock once per call.")
+        A("")
+        A("| operation | what one operation is | ns | ÷ 8 KiB pair |")
+        A("|---|---|---|---|")
+        pair = median(sh.get("alloc8k", []))
+        what = {
+            "alloc8k": "`scav_alloc` 8 KiB + first byte written + `scav_free` (1,000 live)",
+            "ref": "`scav_ref` + `scav_unref` of a shared 8 KiB allocation",
+            "handle": "`scav_make_handle` + `scav_ref_handle` + `scav_unref`",
+            "name": "`scav_publish` + `scav_lookup` + `scav_unref` + `scav_unpublish`",
+        }
+        for op in ("alloc8k", "ref", "handle", "name"):
+            v = median(sh.get(op, []))
+            ratio = f"{v / pair:.1f}×" if v and pair else "—"
+            A(f"| {op} | {what[op]} | {'—' if v is None else f'{v:.0f}'} | {ratio} |")
+        A("")
+        if res.get("share_err"):
+            A(f"- failed: `{res['share_err']}`")
+            A("")
+
     # Commands
     A("## Commands")
     A("")
@@ -1316,7 +1368,7 @@ def main():
     ap.add_argument("--burst", default="1G")
     ap.add_argument("--keep", default="64M")
     ap.add_argument("--release-bytes", default="1G")
-    ap.add_argument("--rows", default="1,2,3,4,5")
+    ap.add_argument("--rows", default="1,2,3,4,5,6")
     ap.add_argument("--trace-systems", default="", help="comma list: only these row-4 systems")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the report from the last run's saved results, measuring nothing")
@@ -1374,6 +1426,8 @@ def main():
             row_release(args, bindir, daemon, res)
         if "5" in rows:
             row_scale(args, build, bindir, daemon, res)
+        if "6" in rows:
+            row_share(args, bindir, daemon, res)
     finally:
         if daemon:
             res["daemon_restarts"] = daemon.restarts

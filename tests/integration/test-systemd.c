@@ -17,7 +17,12 @@
  * through the daemon's current heap memfd, not an old mapping) and
  * `scavctl check` must pass; at the end every allocation made before any
  * restart is freed, a client killed while the daemon was away has been
- * reclaimed, and the pool's in-use bytes are back to zero.
+ * reclaimed, and the pool's in-use bytes are back to zero. Beside them, a
+ * producer/consumer ring of named frames (tests/lib/ring.c) shares memory
+ * by references and names in pool "ring" across every restart: held still
+ * around each restart, it must find the same shared allocations,
+ * references and names afterwards, and never a frame changed under a
+ * reference.
  *
  * A real systemd keeps the store across `systemctl restart` and automatic
  * restarts (Restart=on-failure), which is what the SIGTERM and SIGKILL
@@ -46,6 +51,7 @@
 
 #include "macro.h"
 #include "scav.h"
+#include "../lib/ring.h"
 #include "../lib/test.h"
 
 TEST_DEFINE_GLOBALS;
@@ -54,6 +60,8 @@ extern char **environ;
 
 #define POOL "data"
 #define POOL_EXTRA "extra"
+#define POOL_RING "ring"
+#define RING_PROCS 4            /* two producers, two consumers */
 #define N_WORKERS 3
 #define MAX_LIVE 200
 #define STORE_MAX 1024          /* FileDescriptorStoreMax= of scavd.service */
@@ -87,6 +95,9 @@ struct shm {
         atomic_uint epoch;       /* daemon restarts so far */
         struct client_state c[N_WORKERS + 1];
 };
+
+static struct ring_shm *ring;
+static pid_t ring_pids[RING_PROCS];
 
 static struct shm *shm;
 
@@ -704,7 +715,11 @@ static void write_config(struct manager *m, bool extra, const char *garbage) {
                    "\n"
                    "[pool " POOL "]\n"
                    "capacity = 256M\n"
-                   "max_clients = 32\n");
+                   "max_clients = 32\n"
+                   "\n"
+                   "[pool " POOL_RING "]\n"
+                   "capacity = 64M\n"
+                   "max_names = 64\n");
         if (extra)
                 fprintf(f, "\n[pool " POOL_EXTRA "]\ncapacity = 16M\nretain_extra_percent = 20\n");
         if (garbage)
@@ -805,7 +820,9 @@ static void verify_round(struct manager *m, const char *what) {
                ", store %u fds\n", what, n, bytes, st.inuse, m->n_store);
 }
 
+/* pools: besides the ring's, which is always there. */
 static void check_store(struct manager *m, unsigned pools, const char *what) {
+        pools++;
         manager_reap(m);
         notify_drain(m);
         CHECKF(store_count_prefix(m, "pool/") == 2 * pools,
@@ -816,8 +833,28 @@ static void check_store(struct manager *m, unsigned pools, const char *what) {
                m->n_store - store_count_prefix(m, "pool/"));
 }
 
+/* The ring's shared allocations, references and names, read from shared memory. */
+static bool ring_stats(struct scav_stats *st) {
+        scav_pool *p = NULL;
+        int r = scav_open(POOL_RING, &p);
+        if (r >= 0) {
+                r = scav_stats(p, st);
+                scav_close(p);
+        }
+        return r >= 0;
+}
+
 static bool daemon_restart(struct manager *m, int sig, unsigned away_ms, int kill_client,
                            const char *what) {
+        struct scav_stats before = {}, after = {};
+
+        /* The ring holds still between operations (holding nothing but its names):
+         * the restart must lose none of its references or names. */
+        bool ring_runs = ring_pids[0] > 0;
+        if (ring_runs) {
+                CHECKF(ring_pause(ring, RING_PROCS), "%s: the ring did not pause", what);
+                CHECKF(ring_stats(&before), "%s: ring statistics before", what);
+        }
         if (!manager_stop(m, sig, what))
                 return false;
         /* The daemon is away: the clients keep working in shared memory,
@@ -848,7 +885,18 @@ static bool daemon_restart(struct manager *m, int sig, unsigned away_ms, int kil
         }
         msleep(away_ms);
         atomic_fetch_add(&shm->epoch, 1);
-        return manager_start_ready(m, 0, what);
+        if (!manager_start_ready(m, 0, what))
+                return false;
+        if (!ring_runs)
+                return true;
+        CHECKF(ring_stats(&after), "%s: ring statistics after", what);
+        CHECKF(after.shared == before.shared && after.refs == before.refs && after.names == before.names &&
+               after.names == after.refs,
+               "%s: the ring had %" PRIu64 " shared, %" PRIu64 " references, %" PRIu64 " names; after the restart %"
+               PRIu64 ", %" PRIu64 ", %" PRIu64, what, before.shared, before.refs, before.names, after.shared,
+               after.refs, after.names);
+        ring_resume(ring);
+        return true;
 }
 
 /* SIGHUP (ExecReload=) or, with ctl, `scavctl reload`. */
@@ -937,6 +985,20 @@ int main(void) {
         for (unsigned i = 0; i < N_WORKERS; i++)
                 client_spawn(i, false);
         client_spawn(N_WORKERS, true);
+        ring = ring_shm_new();
+        if (!ring)
+                goto out;
+        for (unsigned i = 0; i < RING_PROCS; i++) {
+                uint64_t seed = test_mix64(i + 1000);
+                fflush(NULL);
+                ring_pids[i] = fork();
+                if (ring_pids[i] == 0) {
+                        close_range(3, ~0U, 0); /* nothing of the manager's */
+                        if (i % 2)
+                                ring_consumer(ring, POOL_RING, seed, -1);
+                        ring_producer(ring, POOL_RING, seed, -1);
+                }
+        }
         CHECKF(clients_wait_ops(100, 60000), "clients made no progress");
         verify_round(&m, "before any restart");
 
@@ -1015,6 +1077,39 @@ int main(void) {
                         goto out;
         }
 
+        /* The ring stops (its processes die holding references, which go with
+         * their slots); its names are drained: nothing of it is left. */
+        {
+                struct scav_stats st = {};
+                scav_pool *p = NULL;
+
+                for (unsigned i = 0; i < RING_PROCS; i++) {
+                        kill(ring_pids[i], SIGKILL);
+                        waitpid(ring_pids[i], NULL, 0);
+                        ring_pids[i] = 0;
+                }
+                printf("ring: %" PRIu64 " frames published, %" PRIu64 " consumed across the restarts\n",
+                       atomic_load(&ring->produced), atomic_load(&ring->consumed));
+                CHECKF(atomic_load(&ring->failures) == 0, "ring: %" PRIu64 " failures, the first: %s",
+                       atomic_load(&ring->failures), ring->failure);
+                CHECKF(atomic_load(&ring->consumed) > 0, "ring: nothing consumed");
+                CHECK(scav_open(POOL_RING, &p) == 0);
+                for (int t = 0; t < 300; t++) {
+                        if (scav_stats(p, &st) == 0 && st.clients == 1)
+                                break;
+                        notify_drain(&m);
+                        msleep(50);
+                }
+                CHECKF(ring_drain(p) >= 0, "ring: drain");
+                CHECK(scav_stats(p, &st) == 0);
+                CHECKF(st.inuse == 0 && st.shared == 0 && st.refs == 0 && st.names == 0,
+                       "ring: %" PRIu64 " bytes in use, %" PRIu64 " shared, %" PRIu64 " references, %" PRIu64
+                       " names left", st.inuse, st.shared, st.refs, st.names);
+                scav_close(p);
+                r = run_scavctl("check", POOL_RING);
+                CHECKF(r == 0, "scavctl check %s: exit %d", POOL_RING, r);
+        }
+
         /* The clients free everything they still hold, then leave. */
         for (unsigned i = 0; i < N_WORKERS; i++)
                 atomic_store(&shm->c[i].stop, 1);
@@ -1040,6 +1135,9 @@ int main(void) {
                 uint64_t inuse = UINT64_MAX;
                 for (int t = 0; t < 300 && inuse != 0; t++) {
                         inuse = pool_inuse(POOL);
+                        /* A service manager reads what the daemon tells it (STATUS= each
+                         * generation): one that stops reading stalls its sd_notify(). */
+                        notify_drain(&m);
                         if (inuse != 0)
                                 msleep(50);
                 }
@@ -1081,6 +1179,11 @@ int main(void) {
                restarts, kills, totals.rounds, totals.allocs_verified, totals.bytes_verified,
                m.n_store_dups);
 out:
+        for (unsigned i = 0; i < RING_PROCS; i++)
+                if (ring_pids[i] > 0) {
+                        kill(ring_pids[i], SIGKILL);
+                        waitpid(ring_pids[i], NULL, 0);
+                }
         for (unsigned i = 0; i <= N_WORKERS; i++)
                 if (shm->c[i].pid > 0 && !shm->c[i].dead) {
                         atomic_store(&shm->c[i].stop, 1);

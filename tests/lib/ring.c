@@ -106,6 +106,30 @@ static bool frame_hold(struct ring_shm *s, scav_pool *p, uint64_t off, const cha
         return true;
 }
 
+/* Between two operations: holds still while asked to. */
+static void pause_point(struct ring_shm *s) {
+        if (!atomic_load_explicit(&s->pause, memory_order_relaxed))
+                return;
+        atomic_fetch_add(&s->paused, 1);
+        while (atomic_load(&s->pause))
+                usleep(1000);
+        atomic_fetch_sub(&s->paused, 1);
+}
+
+bool ring_pause(struct ring_shm *s, int n) {
+        atomic_store(&s->pause, 1);
+        for (unsigned t = 0; t < 20000; t++) {
+                if (atomic_load(&s->paused) >= n)
+                        return true;
+                usleep(1000);
+        }
+        return false;
+}
+
+void ring_resume(struct ring_shm *s) {
+        atomic_store(&s->pause, 0);
+}
+
 static scav_pool *open_or_die(const char *pool) {
         scav_pool *p;
         for (unsigned i = 0;; i++) {
@@ -130,6 +154,7 @@ _Noreturn void ring_producer(struct ring_shm *s, const char *pool, uint64_t seed
         scav_pool *p = open_or_die(pool);
 
         for (;;) {
+                pause_point(s);
                 uint64_t seq = atomic_fetch_add(&s->seq, 1), off;
                 size_t bytes;
                 char name[32];
@@ -178,6 +203,7 @@ _Noreturn void ring_consumer(struct ring_shm *s, const char *pool, uint64_t seed
                 char name[32];
                 int r;
 
+                pause_point(s);
                 /* A handle someone passed: the frame, or -ESTALE if it went meanwhile. */
                 if (test_rnd(&rng) % 4 == 0 && read(handle_rfd, &h, sizeof(h)) == (ssize_t) sizeof(h)) {
                         r = scav_ref_handle(p, &h, &off);
@@ -233,6 +259,7 @@ _Noreturn void ring_toucher(struct ring_shm *s, const char *pool, uint64_t seed)
                 uint64_t off, got;
                 char name[32];
 
+                pause_point(s);
                 snprintf(name, sizeof(name), "ring/%u", (unsigned) (test_rnd(&rng) % RING_NAMES));
                 int r = scav_lookup(p, name, &off);
                 if (r == -ENOENT)

@@ -15,6 +15,7 @@
  */
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "scav.h"
@@ -31,6 +32,8 @@ struct ring_shm {
         _Atomic uint64_t touches;    /* references taken and dropped by touchers */
         _Atomic uint64_t failures;
         char failure[512];           /* the first one */
+        _Atomic int pause;           /* asks every ring process to hold still between operations */
+        _Atomic int paused;          /* how many do */
 };
 
 /* A shared anonymous mapping, zeroed; NULL on failure. */
@@ -45,6 +48,11 @@ _Noreturn void ring_consumer(struct ring_shm *s, const char *pool, uint64_t seed
 /* Takes and drops references on named frames in a tight loop (most of its
  * time inside the heap lock: where a kill tests recovery). */
 _Noreturn void ring_toucher(struct ring_shm *s, const char *pool, uint64_t seed);
+
+/* Stops every ring process between two operations (none in the heap lock);
+ * false if not all of n did within 20 s. */
+bool ring_pause(struct ring_shm *s, int n);
+void ring_resume(struct ring_shm *s);
 
 /* Unpublishes every ring name still bound (the frames go with them);
  * returns how many, or a negative errno. */
