@@ -127,8 +127,8 @@ int scavpy_buffer_check_usable(ScavBuffer *b) {
                 return -1;
         if (b->detached) {
                 scavpy_error(b->detached,
-                             "scav.Buffer inherited across fork(): this process could not take a reference "
-                             "of its own (its old views read a private copy)");
+                             "scav.Buffer inherited across fork(): this process holds no reference of its "
+                             "own to it");
                 return -1;
         }
         return 0;

@@ -7,9 +7,10 @@
  * would get -ESTALE. Instead the sender keeps its reference until the
  * receiver has taken one:
  *
- *  - pickling writes a fresh id into a free word of an acknowledgement page (one page of the pool, allocated by the sender's
- *    slot) and puts the page's handle, the word's index and the id into the
- *    pickle;
+ *  - pickling writes a fresh id into a free word of an acknowledgement
+ *    page (one page of the pool, allocated by the sender's slot while
+ *    transfers are in flight) and puts the page's handle, the word's index
+ *    and the id into the pickle;
  *  - the receiver, once it holds its reference, takes one on the page too
  *    (so it never writes into a page that was freed and reused), sets the
  *    word's ACKED bit if the word still holds that id, wakes the sender if
