@@ -153,6 +153,7 @@ static int buffer_getbuffer(ScavBuffer *b, Py_buffer *view, int flags) {
         if (PyBuffer_FillInfo(view, (PyObject *) b, b->ptr, b->nbytes, 0, flags) < 0)
                 return -1;
         b->exports++;
+        scavpy_numpy_note(); /* numpy.frombuffer(buf) of a Buffer older than NumPy's import */
         return 0;
 }
 
