@@ -155,6 +155,7 @@ $(BUILD)/daemon.a: $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
 
 -include tests/fuzz/fuzz.mk
 -include $(sort $(wildcard tests/bench/*.mk))
+-include python/python.mk
 
 deps:
 	@missing=""; \
