@@ -278,7 +278,8 @@ bool heap_name_valid(const char *name);
 int heap_publish(heap *h, uint32_t slot, const char *name, uint64_t off);
 /* Takes a reference for slot. timeout_ns: 0 = do not wait, < 0 = no limit;
  * a waiting lookup sleeps on a futex in the meta region, woken by publishes
- * (-ETIMEDOUT when it runs out). */
+ * (-ETIMEDOUT when it runs out, -EINTR when a signal handler installed
+ * without SA_RESTART ran). */
 int heap_lookup(heap *h, uint32_t slot, const char *name, int64_t timeout_ns, uint64_t *ret_off);
 int heap_unpublish(heap *h, uint32_t slot, const char *name);
 

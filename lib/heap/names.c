@@ -259,12 +259,14 @@ int heap_lookup(heap *h, uint32_t slot, const char *name, int64_t timeout_ns, ui
                         waiting = true;
                         continue;
                 }
-                /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
+                /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. A
+                 * signal handler without SA_RESTART ends the wait: the caller decides. */
                 if (futex(&hd->names_seq, FUTEX_WAIT_BITSET, seq, timeout_ns > 0 ? &deadline : NULL) < 0 &&
-                    errno == ETIMEDOUT) {
+                    (errno == ETIMEDOUT || errno == EINTR)) {
+                        int why = -errno;
                         r = lookup_once(h, slot, name, hash, ret_off);
                         if (r == -ENOENT)
-                                r = -ETIMEDOUT;
+                                r = why;
                         break;
                 }
         }

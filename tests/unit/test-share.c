@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -370,6 +372,25 @@ static void *wait_thread(void *arg) {
         return NULL;
 }
 
+static void on_alarm(int sig) {
+}
+
+/* A signal ends a waiting lookup with -EINTR, as it ends poll(). */
+static void test_wait_signal(void) {
+        struct fixture f;
+        uint64_t got;
+
+        setup(&f, 0, 0);
+        struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART: the kernel would restart the wait */
+        CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+        CHECK(setitimer(ITIMER_REAL, &(struct itimerval) { .it_value = { .tv_usec = 50000 } }, NULL) == 0);
+        int r = heap_lookup(f.h, f.b, "never", -1, &got);
+        CHECKF(r == -EINTR, "a waiting lookup interrupted by a signal: %d", r);
+        CHECK_EQ_U64(heap_test_hdr(f.h)->names_waiters, 0);
+        signal(SIGALRM, SIG_DFL);
+        heap_test_free(&f.t);
+}
+
 /* A lookup that waits is woken by the publish (no polling: it sleeps on the futex). */
 static void test_wait(void) {
         struct fixture f;
@@ -436,6 +457,7 @@ int main(void) {
         test_limits();
         test_names();
         test_wait();
+        test_wait_signal();
         test_stale();
         return TEST_END();
 }
