@@ -26,7 +26,7 @@ PY_SRCS := $(sort $(wildcard python/*.c))
 PY_OBJS := $(PY_SRCS:%.c=$(BUILD)/%.o)
 PY_MODULE := $(BUILD)/python/scav$(PY_EXT_SUFFIX)
 
-.PHONY: python install-python
+.PHONY: python install-python uninstall-python
 all: python
 python: $(PY_MODULE)
 
@@ -45,3 +45,7 @@ install: install-python
 install-python: $(PY_MODULE)
 	install -d $(DESTDIR)$(PYTHON_SITEDIR)
 	install -m 0644 $(PY_MODULE) $(DESTDIR)$(PYTHON_SITEDIR)/
+
+uninstall: uninstall-python
+uninstall-python:
+	rm -f $(DESTDIR)$(PYTHON_SITEDIR)/$(notdir $(PY_MODULE))

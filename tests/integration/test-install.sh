@@ -125,6 +125,18 @@ if [ -x "$tmp/example" ]; then
         grep -q 'scav_open nosuch: No such file' <<<"$out" || fail "example: no error for a missing pool: $out"
 fi
 
+# The Python module, where /usr/bin/python3 looks with PREFIX=/usr, works against the installed daemon.
+pydir=$dest/usr/lib/python3/dist-packages
+if [ -x /usr/bin/python3 ]; then
+        out=$(run_client env PYTHONPATH="$pydir" /usr/bin/python3 -c '
+import scav
+with scav.Pool("demo") as p, p.alloc(4096) as b:
+        memoryview(b)[:5] = b"hello"
+        print(scav.__version__, bytes(memoryview(b)[:5]).decode(), p.stats()["inuse"] > 0)' 2>&1); rc=$?
+        echo "\$ python3 -c 'import scav ...'   (exit $rc): $out"
+        [ "$out" = "$version hello True" ] || fail "the installed Python module: $out"
+fi
+
 # --- versions ---
 out=$("$dest/usr/sbin/scavd" --version)
 [ "$out" = "scavd $version" ] || fail "scavd --version: '$out', want 'scavd $version'"

@@ -761,6 +761,9 @@ static void verify_round(struct manager *m, const char *what) {
         unsigned bad = 0;
         int r, rc;
 
+        /* A service manager reads what the daemon tells it (STATUS= each generation)
+         * all the time: one that stops reading stalls its sd_notify(). */
+        notify_drain(m);
         CHECKF(clients_pause(), "%s: clients did not pause", what);
         r = scav_open(POOL, &p);
         CHECKF(r >= 0, "%s: scav_open(%s) after restart: %s", what, POOL, strerror(-r));
@@ -793,6 +796,7 @@ static void verify_round(struct manager *m, const char *what) {
                         }
                         for (uint32_t j = 0; j < c->n_live; j++)
                                 live_bytes += c->live[j].len;
+                        notify_drain(m);
                 }
                 CHECKF(bad == 0, "%s: %u allocations read back wrong", what, bad);
                 r = scav_stats(p, &st);
@@ -810,6 +814,7 @@ static void verify_round(struct manager *m, const char *what) {
         }
         clients_resume();
 
+        notify_drain(m);
         rc = run_scavctl("check", POOL);
         CHECKF(rc == 0, "%s: scavctl check %s: exit %d", what, POOL, rc);
 
@@ -1135,8 +1140,6 @@ int main(void) {
                 uint64_t inuse = UINT64_MAX;
                 for (int t = 0; t < 300 && inuse != 0; t++) {
                         inuse = pool_inuse(POOL);
-                        /* A service manager reads what the daemon tells it (STATUS= each
-                         * generation): one that stops reading stalls its sd_notify(). */
                         notify_drain(&m);
                         if (inuse != 0)
                                 msleep(50);
