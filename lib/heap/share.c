@@ -35,15 +35,17 @@
 #include "heap/alloc.h"
 #include "heap/share.h"
 
+/* Also the daemon's test of what it may free: the record must lie in the heap. */
 bool heap_share_live(heap *h, uint32_t idx) {
         if (idx >= heap_share_hwm(h))
                 return false;
         const struct heap_share *e = heap_share_at(h, idx);
-        uint64_t page = e->page;
-        if (!e->tag || page >= heap_nchunks(h) * HEAP_CHUNK_PAGES)
+        uint64_t page = e->page, grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        if (!e->tag || page >= grown)
                 return false;
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        return heap_rec_live(rec) && (rec & HEAP_REC_SHARED) && h->share_map[page] == idx + 1;
+        return heap_rec_live(rec) && HEAP_REC_NPAGES(rec) <= grown - page && (rec & HEAP_REC_SHARED) &&
+               h->share_map[page] == idx + 1;
 }
 
 /* The entry of the SHARED record at page (in the grown heap). Called with heap lock held. */
