@@ -21,7 +21,11 @@
  * One step is one alloc+free pair; the driver prints pairs per second over
  * `seconds` of steps after a warm-up.
  *
- *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N] [--threads N]
+ *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N] [--threads N] [--pairs N]
+ *
+ * --pairs N runs exactly N measured pairs per thread instead of `seconds`
+ * (rounded up to the 256 of one timing step): instruction counts under
+ * callgrind are then repeatable.
  *
  * With --threads N, N threads (thread i pinned to CPU (C + i) mod CPUs, C
  * default 0) each run the workload on their own live set and random
@@ -93,6 +97,7 @@ struct loop_thread {
         size_t fixed, live;
         uint64_t seed, start_at;
         double seconds;
+        uint64_t max_pairs; /* 0: run for seconds */
         pthread_barrier_t *ready;
         /* results */
         uint64_t pairs, ns;
@@ -170,7 +175,7 @@ static void *loop_run(void *arg) {
         loop_sleep_until(t->start_at);
 
         t0 = t1 = loop_now_ns();
-        deadline = t0 + (uint64_t) (t->seconds * 1e9);
+        deadline = t->max_pairs ? UINT64_MAX : t0 + (uint64_t) (t->seconds * 1e9);
         for (;;) {
                 for (unsigned k = 0; k < 256; k++) {
                         struct blk *b = &slots[loop_rand(&seed) % live];
@@ -186,7 +191,7 @@ static void *loop_run(void *arg) {
                 }
                 pairs += 256;
                 t1 = loop_now_ns();
-                if (t1 >= deadline)
+                if (t1 >= deadline || (t->max_pairs && pairs >= t->max_pairs))
                         break;
         }
         t->pairs = pairs;
@@ -201,14 +206,14 @@ static void *loop_run(void *arg) {
 int main(int argc, char **argv) {
         double seconds = 0.4;
         size_t fixed, live = 1000, max_live;
-        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, ns = 0;
+        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, ns = 0, max_pairs = 0;
         int cpu = -1, threads = 1, ncpu, r;
         struct loop_thread *ts;
         pthread_barrier_t ready;
 
         if (argc < 2 || loop_parse_size(argv[1], &fixed) < 0) {
                 fprintf(stderr, "usage: %s 8k|64k|512k|mixed [--seconds S] [--live N] [--cpu C] "
-                        "[--start-at MONO_NS] [--seed N] [--threads N]\n", argv[0]);
+                        "[--start-at MONO_NS] [--seed N] [--threads N] [--pairs N]\n", argv[0]);
                 return 2;
         }
         for (int i = 2; i + 1 < argc; i += 2) {
@@ -224,6 +229,8 @@ int main(int argc, char **argv) {
                         seed = strtoull(argv[i + 1], NULL, 10) | 1;
                 else if (strcmp(argv[i], "--threads") == 0)
                         threads = atoi(argv[i + 1]);
+                else if (strcmp(argv[i], "--pairs") == 0)
+                        max_pairs = strtoull(argv[i + 1], NULL, 10);
                 else {
                         fprintf(stderr, "unknown option %s\n", argv[i]);
                         return 2;
@@ -256,6 +263,7 @@ int main(int argc, char **argv) {
                 ts[i].seed = (seed + (uint64_t) i * UINT64_C(0x632be59bd9b4e019)) | 1;
                 ts[i].start_at = start_at;
                 ts[i].seconds = seconds;
+                ts[i].max_pairs = max_pairs;
                 ts[i].ready = &ready;
                 r = pthread_create(&ts[i].tid, NULL, loop_run, &ts[i]);
                 if (r != 0) {
