@@ -80,6 +80,10 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         return c;
 }
 
+void scav_thread_caches_forget(void) {
+        memset(scav_tls_entries, 0, sizeof(scav_tls_entries));
+}
+
 void scav_thread_cache_drop(scav_pool *p) {
         struct scav_tls_entry *e = scav_tls_find(p);
 

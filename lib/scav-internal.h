@@ -37,6 +37,7 @@ struct scav_pool {
         void *meta, *base;
         uint64_t meta_size, capacity;
         uint32_t page_size, page_shift;
+        uint64_t fast_max;            /* largest size the thread caches serve (HEAP_MCACHE_MAX_PAGES pages) */
         int meta_fd, heap_fd;
         dev_t heap_dev;               /* the heap memfd's identity, to know it again */
         ino_t heap_ino;
@@ -124,6 +125,10 @@ static inline uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared) {
 }
 /* Forgets this thread's entry for p (scav_close). */
 void scav_thread_cache_drop(scav_pool *p);
+/* Forgets every entry of this thread (a fork's child: the caches are the
+ * parent's, and without an entry scav_alloc and scav_free take the path
+ * that checks for a fork). */
+void scav_thread_caches_forget(void);
 /* Called with the registry lock held: flushes and frees the caches this
  * thread holds in registered pools (thread exit). */
 void scav_thread_caches_release_locked(void);

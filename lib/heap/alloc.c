@@ -9,10 +9,12 @@
 #include <string.h>
 
 #include "heap/alloc.h"
+#include "heap/fast.h"
 #include "heap/mcache.h"
 #include "macro.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
+#include "heap/tcache.h"
 
 static bool valid_slot(heap *h, uint32_t slot) {
         return slot < h->max_slots;
@@ -248,7 +250,17 @@ static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
 }
 
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
-        int r = heap_checked(h);
+        int r;
+        if (valid_slot(h, slot) && cache < HEAP_SLOT_CACHES && !(off & (h->page_size - 1)) && off < h->capacity) {
+                r = heap_fast_free(h, slot, cache, off);
+                if (r >= HEAP_FAST_GIVEBACK) {
+                        heap_cache_block_giveback(h, slot, cache, (uint32_t) (r - HEAP_FAST_GIVEBACK));
+                        return 0;
+                }
+                if (r != HEAP_FAST_SLOW)
+                        return r;
+        }
+        r = heap_checked(h);
         if (r < 0)
                 return r;
         if (off & (h->page_size - 1))
@@ -262,13 +274,26 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r < 0)
                 return r;
 
-        /* Fast paths, no lock: the owner's own page cache takes it back, or
-         * its medium cache keeps it for its next allocation of that size. */
+        /* Fast paths, no lock, inside an operation of the caller's thread
+         * cache: its page cache takes it back, or its medium lists keep it
+         * for its next allocation of that size. A shared allocation is its
+         * holders': always the lock. */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
-                if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r))
-                        return r;
-                if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
+        if ((rec & (HEAP_REC_OWNER_MASK | HEAP_REC_KEEP | HEAP_REC_SHARED)) == HEAP_REC_MAKE(0, slot + 1, 0) &&
+            valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+                struct heap_tcache *t = heap_tc(h, slot, cache);
+                bool done = false;
+                r = 0;
+                if (_unlikely_(!heap_tc_enter(h, t)))
+                        r = heap_tc_settle(h, slot, cache);
+                if (r < 0)
+                        done = true;
+                else if (!(rec & HEAP_REC_MEDIUM))
+                        done = n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r);
+                else
+                        done = heap_mcache_free(h, slot, cache, page, rec, &r);
+                heap_tc_leave(t);
+                if (done)
                         return r;
         }
 

@@ -32,6 +32,7 @@ bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint6
 
 /* cache.c. Called with heap lock held. */
 uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
+uint64_t heap_cache_trim_locked(heap *h, uint32_t slot, uint32_t cache);
 /* Gives block b of a cache back to the heap (takes the lock). */
 void heap_cache_block_giveback(heap *h, uint32_t slot, uint32_t cache, uint32_t b);
 
@@ -71,8 +72,9 @@ static inline int heap_cache_find_block(const struct heap_cache *c, uint64_t pag
 
 /*
  * The owner's free of [page, page+n), whose record the caller read as rec,
- * into its cache without the lock: true if the pages were in one of the
- * cache's blocks. Inline: it is half of the cache's alloc+free pair.
+ * into its cache without the lock, inside its operation (tcache.h): true
+ * if the pages were in one of the cache's blocks. Inline: it is half of
+ * the cache's alloc+free pair.
  *
  * The record is cleared with a plain store, not a compare-and-swap: the
  * owner thread is the only one that can allocate these pages again, and

@@ -42,7 +42,8 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 3u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches */
+#define HEAP_LAYOUT_VERSION 5u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches;
+                                  5: thread caches (operation bracket, per-class medium lists), SHARED reserved */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX
@@ -165,8 +166,33 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
 
 /* Gives back the free pages of page cache `cache` of `slot` and what its
- * medium cache holds (thread exit). */
+ * medium lists hold (thread exit); the thread cache becomes inactive. */
 int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache);
+
+/*
+ * Takes back what threads keep in their caches (page caches' free pages,
+ * medium lists), which counts as in use and which the scavenger cannot
+ * release. HEAP_REAP_GEN, at a generation's start: everything from a
+ * thread that did nothing since the last reap (its cache becomes inactive
+ * until its next operation), and from the others what their lists kept
+ * unused since then and their wholly free blocks; everything from everyone
+ * when retained memory is over the goal or the memory limit. HEAP_REAP_ALL
+ * (pressure): everything from everyone. Safe against the owners, which
+ * never take a lock for it (see reap.c): a thread busy at that instant
+ * does it at its next operation (deferred). The report may be NULL.
+ */
+enum {
+        HEAP_REAP_GEN = 0,
+        HEAP_REAP_ALL = 1,
+};
+struct heap_reap_report {
+        uint64_t given_pages; /* given back to the heap */
+        uint64_t held_pages;  /* still held by the caches asked (free, in their lists and blocks) */
+        uint32_t reaped;      /* caches reaped */
+        uint32_t deferred;    /* caches whose owner does it at its next operation */
+        bool all;             /* everything was asked of everyone */
+};
+int heap_cache_reap(heap *h, unsigned how, struct heap_reap_report *ret);
 
 /* Length in bytes of the live allocation starting at off, or -EINVAL. */
 int64_t heap_alloc_size(heap *h, uint64_t off);

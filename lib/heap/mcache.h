@@ -1,22 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Medium caches (mcache.c): shared by alloc.c, cache.c and slot.c. */
+/* Medium lists of thread caches (mcache.c): shared by alloc.c, cache.c, reap.c and slot.c. */
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "heap/layout.h"
 
-/* Largest allocation a medium cache serves, in pages. */
+/* Largest allocation a medium list serves, in pages. */
 #define HEAP_MCACHE_MAX_PAGES 128u
 /* Bytes of freed allocations one (slot, cache) may hold at most. */
 #define HEAP_MCACHE_MAX_BYTES (UINT64_C(32) << 20)
 /* Blocks of a class one miss allocates under one lock hold (one served, the rest cached). */
 #define HEAP_MCACHE_BATCH 2u
-/* A free that finds the cache full gives back down to this many quarters of it. */
+/* A free that finds the lists full gives back down to this many quarters of them. */
 #define HEAP_MCACHE_EVICT_KEEP 3u
-/* Operations of a medium cache between collections of what it keeps unused. */
+/* List operations of a thread cache between collections of what it keeps unused. */
 #define HEAP_MCACHE_GC_EVERY 8192u
 /* Classes above its own an allocation may take a cached block of. */
 #define HEAP_MCACHE_SPILL 2u
@@ -35,9 +35,28 @@ static inline unsigned heap_mcache_class(uint64_t npages, uint64_t *ret_pages) {
         return 1u + (lg - 4u) * 4u + (unsigned) (up >> (lg - 2)) - 5u;
 }
 
+/* The owner's operations, inside its bracket (tcache.h). */
 int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags, uint64_t *ret_off);
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret);
 int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
                                uint64_t rec_bits, uint64_t *ret_off);
-/* Frees for real what the medium cache of (slot, cache) holds. Called with heap lock held. */
+/* Frees for real what the lists of (slot, cache) hold: pages given back. Called with heap lock held. */
 uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
+/* Frees what each list kept unused since the last collection or reap (its low-water mark). Heap lock. */
+uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache);
+/* Pages one (slot, cache)'s lists may hold. */
+static inline uint64_t heap_mcache_cap_pages(heap *h) {
+        uint64_t cap = HEAP_MCACHE_MAX_BYTES >> h->page_shift;
+        return cap < h->capacity_pages / 16 ? cap : h->capacity_pages / 16;
+}
+/* The CACHED record of a block of n pages in a list of slot's. */
+static inline uint64_t heap_mcache_cached_record(uint64_t n, uint32_t slot) {
+        return HEAP_REC_MAKE(n, slot + 1, 0) | HEAP_REC_MEDIUM | HEAP_REC_CACHED;
+}
+/* Pages of size class k (the inverse of heap_mcache_class). */
+static inline uint64_t heap_mcache_class_pages(unsigned k) {
+        if (k == 0)
+                return 16;
+        unsigned lg = 4 + (k - 1) / 4;
+        return (uint64_t) (5 + (k - 1) % 4) << (lg - 2);
+}
