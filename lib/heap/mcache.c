@@ -100,15 +100,15 @@ static uint64_t mcache_release_oldest_locked(heap *h, uint32_t slot, uint32_t ca
         m = MIN(m, count);
         if (m == 0)
                 return 0;
-        /* Out of the list first: a stale entry is harmless, a freed block in the list is not. */
-        uint32_t gone[HEAP_MCACHE_DEPTH];
-        memcpy(gone, t->page[k], m * sizeof(uint32_t));
+        /* Freed first, then out of the list: a process killed in between
+         * leaves stale entries, which a pop drops, and no CACHED record
+         * that no list holds (heap_check). */
+        for (unsigned i = 0; i < m; i++)
+                given += mcache_release_locked(h, slot, cache, t->page[k][i], n);
         memmove(t->page[k], t->page[k] + m, (count - m) * sizeof(uint32_t));
         t->count[k] = (uint8_t) (count - m);
         t->low[k] = MIN(t->low[k], t->count[k]);
         t->pages = t->pages >= m * n ? t->pages - (uint32_t) (m * n) : 0;
-        for (unsigned i = 0; i < m; i++)
-                given += mcache_release_locked(h, slot, cache, gone[i], n);
         return given;
 }
 
@@ -119,11 +119,11 @@ static uint64_t mcache_release_newest_locked(heap *h, uint32_t slot, uint32_t ca
         uint64_t n = heap_mcache_class_pages(k);
         if (count == 0)
                 return 0;
-        uint64_t page = t->page[k][count - 1];
+        uint64_t given = mcache_release_locked(h, slot, cache, t->page[k][count - 1], n);
         t->count[k] = (uint8_t) (count - 1);
         t->low[k] = MIN(t->low[k], t->count[k]);
         t->pages = t->pages >= n ? t->pages - (uint32_t) n : 0;
-        return mcache_release_locked(h, slot, cache, page, n);
+        return given;
 }
 
 uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
