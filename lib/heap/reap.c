@@ -46,13 +46,18 @@ void heap_tc_register(heap *h) {
         h->tc_fenced = membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) < 0;
 }
 
+/* An active cache is always in the slot's mask (heap_check): the bit is set
+ * before and cleared after, so that a process killed in between leaves a
+ * mask that only says too much. Heap lock. */
 static void tc_set_state(heap *h, uint32_t slot, uint32_t cache, uint32_t state) {
         struct heap_slot *sl = &h->slots[slot];
+        if (state != HEAP_TC_INACTIVE)
+                sl->tc_mask |= UINT32_C(1) << cache;
+        atomic_signal_fence(memory_order_seq_cst);
         atomic_store_explicit(&sl->tc[cache].state, state, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
         if (state == HEAP_TC_INACTIVE)
                 sl->tc_mask &= ~(UINT32_C(1) << cache);
-        else
-                sl->tc_mask |= UINT32_C(1) << cache;
 }
 
 uint64_t heap_tc_reap_locked(heap *h, uint32_t slot, uint32_t cache, unsigned mode) {
@@ -96,6 +101,14 @@ uint64_t heap_tc_held_locked(heap *h, uint32_t slot, uint32_t cache) {
         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
                 n += (uint64_t) __builtin_popcountll(atomic_load_explicit(&c->free_mask[b], memory_order_relaxed));
         return n;
+}
+
+void heap_tc_recount_locked(heap *h, uint32_t slot) {
+        struct heap_slot *sl = &h->slots[slot];
+        sl->tc_mask = 0;
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                if (atomic_load_explicit(&sl->tc[c].state, memory_order_relaxed) != HEAP_TC_INACTIVE)
+                        sl->tc_mask |= UINT32_C(1) << c;
 }
 
 void heap_tc_reset_locked(heap *h, uint32_t slot) {

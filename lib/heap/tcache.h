@@ -75,5 +75,8 @@ uint64_t heap_tc_held_locked(heap *h, uint32_t slot, uint32_t cache);
  * pages were given back before). Called with heap lock held. */
 void heap_tc_reset_locked(heap *h, uint32_t slot);
 
+/* Recomputes the slot's mask of active thread caches (recovery). Heap lock. */
+void heap_tc_recount_locked(heap *h, uint32_t slot);
+
 /* Registers this process for the reaper's barrier (heap_create, heap_attach). */
 void heap_tc_register(heap *h);
