@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "heap/fast.h"
 #include "heap/heap.h"
 #include "macro.h"
 #include "proto.h"
@@ -48,6 +49,9 @@ struct scav_pool {
         atomic_bool lost;             /* the daemon came back with another heap */
 
         _Atomic uint32_t caches_used; /* bit i: cache i belongs to a thread */
+        /* What the fast paths of the thread that owns cache i need (heap/fast.h):
+         * written by that thread when it claims the cache (or its slot changed). */
+        struct heap_tctx tctx[HEAP_SLOT_CACHES];
         pthread_mutex_t shared_lock;  /* cache SCAV_SHARED_CACHE */
         _Atomic uint32_t shared_users;/* threads on it: the last one to exit flushes it */
         pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
@@ -93,6 +97,7 @@ scav_pool *scav_registry_find_locked(uint64_t id);
 struct scav_tls_entry {
         const scav_pool *pool;  /* compared, never dereferenced */
         uint64_t id;
+        const struct heap_tctx *x; /* &pool->tctx[cache] (the fast paths), NULL for the shared cache */
         uint32_t cache;
 };
 extern _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));

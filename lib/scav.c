@@ -14,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "heap/fast.h"
 #include "macro.h"
 #include "scav-conn.h"
 #include "scav-internal.h"
@@ -171,8 +170,11 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
                 return heap_alloc(p->heap, slot, npages, heap_flags(flags), off);
 
         cache = scav_thread_cache(p, &shared);
-        if (_likely_(!shared))
+        if (_likely_(!shared)) {
+                if (p->tctx[cache].slot != slot) /* a reconnect took another slot */
+                        heap_tctx_init(p->heap, slot, cache, &p->tctx[cache]);
                 return heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
+        }
         pthread_mutex_lock(&p->shared_lock);
         r = heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
         pthread_mutex_unlock(&p->shared_lock);
@@ -188,12 +190,12 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
  */
 _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
         const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
 
-        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_find(p)) &&
-                     e->cache != SCAV_SHARED_CACHE &&
+        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_find(p)) && (x = e->x) &&
+                     x->slot == atomic_load_explicit(&p->slot, memory_order_relaxed) &&
                      !atomic_load_explicit(&p->lost, memory_order_relaxed)) &&
-            _likely_(heap_fast_alloc(p->heap, atomic_load_explicit(&p->slot, memory_order_relaxed), e->cache,
-                                     ((uint64_t) size + p->page_size - 1) >> p->page_shift, off) == 0))
+            _likely_(heap_fast_alloc(x, ((uint64_t) size + p->page_size - 1) >> p->page_shift, off) == 0))
                 return 0;
         return scav_alloc_slow(p, size, flags, off);
 }
@@ -260,12 +262,13 @@ static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, uint32_t cache,
 /* The common case inline, as scav_alloc: this thread's own allocation. */
 _public_ int scav_free(scav_pool *p, uint64_t off) {
         const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
         int r;
 
         if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_find(p)) ||
-                       e->cache == SCAV_SHARED_CACHE))
+                       !(x = e->x) || x->slot != atomic_load_explicit(&p->slot, memory_order_relaxed)))
                 return scav_free_slow(p, off);
-        r = heap_fast_free(p->heap, atomic_load_explicit(&p->slot, memory_order_relaxed), e->cache, off);
+        r = heap_fast_free(x, off);
         if (_likely_(r == 0)) {
                 if (_likely_(tls_frees++ % SCAV_WAKE_EVERY != 0))
                         return 0;

@@ -239,6 +239,23 @@ int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint
         return 0;
 }
 
+/*
+ * A free that took the lock (another thread's, another client's, or the
+ * owner's own that no cache took): a list allocation of a thread cache
+ * that is active becomes an orphan kept for it, since its owner may be
+ * freeing it at this very moment with a plain store (mcache.c); anything
+ * else is freed. Called with heap lock held.
+ */
+static int free_other_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        uint32_t owner = HEAP_REC_OWNER(rec), oc = (uint32_t) ((rec & HEAP_REC_CACHE_MASK) >> HEAP_REC_CACHE_SHIFT);
+        if ((rec & (HEAP_REC_MEDIUM | HEAP_REC_KEEP | HEAP_REC_SHARED)) == HEAP_REC_MEDIUM && owner > 0 &&
+            owner <= h->max_slots &&
+            atomic_load_explicit(&h->slots[owner - 1].state, memory_order_relaxed) == HEAP_SLOT_LIVE &&
+            atomic_load_explicit(&h->slots[owner - 1].tc[oc].state, memory_order_relaxed) != HEAP_TC_INACTIVE)
+                return heap_mcache_orphan_locked(h, owner - 1, oc, page, rec);
+        return heap_free_locked(h, slot, cache, page, rec);
+}
+
 /* A record as read from shared memory: an allocation start lying in the grown heap, whose end is end. */
 static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
         uint64_t n = HEAP_REC_NPAGES(rec);
@@ -252,7 +269,9 @@ static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         int r;
         if (valid_slot(h, slot) && cache < HEAP_SLOT_CACHES && !(off & (h->page_size - 1)) && off < h->capacity) {
-                r = heap_fast_free(h, slot, cache, off);
+                struct heap_tctx x;
+                heap_tctx_init(h, slot, cache, &x);
+                r = heap_fast_free(&x, off);
                 if (r >= HEAP_FAST_GIVEBACK) {
                         heap_cache_block_giveback(h, slot, cache, (uint32_t) (r - HEAP_FAST_GIVEBACK));
                         return 0;
@@ -279,7 +298,8 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
          * for its next allocation of that size. A shared allocation is its
          * holders': always the lock. */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if ((rec & (HEAP_REC_OWNER_MASK | HEAP_REC_KEEP | HEAP_REC_SHARED)) == HEAP_REC_MAKE(0, slot + 1, 0) &&
+        if ((rec & (HEAP_REC_OWNER_MASK | HEAP_REC_CACHE_MASK | HEAP_REC_KEEP | HEAP_REC_SHARED)) ==
+                    (HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache)) &&
             valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
                 struct heap_tcache *t = heap_tc(h, slot, cache);
                 bool done = false;
@@ -303,7 +323,7 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
         r = record_valid(page, rec, heap_nchunks(h) * HEAP_CHUNK_PAGES);
         if (r >= 0)
-                r = heap_free_locked(h, slot, cache, page, rec);
+                r = free_other_locked(h, slot, cache, page, rec);
         heap_unlock(h);
         return r;
 }

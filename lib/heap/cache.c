@@ -333,7 +333,8 @@ static inline int page_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint6
         if (_unlikely_(!key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES))
                 return -EUCLEAN; /* not a block of ours: shared memory was scribbled on */
         uint64_t page = base + (uint64_t) i;
-        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0), memory_order_release);
+        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0) | HEAP_REC_CACHE(cache),
+                              memory_order_release);
         if (flags & HEAP_ALLOC_ZERO) {
                 uint64_t mask = (heap_low_mask(npages) << i) & ~scav;
                 if (mask)
@@ -350,7 +351,9 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
                        slot >= h->max_slots || cache >= HEAP_SLOT_CACHES))
                 return cache_alloc_other(h, slot, cache, npages, flags, ret_off);
         if (!flags) {
-                int f = heap_fast_alloc(h, slot, cache, npages, ret_off);
+                struct heap_tctx x;
+                heap_tctx_init(h, slot, cache, &x);
+                int f = heap_fast_alloc(&x, npages, ret_off);
                 if (f != HEAP_FAST_SLOW)
                         return f;
         }
@@ -362,7 +365,7 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         if (_unlikely_(!heap_tc_enter(h, t)))
                 r = heap_tc_settle(h, slot, cache);
         if (_likely_(r >= 0))
-                r = npages < HEAP_CACHE_MAX_ALLOC ? page_cache_alloc(h, slot, cache, npages, flags, ret_off)
+                r = npages < HEAP_MCACHE_MIN_PAGES ? page_cache_alloc(h, slot, cache, npages, flags, ret_off)
                                                   : heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
         heap_tc_leave(t);
         return r;

@@ -75,6 +75,8 @@ static int check_tcaches(heap *h, uint32_t s, uint32_t slot_state, char *buf, si
                         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                                 if (t->count[k])
                                         return fail(buf, len, "slot %u thread cache %u is inactive but lists pages", s, c);
+                        if (t->norphans || t->orphans_lost)
+                                return fail(buf, len, "slot %u thread cache %u is inactive but keeps orphans", s, c);
                         continue;
                 }
                 if (slot_state == HEAP_SLOT_FREE)
@@ -84,6 +86,8 @@ static int check_tcaches(heap *h, uint32_t s, uint32_t slot_state, char *buf, si
                 for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                         if (t->count[k] > HEAP_MCACHE_DEPTH)
                                 return fail(buf, len, "slot %u thread cache %u: list %u holds %u entries", s, c, k, t->count[k]);
+                if (t->norphans > HEAP_TC_ORPHANS)
+                        return fail(buf, len, "slot %u thread cache %u: %u orphans listed", s, c, t->norphans);
                 if (t->pages > heap_mcache_cap_pages(h))
                         return fail(buf, len, "slot %u thread cache %u: lists hold %u pages, bound %" PRIu64, s, c,
                                     t->pages, heap_mcache_cap_pages(h));
@@ -103,8 +107,8 @@ static bool tcaches_quiet(heap *h, uint32_t s, uint32_t *seqs) {
 }
 
 /*
- * Every CACHED record of a slot whose thread caches stayed outside any
- * operation for the whole check is in one of their lists (a stale or
+ * Every CACHED record of a slot (orphans aside) whose thread caches stayed
+ * outside any operation for the whole check is in one of their lists (a stale or
  * repeated entry is harmless: a pop checks the record). The records pass
  * counted the slot's CACHED records in cached. Heap lock.
  */
@@ -119,7 +123,7 @@ static int check_tcache_lists(heap *h, uint32_t s, const uint32_t *seqs, uint64_
                         for (unsigned i = 0; i < MIN((unsigned) t->count[k], HEAP_MCACHE_DEPTH); i++) {
                                 uint64_t page = t->page[k][i];
                                 if (page + n > grown || (seen[page / 64] >> (page % 64)) & 1 ||
-                                    atomic_load(&h->records[page]) != heap_mcache_cached_record(n, s))
+                                    atomic_load(&h->records[page]) != heap_mcache_cached_record(n, s, c))
                                         continue;
                                 seen[page / 64] |= UINT64_C(1) << (page % 64);
                                 listed++;
@@ -246,11 +250,15 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                     (HEAP_REC_OWNER(rec) == 0 || (rec & HEAP_REC_KEEP) || !(rec & HEAP_REC_MEDIUM) ||
                      atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].state) != HEAP_SLOT_LIVE))
                         return fail(buf, len, "record at page %" PRIu64 ": cached, but not by a live slot's allocation", p);
-                if ((rec & HEAP_REC_CACHED) &&
-                    (np > HEAP_MCACHE_MAX_PAGES || np < HEAP_CACHE_MAX_ALLOC ||
-                     heap_mcache_class_pages(heap_mcache_class(np, &(uint64_t) { 0 })) != np))
+                if ((rec & HEAP_REC_CACHED) && !heap_mcache_is_class(np))
                         return fail(buf, len, "record at page %" PRIu64 ": cached, but %" PRIu64 " pages is no size class", p, np);
-                if (rec & HEAP_REC_CACHED)
+                if ((rec & HEAP_REC_ORPHAN) && !(rec & HEAP_REC_CACHED))
+                        return fail(buf, len, "record at page %" PRIu64 ": an orphan, but not cached", p);
+                if ((rec & HEAP_REC_ORPHAN) &&
+                    atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].tc[(rec & HEAP_REC_CACHE_MASK) >> HEAP_REC_CACHE_SHIFT].state) ==
+                            HEAP_TC_INACTIVE)
+                        return fail(buf, len, "record at page %" PRIu64 ": an orphan of an inactive thread cache", p);
+                if ((rec & (HEAP_REC_CACHED | HEAP_REC_ORPHAN)) == HEAP_REC_CACHED)
                         ncached[HEAP_REC_OWNER(rec) - 1]++;
                 unsigned pi = (unsigned) p, ni = (unsigned) np;
                 if (heap_bits_popcnt_range(in_rec, pi, ni))

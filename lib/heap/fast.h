@@ -9,11 +9,16 @@
  * otherwise answers HEAP_FAST_SLOW having changed nothing: the caller then
  * takes the full path, which checks everything again.
  *
- *   small (< HEAP_CACHE_MAX_ALLOC pages): a run from the current block of
- *   the thread's page cache; the owner's free of a run of one of its
- *   blocks (found at its first probe position) goes back to it;
- *   medium (up to HEAP_MCACHE_MAX_PAGES): the top of the class's list; the
- *   owner's free of a medium allocation is pushed on its class's list.
+ *   below HEAP_MCACHE_MIN_PAGES (one page): a page from the current block
+ *   of the thread's page cache; the owner's free of a run of one of its
+ *   blocks (found within a few probes) goes back to it;
+ *   up to HEAP_MCACHE_MAX_PAGES: the top of the class's list; the owner's
+ *   free of such an allocation is pushed on its class's list.
+ *
+ * They work from a heap_tctx: what one thread cache's operations need,
+ * looked up once (heap_tctx_init) and kept by the thread's owner in
+ * process-local memory, so that an operation reads one line of it rather
+ * than the heap handle, the slot's geometry and the header.
  */
 
 #include <stdatomic.h>
@@ -32,67 +37,108 @@
 #define HEAP_FAST_GIVEBACK 0x100
 
 /* Size class of a medium request, by pages, and pages of a class (mcache.c). */
-extern const uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
-extern const uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
+extern uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
+extern uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
+
+/* One thread cache as its operations see it. Process-local. */
+struct heap_tctx {
+        struct heap_tcache *t;
+        struct heap_cache *c;
+        _Atomic uint64_t *records;
+        const _Atomic uint32_t *corrupt;
+        uint8_t *base;          /* the heap mapping, or NULL */
+        uint64_t owner;         /* HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache) */
+        uint64_t cap_pages;     /* the heap's capacity in pages */
+        uint32_t list_cap;      /* pages the lists may hold (heap_mcache_cap_pages) */
+        uint32_t slot, cache;
+        uint32_t page_shift;
+        bool fenced;            /* h->tc_fenced */
+        uint64_t cached[HEAP_MCACHE_CLASSES]; /* the CACHED record of a block of each class */
+};
+
+/* The context of thread cache (slot, cache): slot < max_slots, cache < HEAP_SLOT_CACHES. */
+static inline void heap_tctx_init(heap *h, uint32_t slot, uint32_t cache, struct heap_tctx *x) {
+        *x = (struct heap_tctx) {
+                .t = &h->slots[slot].tc[cache],
+                .c = &h->slots[slot].caches[cache],
+                .records = h->records,
+                .corrupt = &h->hdr->corrupt,
+                .base = h->base,
+                .owner = HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache),
+                .cap_pages = h->capacity_pages,
+                .list_cap = (uint32_t) heap_mcache_cap_pages(h),
+                .slot = slot,
+                .cache = cache,
+                .page_shift = h->page_shift,
+                .fenced = h->tc_fenced,
+        };
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                x->cached[k] = heap_mcache_cached_record(heap_mcache_class_pages(k), slot, cache);
+}
 
 /*
- * Allocation of npages (1 to HEAP_MCACHE_MAX_PAGES), no flags: 0 and
- * *ret_off, or HEAP_FAST_SLOW. The caller guarantees slot < max_slots and
- * cache < HEAP_SLOT_CACHES.
+ * What a free gives back is what the next allocation of its size gets
+ * (the lists are LIFO; the page cache takes from the block freed into
+ * last), and that allocation's caller writes it at once: its first line,
+ * last written long ago, starts on its way now. (TCMalloc's free brings
+ * it in by storing its list link there.)
  */
-static inline int heap_fast_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, uint64_t *ret_off) {
-        struct heap_slot *sl = &h->slots[slot];
-        struct heap_tcache *t = &sl->tc[cache];
+static inline void heap_fast_prefetch(const struct heap_tctx *x, uint64_t off) {
+        if (_likely_(x->base))
+                __builtin_prefetch(x->base + off, 1);
+}
+
+_Static_assert(HEAP_MCACHE_MIN_PAGES == 2, "heap_fast_alloc takes single pages from the page cache");
+
+/* Allocation of npages (1 to HEAP_MCACHE_MAX_PAGES), no flags: 0 and *ret_off, or HEAP_FAST_SLOW. */
+static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, uint64_t *ret_off) {
+        struct heap_tcache *t = x->t;
         uint64_t page;
 
-        if (_unlikely_(!heap_tc_enter(h, t) || heap_checked(h) < 0))
+        if (_unlikely_(!heap_tc_enter_fenced(t, x->fenced) ||
+                       atomic_load_explicit(x->corrupt, memory_order_relaxed)))
                 goto slow;
-        if (npages < HEAP_CACHE_MAX_ALLOC) {
-                struct heap_cache *c = &sl->caches[cache];
+        if (_likely_(npages >= HEAP_MCACHE_MIN_PAGES)) {
+                unsigned k = heap_mcache_class_of[npages], top = t->count[k];
+                uint64_t want = x->cached[k];
+                if (_unlikely_(top - 1 >= HEAP_MCACHE_DEPTH))
+                        goto slow; /* empty: the full path refills */
+                page = t->page[k][top - 1];
+                /* List entries are checked against the capacity (process-local)
+                 * rather than the grown heap (shared): that keeps the accesses
+                 * in bounds; the record says whether the entry is still good. */
+                if (_unlikely_(page >= x->cap_pages ||
+                               atomic_load_explicit(&x->records[page], memory_order_relaxed) != want))
+                        goto slow; /* a stale entry: the full path drops it */
+                t->count[k] = (uint8_t) (top - 1);
+                if (_unlikely_(top - 1 < t->low[k]))
+                        t->low[k] = (uint8_t) (top - 1);
+                t->pages -= HEAP_REC_NPAGES(want);
+                /* A plain store: nobody else changes a CACHED record while
+                 * its list's owner is inside an operation (mcache.c). */
+                atomic_store_explicit(&x->records[page], want & ~HEAP_REC_CACHED, memory_order_release);
+        } else {
+                struct heap_cache *c = x->c;
                 uint32_t b = c->cur % HEAP_CACHE_BLOCKS;
-                uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed), runs = free;
-                for (uint64_t j = 1; j < npages; j++) /* runs of npages free pages, by their first */
-                        runs &= free >> j;
+                uint64_t free = atomic_load_explicit(&c->free_mask[b], memory_order_relaxed);
                 uint32_t key = atomic_load_explicit(&c->key[b], memory_order_relaxed);
                 uint64_t base = heap_cache_key_base(key);
-                /* Keys, and list entries below, are checked against the
-                 * capacity (process-local) rather than the grown heap (shared):
-                 * that is what keeps the accesses in bounds; heap_check
-                 * judges the rest. */
-                if (_unlikely_(!runs || !key || base + HEAP_CACHE_PAGES > h->capacity_pages))
+                /* The key, too, only against the capacity. */
+                if (_unlikely_(!free || !key || base + HEAP_CACHE_PAGES > x->cap_pages))
                         goto slow;
-                unsigned i = (unsigned) __builtin_ctzll(runs);
-                uint64_t mask = ((UINT64_C(1) << npages) - 1) << i;
-                /* Unconditional stores: which pages a random free pattern
-                 * leaves is a coin toss a branch would mispredict. nonempty
-                 * keeps the bit of a block emptied here: a hint, cleared when
-                 * a refill finds the block empty (cache.c). */
+                unsigned i = (unsigned) __builtin_ctzll(free);
+                uint64_t mask = UINT64_C(1) << i;
+                /* nonempty keeps the bit of a block emptied here: a hint,
+                 * cleared when a refill finds the block empty (cache.c). */
                 atomic_store_explicit(&c->free_mask[b], free & ~mask, memory_order_relaxed);
                 atomic_store_explicit(&c->scav_mask[b],
                                       atomic_load_explicit(&c->scav_mask[b], memory_order_relaxed) & ~mask,
                                       memory_order_relaxed);
                 page = base + i;
-                atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0), memory_order_release);
-        } else {
-                unsigned k = heap_mcache_class_of[npages], top = t->count[k];
-                if (_unlikely_(top - 1 >= HEAP_MCACHE_DEPTH || t->ops + 1u >= HEAP_MCACHE_GC_EVERY))
-                        goto slow; /* empty, or time to collect: the full path */
-                uint64_t n = heap_mcache_pages_of[k], want = heap_mcache_cached_record(n, slot);
-                page = t->page[k][top - 1];
-                if (_unlikely_(page + n > h->capacity_pages ||
-                               atomic_load_explicit(&h->records[page], memory_order_relaxed) != want))
-                        goto slow; /* a stale entry: the full path drops it */
-                t->ops++;
-                t->count[k] = (uint8_t) (top - 1);
-                if (_unlikely_(top - 1 < t->low[k]))
-                        t->low[k] = (uint8_t) (top - 1);
-                t->pages -= (uint32_t) MIN(n, t->pages);
-                /* A plain store: nobody else changes a CACHED record while
-                 * its list's owner is inside an operation (mcache.c). */
-                atomic_store_explicit(&h->records[page], want & ~HEAP_REC_CACHED, memory_order_release);
+                atomic_store_explicit(&x->records[page], x->owner | 1, memory_order_release);
         }
         heap_tc_leave(t);
-        *ret_off = page << h->page_shift;
+        *ret_off = page << x->page_shift;
         return 0;
 slow:
         heap_tc_leave(t);
@@ -101,43 +147,62 @@ slow:
 
 /*
  * The owner's free of its live allocation at off (page-aligned, below the
- * capacity): 0, HEAP_FAST_GIVEBACK + a block, -EINVAL (another free won),
- * or HEAP_FAST_SLOW for anything else (a bad free included: the full path
- * says why). The caller guarantees slot < max_slots and cache <
- * HEAP_SLOT_CACHES. Records are read only for allocations the thread
- * caches hand out, whose pages lie in the grown heap; the capacity bounds
- * the read of any other.
+ * capacity): 0, HEAP_FAST_GIVEBACK + a block, or HEAP_FAST_SLOW for
+ * anything else (a bad free included: the full path says why). Records
+ * are read only for allocations the thread caches hand out, whose pages
+ * lie in the grown heap; the capacity bounds the read of any other.
  */
-static inline int heap_fast_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
-        struct heap_slot *sl = &h->slots[slot];
-        struct heap_tcache *t = &sl->tc[cache];
-        uint64_t page = off >> h->page_shift, end = h->capacity_pages;
+static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off) {
+        struct heap_tcache *t = x->t;
+        uint64_t page = off >> x->page_shift;
         int r = 0;
 
-        if (_unlikely_(heap_checked(h) < 0))
-                return HEAP_FAST_SLOW;
-        uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire), n = HEAP_REC_NPAGES(rec);
-        /* A live allocation of this slot's, neither KEEP nor shared (those take the lock). */
-        if (_unlikely_((rec & (HEAP_REC_CACHED | HEAP_REC_SHARED | HEAP_REC_KEEP | HEAP_REC_OWNER_MASK)) !=
-                               HEAP_REC_MAKE(0, slot + 1, 0) ||
-                       n - 1 >= HEAP_MCACHE_MAX_PAGES || page + n > end))
+        uint64_t rec = atomic_load_explicit(&x->records[page], memory_order_acquire), n = HEAP_REC_NPAGES(rec);
+        /* A live allocation of this thread cache's, neither KEEP nor shared (those take the lock). */
+        if (_unlikely_((rec & (HEAP_REC_CACHED | HEAP_REC_SHARED | HEAP_REC_KEEP | HEAP_REC_OWNER_MASK |
+                               HEAP_REC_CACHE_MASK)) != x->owner ||
+                       n - 1 >= HEAP_MCACHE_MAX_PAGES || page + n > x->cap_pages))
                 return HEAP_FAST_SLOW;
 
-        if (_unlikely_(!heap_tc_enter(h, t)))
+        if (_unlikely_(!heap_tc_enter_fenced(t, x->fenced) ||
+                       atomic_load_explicit(x->corrupt, memory_order_relaxed)))
                 goto slow;
-        if (!(rec & HEAP_REC_MEDIUM)) {
-                struct heap_cache *c = &sl->caches[cache];
+        if (_likely_(rec & HEAP_REC_MEDIUM)) {
+                unsigned k = heap_mcache_class_of[n], top = t->count[k];
+                if (_unlikely_(x->cached[k] != (rec | HEAP_REC_CACHED) || top >= HEAP_MCACHE_DEPTH ||
+                               t->pages + n > x->list_cap))
+                        goto slow; /* not of a class, or full: the full path */
+                /* A plain store: another thread's free of this allocation,
+                 * racing this one, makes it an orphan kept for this cache
+                 * (mcache.c), which this store may overwrite; both frees then
+                 * succeed and the list holds the pages, once. A locked
+                 * instruction here would wait for every store before it (the
+                 * caller's last write to its memory included). */
+                atomic_store_explicit(&x->records[page], rec | HEAP_REC_CACHED, memory_order_release);
+                heap_fast_prefetch(x, off);
+                t->page[k][top] = (uint32_t) page;
+                t->count[k] = (uint8_t) (top + 1);
+                t->pages += (uint32_t) n;
+        } else {
+                struct heap_cache *c = x->c;
                 uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1), b = key % HEAP_CACHE_BLOCKS;
                 unsigned i = (unsigned) (page % HEAP_CACHE_PAGES);
                 uint64_t mask = ((UINT64_C(1) << n) - 1) << i;
-                if (_unlikely_(n >= HEAP_CACHE_MAX_ALLOC || i + n > HEAP_CACHE_PAGES ||
-                               atomic_load_explicit(&c->key[b], memory_order_relaxed) != key ||
-                               (atomic_load_explicit(&c->owned[b], memory_order_relaxed) & mask) != mask))
-                        goto slow; /* not at its first position, or not ours: the full path probes */
+                if (_unlikely_(n >= HEAP_CACHE_MAX_ALLOC || i + n > HEAP_CACHE_PAGES))
+                        goto slow;
+                /* Its block: at its first probe position, or a few after (heap_cache_find_block). */
+                for (unsigned probe = 0; atomic_load_explicit(&c->key[b], memory_order_relaxed) != key; probe++) {
+                        if (_unlikely_(probe == 7))
+                                goto slow; /* further, or not ours: the full path probes */
+                        b = (b + 1) % HEAP_CACHE_BLOCKS;
+                }
+                if (_unlikely_((atomic_load_explicit(&c->owned[b], memory_order_relaxed) & mask) != mask))
+                        goto slow;
                 /* Record first: a thread killed before the free bit is set
                  * loses nothing (the flush recomputes free pages from the
                  * records). A plain store (see heap_cache_free_fast). */
-                atomic_store_explicit(&h->records[page], 0, memory_order_release);
+                atomic_store_explicit(&x->records[page], 0, memory_order_release);
+                heap_fast_prefetch(x, off);
                 atomic_store_explicit(&c->free_mask[b], atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) | mask,
                                       memory_order_relaxed);
                 atomic_store_explicit(&c->nonempty,
@@ -152,22 +217,6 @@ static inline int heap_fast_free(heap *h, uint32_t slot, uint32_t cache, uint64_
                         if (_unlikely_(prev_owned &&
                                        atomic_load_explicit(&c->free_mask[prev], memory_order_relaxed) == prev_owned))
                                 r = HEAP_FAST_GIVEBACK + (int) prev;
-                }
-        } else {
-                unsigned k = heap_mcache_class_of[n], top = t->count[k];
-                if (_unlikely_(heap_mcache_pages_of[k] != n || top >= HEAP_MCACHE_DEPTH || page > UINT32_MAX ||
-                               t->pages + n > heap_mcache_cap_pages(h) || t->ops + 1u >= HEAP_MCACHE_GC_EVERY))
-                        goto slow; /* not of a class, full, or time to collect: the full path */
-                /* The CAS lets exactly one of two racing frees win: here the
-                 * pages would otherwise be cached and freed at once. */
-                uint64_t expect = rec;
-                if (_unlikely_(!atomic_compare_exchange_strong(&h->records[page], &expect, rec | HEAP_REC_CACHED))) {
-                        r = -EINVAL;
-                } else {
-                        t->page[k][top] = (uint32_t) page;
-                        t->count[k] = (uint8_t) (top + 1);
-                        t->pages += (uint32_t) n;
-                        t->ops++;
                 }
         }
         heap_tc_leave(t);

@@ -82,6 +82,24 @@ struct heap_chunk {
  * sends it to the heap lock.
  */
 #define HEAP_REC_SHARED (UINT64_C(1) << 61)
+/*
+ * Not an allocation flag: which of its owner's thread caches allocated it
+ * (bits 52-55); only that one takes it back without the lock. A free by
+ * another thread of the slot takes the lock, as one by another slot.
+ */
+/*
+ * Not an allocation flag, with CACHED: another thread freed the allocation
+ * while the thread cache that allocated it (its record's cache) was
+ * active. Its owner may be storing CACHED over the record right now (its
+ * own free, a plain store, racing this one: then both frees succeed and
+ * the list holds it), so the pages stay allocated for that cache, in its
+ * orphan list, until its owner or a reaper, which know the owner outside
+ * any operation, take them (mcache.c).
+ */
+#define HEAP_REC_ORPHAN (UINT64_C(1) << 60)
+#define HEAP_REC_CACHE_SHIFT 52
+#define HEAP_REC_CACHE_MASK (UINT64_C(0xf) << HEAP_REC_CACHE_SHIFT)
+#define HEAP_REC_CACHE(c) ((uint64_t) (c) << HEAP_REC_CACHE_SHIFT)
 
 /*
  * A page cache: up to HEAP_CACHE_BLOCKS of Go's pageCache (one 64-page
@@ -116,11 +134,16 @@ static inline uint64_t heap_cache_key_base(uint32_t key) {
  * and only while its owner is outside any operation, which they learn by
  * setting state to HEAP_TC_REAP and reading seq after an asymmetric fence;
  * the owner reads state right after making seq odd (no locked instruction,
- * see reap.c). The lists hold the owner's frees of medium allocations
- * (16-128 pages), LIFO per size class, as CACHED records; they are only a
- * hint, bounds-checked when popped: the records are the truth.
+ * see reap.c). The lists hold the owner's frees of allocations of
+ * HEAP_MCACHE_MIN_PAGES to 128 pages, LIFO per size class, as CACHED
+ * records; they are only a hint, bounds-checked when popped: the records
+ * are the truth.
  */
-#define HEAP_MCACHE_CLASSES 13u
+/* Smallest allocation the lists serve (smaller ones: the page cache). */
+#define HEAP_MCACHE_MIN_PAGES 2u
+/* Classes: one per size below HEAP_CACHE_MAX_ALLOC, then 13 from 16 to 128 pages. */
+#define HEAP_MCACHE_SMALL_CLASSES (HEAP_CACHE_MAX_ALLOC - HEAP_MCACHE_MIN_PAGES)
+#define HEAP_MCACHE_CLASSES (HEAP_MCACHE_SMALL_CLASSES + 13u)
 #define HEAP_MCACHE_DEPTH 64u
 
 enum {
@@ -129,18 +152,26 @@ enum {
         HEAP_TC_REAP = 2,     /* the reaper asks for reap_mode: its owner's next operation does it */
 };
 
+_Static_assert(HEAP_SLOT_CACHES <= 16, "a record names its thread cache in 4 bits");
+
+/* Other threads' frees a thread cache keeps track of (ORPHAN records, mcache.c). */
+#define HEAP_TC_ORPHANS 60u
+
 struct heap_tcache {
         /* The owner's line: its every operation reads and writes it. */
         alignas(64) _Atomic uint32_t seq;        /* odd while the owner is inside an operation */
         _Atomic uint32_t state;                  /* HEAP_TC_*; others change it under the heap lock */
         uint32_t pages;                          /* pages in the lists (a hint) */
-        uint16_t ops;                            /* list operations since the last collection */
         uint8_t count[HEAP_MCACHE_CLASSES];      /* entries of each list */
-        uint8_t low[HEAP_MCACHE_CLASSES];        /* least count since the last collection or reap */
-        /* Heap lock. */
+        /* The owner's, rarely written; then the heap lock's. */
+        alignas(64) uint8_t low[HEAP_MCACHE_CLASSES]; /* least count since the last collection or reap */
         uint32_t reap_mode;                      /* what HEAP_TC_REAP asks (reap.c) */
         uint32_t reap_seq;                       /* seq when last reaped: unchanged since = idle */
         uint32_t fenced;                         /* the owner fences every operation (no membarrier) */
+        /* Other threads' frees of this cache's list allocations (heap lock; mcache.c). */
+        alignas(64) uint32_t norphans;
+        uint32_t orphans_lost;                   /* ORPHAN records not in orphan[]: found by their records */
+        uint32_t orphan[HEAP_TC_ORPHANS];        /* pages; a hint: the records are the truth */
         uint32_t page[HEAP_MCACHE_CLASSES][HEAP_MCACHE_DEPTH]; /* list k: [0, count[k]), top last */
 };
 

@@ -27,12 +27,13 @@
  *
  * Misses and overflows go to the heap lock in batches, as TCMalloc's thread
  * caches move objects to and from the central lists: a miss allocates
- * HEAP_MCACHE_BATCH blocks of its class in one lock hold (one served, the
- * rest cached), and a free that finds the lists full gives back the
+ * HEAP_MCACHE_BATCH blocks of its class (more of small ones) in one lock
+ * hold (one served, the rest cached), and a free that finds the lists full gives back the
  * longest lists down to three quarters of the bound in one lock hold. Under two threads, the lock's hand-offs and the shared lines
  * they drag along (summaries, bitmaps, statistics) cost far more than the
- * work done under it. Every HEAP_MCACHE_GC_EVERY operations the lists give
- * back half of what they kept unused since the last time (mcache_collect).
+ * work done under it. What a list kept unused for a generation goes back
+ * to the heap at the next one (heap_cache_reap, jemalloc's tcache GC on
+ * the scavenger's clock).
  *
  * The lists are only a hint, bounds-checked when read: the CACHED records
  * are the truth. A killed client's CACHED records are records of its slot,
@@ -49,20 +50,20 @@
 #include "heap/tcache.h"
 #include "macro.h"
 
-const uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1] = {
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4,
-        4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6,
-        6, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 8, 8,
-        8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
-        9, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10,
-        10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11,
-        11, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12,
-        12,
-};
-const uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES] = { 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128 };
+uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
+uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
+
+/* The fast paths' tables, from heap_mcache_class (the definition). */
+static void __attribute__((constructor)) mcache_tables(void) {
+        for (uint64_t n = HEAP_MCACHE_MIN_PAGES, c; n <= HEAP_MCACHE_MAX_PAGES; n++)
+                heap_mcache_class_of[n] = (uint8_t) heap_mcache_class(n, &c);
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                heap_mcache_pages_of[k] = (uint8_t) heap_mcache_class_pages(k);
+}
 
 #define mcache_cap_pages heap_mcache_cap_pages
+/* mcache_refill: the orphans it took filled the class; pop again. */
+#define HEAP_MCACHE_RETRY 1
 
 /* Room for a block of n pages in list k. */
 static bool mcache_room(heap *h, const struct heap_tcache *t, unsigned k, uint64_t n) {
@@ -87,7 +88,7 @@ static uint64_t mcache_release_locked(heap *h, uint32_t slot, uint32_t cache, ui
         if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
                 return 0; /* scribbled on: dropped */
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        if (rec != heap_mcache_cached_record(n, slot))
+        if (rec != heap_mcache_cached_record(n, slot, cache))
                 return 0; /* a stale hint (freed by a reclaim) or scribbled on: dropped */
         return heap_free_locked(h, slot, cache, page, rec) >= 0 ? n : 0;
 }
@@ -132,7 +133,6 @@ uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 given += mcache_release_oldest_locked(h, slot, cache, k, HEAP_MCACHE_DEPTH);
         t->pages = 0;
-        t->ops = 0;
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 t->count[k] = t->low[k] = 0;
         return given;
@@ -149,32 +149,6 @@ uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache) {
 }
 
 /*
- * jemalloc's tcache GC: every HEAP_MCACHE_GC_EVERY operations, gives back
- * half of what each class kept unused since the last time (its low-water
- * mark), so that the lists shrink to what their thread cycles through
- * rather than staying at the most they ever held.
- */
-static _noinline_ void mcache_collect(heap *h, uint32_t slot, uint32_t cache) {
-        struct heap_tcache *t = heap_tc(h, slot, cache);
-        bool any = false;
-        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                any |= t->low[k] > 0;
-        if (any && heap_lock(h) >= 0) {
-                for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                        mcache_release_oldest_locked(h, slot, cache, k, (t->low[k] + 1u) / 2);
-                heap_unlock(h);
-        }
-        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                t->low[k] = t->count[k];
-        t->ops = 0;
-}
-
-static inline void mcache_tick(heap *h, uint32_t slot, uint32_t cache, struct heap_tcache *t) {
-        if (_unlikely_(++t->ops >= HEAP_MCACHE_GC_EVERY))
-                mcache_collect(h, slot, cache);
-}
-
-/*
  * A miss of class k (n pages): one lock hold allocates the request and up
  * to HEAP_MCACHE_BATCH - 1 more blocks of the class, CACHED for the next
  * allocations (those never grow the heap). Falls back to
@@ -188,17 +162,28 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
         int r;
 
         if (n > UINT32_MAX || h->capacity_pages > UINT32_MAX) /* entries hold 32-bit pages */
-                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM, ret_off);
+                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache),
+                                                  ret_off);
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM, &page, &zp, &grown);
-        for (unsigned i = 1; r >= 0 && i < HEAP_MCACHE_BATCH && mcache_room(h, t, k, n); i++) {
+        if (t->norphans || t->orphans_lost) {
+                /* Other threads freed what this one allocated: its lists take them. */
+                heap_mcache_orphans_locked(h, slot, cache, true);
+                if (t->count[k]) {
+                        heap_unlock(h);
+                        return HEAP_MCACHE_RETRY;
+                }
+        }
+        r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), &page, &zp, &grown);
+        unsigned batch = (unsigned) MAX(HEAP_MCACHE_BATCH, MIN(HEAP_MCACHE_BATCH_MAX, HEAP_MCACHE_BATCH_PAGES / n));
+        for (unsigned i = 1; r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
                 struct heap_zero_plan unused;
                 uint64_t extra;
                 /* Only backed pages: a cache hides what it holds from the
                  * scavenger, which would lose track of released ones. */
-                if (heap_alloc_locked(h, slot, n, HEAP_ALLOC_BACKED_ONLY, HEAP_REC_MEDIUM | HEAP_REC_CACHED, &extra,
+                if (heap_alloc_locked(h, slot, n, HEAP_ALLOC_BACKED_ONLY,
+                                      HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache) | HEAP_REC_CACHED, &extra,
                                       &unused, NULL) < 0)
                         break;
                 mcache_push(t, k, extra, n);
@@ -207,7 +192,8 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
         if (grown)
                 heap_growth_scavenge(h, slot, grown);
         if (r == -ENOMEM)
-                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM, ret_off);
+                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache),
+                                                  ret_off);
         if (r < 0)
                 return r;
         if (flags & HEAP_ALLOC_ZERO)
@@ -222,8 +208,9 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
  * CACHED record while its list's owner is inside an operation (a free
  * refuses it, a reaper waits for the owner to leave).
  */
-static inline uint64_t mcache_take(heap *h, struct heap_tcache *t, uint32_t slot, unsigned k, uint64_t n) {
-        uint64_t want = heap_mcache_cached_record(n, slot), end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+static inline uint64_t mcache_take(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t want = heap_mcache_cached_record(n, slot, cache), end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
         for (unsigned c = mcache_count(t, k); c > 0; c--) {
                 uint64_t page = t->page[k][c - 1];
                 t->count[k] = (uint8_t) (c - 1);
@@ -244,15 +231,16 @@ int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, u
         struct heap_tcache *t = heap_tc(h, slot, cache);
         uint64_t n;
         unsigned k = heap_mcache_class(npages, &n);
+        int r;
 
-        mcache_tick(h, slot, cache, t);
         /* The class, else the next ones up (at most HEAP_MCACHE_SPILL: up to
          * 1.5 times the size): a block at hand beats the heap lock, whose
          * shared lines cost more than the pages the block holds unused. */
-        for (unsigned j = k; j <= k + HEAP_MCACHE_SPILL && j < HEAP_MCACHE_CLASSES; j++) {
+        unsigned last = k < HEAP_MCACHE_SMALL_CLASSES ? k : MIN(k + HEAP_MCACHE_SPILL, HEAP_MCACHE_CLASSES - 1);
+        for (unsigned j = k; j <= last; j++) {
                 if (!t->count[j])
                         continue;
-                uint64_t nj = heap_mcache_class_pages(j), page = mcache_take(h, t, slot, j, nj);
+                uint64_t nj = heap_mcache_class_pages(j), page = mcache_take(h, slot, cache, j, nj);
                 if (page == UINT64_MAX)
                         continue;
                 if ((flags & HEAP_ALLOC_ZERO) && h->base)
@@ -261,7 +249,18 @@ int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, u
                 return 0;
         }
 
-        return mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        r = mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        if (r == HEAP_MCACHE_RETRY) {
+                uint64_t page = mcache_take(h, slot, cache, k, n);
+                if (page != UINT64_MAX) {
+                        if ((flags & HEAP_ALLOC_ZERO) && h->base)
+                                memset(h->base + (page << h->page_shift), 0, n << h->page_shift);
+                        *ret_off = page << h->page_shift;
+                        return 0;
+                }
+                r = mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        }
+        return r;
 }
 
 /* heap_alloc_rec, except that what the lists of (slot, cache) hold must
@@ -320,9 +319,10 @@ static _noinline_ int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cach
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret) {
         struct heap_tcache *t = heap_tc(h, slot, cache);
         uint64_t npages = HEAP_REC_NPAGES(rec), n;
-        if (npages < HEAP_CACHE_MAX_ALLOC || npages > HEAP_MCACHE_MAX_PAGES ||
-            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM | HEAP_REC_SHARED)) != HEAP_REC_MEDIUM)
-                return false; /* only what a medium list allocated */
+        if (npages < HEAP_MCACHE_MIN_PAGES || npages > HEAP_MCACHE_MAX_PAGES ||
+            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM | HEAP_REC_SHARED | HEAP_REC_CACHE_MASK)) !=
+                    (HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache)))
+                return false; /* only what this thread's lists allocated */
         unsigned k = heap_mcache_class(npages, &n);
         if (n != npages || page > UINT32_MAX)
                 return false; /* not of a class: scribbled on */
@@ -331,13 +331,69 @@ bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uin
                 return true;
         }
 
-        uint64_t expect = rec;
-        if (!atomic_compare_exchange_strong(&h->records[page], &expect, rec | HEAP_REC_CACHED)) {
-                *ret = -EINVAL; /* another free won */
-                return true;
-        }
+        /* A plain store, inside the owner's operation: another thread's free
+         * of this allocation makes it an orphan (heap_mcache_orphan_locked),
+         * which this store may overwrite; then the list holds it. */
+        atomic_store_explicit(&h->records[page], rec | HEAP_REC_CACHED, memory_order_release);
         mcache_push(t, k, page, n);
-        mcache_tick(h, slot, cache, t);
         *ret = 0;
         return true;
+}
+
+int heap_mcache_orphan_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t n = HEAP_REC_NPAGES(rec);
+        if (!heap_mcache_is_class(n) || page > UINT32_MAX)
+                return heap_free_locked(h, slot, cache, page, rec); /* no fast path frees it: no race */
+        /* Listed first, then marked: a process killed in between leaves a
+         * stale entry, which heap_mcache_orphans_locked drops. */
+        if (t->norphans < HEAP_TC_ORPHANS)
+                t->orphan[t->norphans++] = (uint32_t) page;
+        else
+                t->orphans_lost = 1;
+        uint64_t expect = rec;
+        if (!atomic_compare_exchange_strong(&h->records[page], &expect, rec | HEAP_REC_CACHED | HEAP_REC_ORPHAN))
+                return -EINVAL; /* the owner's free won */
+        /* Half full: its owner's next operation takes them (or the next reap). */
+        if (t->norphans >= HEAP_TC_ORPHANS / 2)
+                heap_tc_request_locked(h, slot, cache, HEAP_TC_REAP_ORPHANS);
+        return 0;
+}
+
+/* One orphan of (slot, cache) at page, if its record says it is one: into
+ * a list (reuse, room) or back to the heap. Pages given back. Heap lock. */
+static uint64_t orphan_take_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, bool reuse) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        if (page >= grown)
+                return 0;
+        uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire), n = HEAP_REC_NPAGES(rec);
+        if (!heap_mcache_is_class(n) || rec != heap_mcache_orphan_record(n, slot, cache) || page + n > grown)
+                return 0; /* stale: the owner's own free won, or it was taken already */
+        uint64_t c;
+        unsigned k = heap_mcache_class(n, &c);
+        if (reuse && mcache_room(h, t, k, n)) {
+                /* CACHED, then listed: its owner is inside this operation. */
+                atomic_store_explicit(&h->records[page], rec & ~HEAP_REC_ORPHAN, memory_order_release);
+                mcache_push(t, k, page, n);
+                return 0;
+        }
+        return heap_free_locked(h, slot, cache, page, rec) >= 0 ? n : 0;
+}
+
+uint64_t heap_mcache_orphans_locked(heap *h, uint32_t slot, uint32_t cache, bool reuse) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t given = 0;
+        for (unsigned i = 0; i < MIN(t->norphans, HEAP_TC_ORPHANS); i++)
+                given += orphan_take_locked(h, slot, cache, t->orphan[i], reuse);
+        t->norphans = 0;
+        if (t->orphans_lost) {
+                /* More than the list held: found by their records, over the grown heap once. */
+                uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+                for (uint64_t p = 0; p < grown; p++)
+                        if (atomic_load_explicit(&h->records[p], memory_order_relaxed) & HEAP_REC_ORPHAN)
+                                given += orphan_take_locked(h, slot, cache, p, reuse);
+                t->orphans_lost = 0;
+        }
+        return given;
 }

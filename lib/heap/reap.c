@@ -60,14 +60,24 @@ static void tc_set_state(heap *h, uint32_t slot, uint32_t cache, uint32_t state)
                 sl->tc_mask &= ~(UINT32_C(1) << cache);
 }
 
+void heap_tc_request_locked(heap *h, uint32_t slot, uint32_t cache, unsigned mode) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) != HEAP_TC_ACTIVE)
+                return; /* inactive, or a reap is asked already (which takes the orphans too) */
+        t->reap_mode = mode;
+        atomic_store_explicit(&t->state, HEAP_TC_REAP, memory_order_relaxed);
+}
+
 uint64_t heap_tc_reap_locked(heap *h, uint32_t slot, uint32_t cache, unsigned mode) {
         struct heap_tcache *t = heap_tc(h, slot, cache);
-        uint64_t given;
+        uint64_t given = heap_mcache_orphans_locked(h, slot, cache, mode == HEAP_TC_REAP_ORPHANS);
 
-        if (mode == HEAP_TC_REAP_TRIM)
-                given = heap_mcache_trim_locked(h, slot, cache) + heap_cache_trim_locked(h, slot, cache);
+        if (mode == HEAP_TC_REAP_ORPHANS)
+                ;
+        else if (mode == HEAP_TC_REAP_TRIM)
+                given += heap_mcache_trim_locked(h, slot, cache) + heap_cache_trim_locked(h, slot, cache);
         else
-                given = heap_mcache_flush_locked(h, slot, cache) + heap_cache_flush_locked(h, slot, cache);
+                given += heap_mcache_flush_locked(h, slot, cache) + heap_cache_flush_locked(h, slot, cache);
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 t->low[k] = t->count[k];
         t->reap_seq = atomic_load_explicit(&t->seq, memory_order_relaxed);
@@ -83,7 +93,9 @@ int heap_tc_settle(heap *h, uint32_t slot, uint32_t cache) {
         uint32_t state = atomic_load_explicit(&t->state, memory_order_relaxed);
         if (state == HEAP_TC_REAP) {
                 /* Asked while this thread was busy: it is not idle (it is here). */
-                unsigned mode = t->reap_mode == HEAP_TC_REAP_TRIM ? HEAP_TC_REAP_TRIM : HEAP_TC_REAP_ALL;
+                unsigned mode = t->reap_mode == HEAP_TC_REAP_TRIM || t->reap_mode == HEAP_TC_REAP_ORPHANS
+                                        ? t->reap_mode
+                                        : HEAP_TC_REAP_ALL;
                 heap_tc_reap_locked(h, slot, cache, mode);
         } else if (state != HEAP_TC_ACTIVE) {
                 /* Inactive (or scribbled on): this thread owns it from now on. */
@@ -97,7 +109,8 @@ int heap_tc_settle(heap *h, uint32_t slot, uint32_t cache) {
 
 uint64_t heap_tc_held_locked(heap *h, uint32_t slot, uint32_t cache) {
         const struct heap_cache *c = &h->slots[slot].caches[cache];
-        uint64_t n = heap_tc(h, slot, cache)->pages;
+        const struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t n = t->pages + t->norphans + t->orphans_lost; /* orphans: at least a page each */
         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
                 n += (uint64_t) __builtin_popcountll(atomic_load_explicit(&c->free_mask[b], memory_order_relaxed));
         return n;
@@ -118,10 +131,10 @@ void heap_tc_reset_locked(heap *h, uint32_t slot) {
                 atomic_store_explicit(&t->seq, 0, memory_order_relaxed);
                 atomic_store_explicit(&t->state, HEAP_TC_INACTIVE, memory_order_relaxed);
                 t->pages = 0;
-                t->ops = 0;
                 for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                         t->count[k] = t->low[k] = 0;
                 t->reap_mode = t->reap_seq = t->fenced = 0;
+                t->norphans = t->orphans_lost = 0;
         }
         sl->tc_mask = 0;
 }

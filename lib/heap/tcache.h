@@ -19,7 +19,10 @@ enum {
         HEAP_TC_REAP_TRIM = 1, /* give back what its lists kept unused since the last reap, and wholly free blocks */
         HEAP_TC_REAP_ALL = 2,  /* give back every cached page (pressure, over the goal) */
         HEAP_TC_REAP_IDLE = 3, /* its owner did nothing since the last reap: all, and the cache becomes inactive */
+        HEAP_TC_REAP_ORPHANS = 4, /* asked by other threads' frees: take the orphans (mcache.c) */
 };
+/* Every reap takes the cache's orphans first: back to the heap, or into
+ * the lists when its owner does it for HEAP_TC_REAP_ORPHANS. */
 
 static inline struct heap_tcache *heap_tc(heap *h, uint32_t slot, uint32_t cache) {
         return &h->slots[slot].tc[cache];
@@ -39,10 +42,10 @@ static inline struct heap_tcache *heap_tc(heap *h, uint32_t slot, uint32_t cache
  * pattern with the owner's barrier moved to the reaper). A process that
  * could not register fences here instead (t->fenced tells the reaper).
  */
-static inline bool heap_tc_enter(heap *h, struct heap_tcache *t) {
+static inline bool heap_tc_enter_fenced(struct heap_tcache *t, bool fenced) {
         uint32_t s = atomic_load_explicit(&t->seq, memory_order_relaxed);
         atomic_store_explicit(&t->seq, s + 1, memory_order_relaxed);
-        if (_unlikely_(h->tc_fenced))
+        if (_unlikely_(fenced))
                 atomic_thread_fence(memory_order_seq_cst);
         /* The compiler keeps the store above before the load below, and
          * nothing else: a full compiler barrier would make it reload every
@@ -51,6 +54,10 @@ static inline bool heap_tc_enter(heap *h, struct heap_tcache *t) {
         __asm__ volatile("" : "+m"(t->state) : "m"(t->seq));
         /* Acquire: what the operation reads comes after this. */
         return atomic_load_explicit(&t->state, memory_order_acquire) == HEAP_TC_ACTIVE;
+}
+
+static inline bool heap_tc_enter(heap *h, struct heap_tcache *t) {
+        return heap_tc_enter_fenced(t, h->tc_fenced);
 }
 
 /* Leaves the operation: what it wrote is visible to whoever then reads seq even. */
@@ -67,6 +74,9 @@ int heap_tc_settle(heap *h, uint32_t slot, uint32_t cache);
  * Called with heap lock held, by the owner inside an operation or by a
  * reaper that knows the owner outside any. */
 uint64_t heap_tc_reap_locked(heap *h, uint32_t slot, uint32_t cache, unsigned mode);
+
+/* Asks the owner of active thread cache (slot, cache) for mode at its next operation. Heap lock. */
+void heap_tc_request_locked(heap *h, uint32_t slot, uint32_t cache, unsigned mode);
 
 /* Pages thread cache (slot, cache) holds free: its lists' and its page cache's. Heap lock. */
 uint64_t heap_tc_held_locked(heap *h, uint32_t slot, uint32_t cache);
