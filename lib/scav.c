@@ -399,6 +399,8 @@ _public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
         /* As the daemon's forced scavenge: a fresh generation, so that the
          * whole heap is searched again, then release. */
         pthread_mutex_lock(&p->scavenge_lock);
+        /* What threads keep in their caches first, as the daemon does. */
+        (void) heap_cache_reap(p->heap, HEAP_REAP_ALL, NULL);
         released = heap_scavenge_start_gen(p->heap, &report);
         if (released >= 0)
                 released = heap_scavenge(p->heap, atomic_load(&p->slot), bytes ? bytes : UINT64_MAX);
