@@ -103,7 +103,10 @@ struct scav_tls_entry {
 extern _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
 
 static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
-        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++)
+        /* Most threads use one pool: its entry is the first, one compare. */
+        if (_likely_(scav_tls_entries[0].pool == p && scav_tls_entries[0].id == p->id))
+                return &scav_tls_entries[0];
+        for (unsigned i = 1; i < SCAV_TLS_POOLS; i++)
                 if (scav_tls_entries[i].pool == p && scav_tls_entries[i].id == p->id)
                         return &scav_tls_entries[i];
         return NULL;

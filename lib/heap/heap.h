@@ -138,15 +138,14 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot);
 int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid);
 
 /*
- * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves
- * npages < HEAP_CACHE_MAX_ALLOC from page cache `cache` of `slot` without
- * any lock (refilling it under the lock when empty); 16 to 128 pages it
- * rounds up to a size class (16, then 4 per doubling: 20, 24, ..., 128;
- * heap_alloc_size gives the class size) and serves from the medium cache
- * of (slot, cache), the owner's earlier frees of that class, else through
- * heap_alloc; larger requests go to heap_alloc. Only one thread may use a
- * given (slot, cache) at a time. KEEP allocations always take the locked
- * path.
+ * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves from
+ * thread cache `cache` of `slot` without any lock: one page from its page
+ * cache (refilled under the lock when empty); 2 to 15 pages exactly, and
+ * 16 to 128 pages rounded up to a size class (16, then 4 per doubling: 20,
+ * 24, ..., 128; heap_alloc_size gives the class size), from its lists of
+ * its earlier frees of that class, else in batches under the lock; larger
+ * requests go to heap_alloc. Only one thread may use a given (slot, cache)
+ * at a time. KEEP allocations always take the locked path.
  * -EINVAL bad npages/flags, -ENOMEM capacity exhausted.
  */
 int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off);
@@ -155,13 +154,14 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
 
 /*
  * Frees the allocation starting at off. Any slot may free any live
- * allocation; ownership only decides where the pages go: allocations of
- * `slot` lying in its page cache `cache` go back to that cache without a
- * lock, everything else goes back to the heap under the lock. -EINVAL when
- * off is not the start of a live allocation (double free, wrong offset);
- * nothing changes then. Two frees of one allocation that race (threads
- * that have not ordered them) may both return 0; the pages are still freed
- * exactly once.
+ * allocation; ownership only decides where the pages go: what thread cache
+ * `cache` of `slot` allocated goes back to it without a lock; anything else
+ * takes the lock and goes back to the heap, or, allocated by a thread cache
+ * that is active, is kept for that cache (an orphan, given back at its
+ * owner's next miss or by the reaper). -EINVAL when off is not the start of
+ * a live allocation (double free, wrong offset); nothing changes then. Two
+ * frees of one allocation that race (threads that have not ordered them)
+ * may both return 0; the pages are still freed exactly once.
  */
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
 

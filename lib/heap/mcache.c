@@ -1,44 +1,55 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Medium lists: allocations of 16 to 128 pages that a thread frees are kept
- * in its thread cache for its next allocations of that size, as TCMalloc's
- * and jemalloc's thread caches keep their large size classes; not in Go
- * (its mcache holds spans, its pageCache only 64 pages).
+ * Thread lists: allocations of HEAP_MCACHE_MIN_PAGES to 128 pages that a
+ * thread frees are kept in its thread cache for its next allocations of
+ * that size, as TCMalloc's and jemalloc's thread caches keep their size
+ * classes; not in Go (its mcache holds spans, its pageCache only 64 pages).
  *
- * Requests are rounded up to one of 13 size classes (16 pages, then four
- * per doubling: 20, 24, 28, 32, 40, ..., 112, 128), so that frees of one
- * size serve allocations of nearby sizes; an empty class borrows a block
- * of up to HEAP_MCACHE_SPILL classes up. The record holds the block's size
- * (heap_alloc_size says so). Each class is a LIFO array of pages in the
- * thread cache (struct heap_tcache): the block freed last, whose lines are
- * warm, is the next one handed out. The owner's free of such an allocation
- * moves its record from live to CACHED with one compare-and-swap (the one
- * that lets exactly one of two racing frees win: here the pages would
- * otherwise be cached and freed at once) and pushes it; an allocation pops
- * it and stores the record back live with a plain store: a CACHED record
- * is changed by nobody but its list's owner, and a reaper only while the
- * owner is outside any operation (reap.c). Neither takes the heap lock.
+ * Classes: every size below 16 pages (a run of 5-15 pages in a page
+ * cache's 64-page blocks is hard to find once frees leave holes: it cost
+ * hundreds of nanoseconds), then 16 and four per doubling (20, 24, 28, 32,
+ * 40, ..., 112, 128), so that frees of one size serve allocations of
+ * nearby sizes; an empty class of 16 pages or more borrows a block of up
+ * to HEAP_MCACHE_SPILL classes up. The record holds the block's size
+ * (heap_alloc_size says so), MEDIUM, and the thread cache that allocated
+ * it. Each class is a LIFO array of pages in the thread cache (struct
+ * heap_tcache): the block freed last is the next one handed out.
+ *
+ * Only the thread that allocated a block keeps it when it frees it: a
+ * plain store of CACHED into its record, then the push; an allocation pops
+ * it and stores the record back live, another plain store. Neither takes
+ * a lock or a locked instruction. A CACHED record is changed by nobody but
+ * its list's owner (a free refuses it: a double free is refused), and by a
+ * reaper only while the owner is outside any operation (reap.c). A free by
+ * any other thread takes the lock; if the thread cache that allocated the
+ * block is active, its owner may be storing CACHED into the record at that
+ * very moment, so the pages cannot go back to the heap: the record becomes
+ * an ORPHAN of that cache (a compare-and-swap that the owner's racing
+ * store may overwrite: then both frees succeed and the list holds the
+ * pages once) and the cache's orphan list names it. The owner takes its
+ * orphans into its lists at its next miss, or at its next operation once
+ * the orphan list is half full; a reaper gives them back to the heap.
+ *
  * The pages stay allocated and count as in use: the scavenger cannot
  * release them, so the lists hold at most HEAP_MCACHE_MAX_BYTES (and 1/16
  * of the capacity) per thread and give them back on heap_cache_flush, on
  * reclaim of the slot, to the reaper (what a thread kept unused for a
- * generation, everything when it is idle or the pool over its goal), and
- * when an allocation would otherwise fail with -ENOMEM.
+ * generation, everything when it is idle, the pool over its goal or under
+ * pressure), and when an allocation would otherwise fail with -ENOMEM.
  *
  * Misses and overflows go to the heap lock in batches, as TCMalloc's thread
  * caches move objects to and from the central lists: a miss allocates
  * HEAP_MCACHE_BATCH blocks of its class (more of small ones) in one lock
- * hold (one served, the rest cached), and a free that finds the lists full gives back the
- * longest lists down to three quarters of the bound in one lock hold. Under two threads, the lock's hand-offs and the shared lines
+ * hold (one served, the rest cached), and a free that finds the lists full
+ * gives back the longest lists down to three quarters of the bound in one
+ * lock hold. Under two threads, the lock's hand-offs and the shared lines
  * they drag along (summaries, bitmaps, statistics) cost far more than the
- * work done under it. What a list kept unused for a generation goes back
- * to the heap at the next one (heap_cache_reap, jemalloc's tcache GC on
- * the scavenger's clock).
+ * work done under it.
  *
- * The lists are only a hint, bounds-checked when read: the CACHED records
- * are the truth. A killed client's CACHED records are records of its slot,
- * freed by reclaim like its live ones; an entry whose record is no longer
- * CACHED for its owner is dropped when popped.
+ * The lists are only a hint, bounds-checked when read: the records are the
+ * truth. A killed client's CACHED and ORPHAN records are records of its
+ * slot, freed by reclaim like its live ones; an entry whose record is no
+ * longer CACHED for its cache is dropped when popped.
  */
 
 #include <errno.h>
@@ -263,17 +274,21 @@ int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, u
         return r;
 }
 
-/* heap_alloc_rec, except that what the lists of (slot, cache) hold must
- * not make an allocation fail: on -ENOMEM they are given back and the
- * allocation tried once more. */
+/* heap_alloc_rec, except that what the lists and orphans of (slot, cache)
+ * hold must not make an allocation fail: on -ENOMEM they are given back and
+ * the allocation tried once more. Inside the owner's operation. */
 int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
                                uint64_t rec_bits, uint64_t *ret_off) {
         int r = heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);
-        if (r != -ENOMEM || slot >= h->max_slots || cache >= HEAP_SLOT_CACHES || !heap_tc(h, slot, cache)->pages)
+        if (r != -ENOMEM || slot >= h->max_slots || cache >= HEAP_SLOT_CACHES)
+                return r;
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        if (!t->pages && !t->norphans && !t->orphans_lost)
                 return r;
         r = heap_lock(h);
         if (r < 0)
                 return r;
+        heap_mcache_orphans_locked(h, slot, cache, false);
         heap_mcache_flush_locked(h, slot, cache);
         heap_unlock(h);
         return heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -359,6 +360,181 @@ static void test_killed_with_full_lists(void) {
         heap_test_free(&t);
 }
 
+/*
+ * Another thread's free of a list allocation while the cache that
+ * allocated it is active: an orphan kept for that cache, refused as a live
+ * allocation, taken into its lists at its owner's next miss (or at its next
+ * operation once the orphan list is half full), given back by a reaper;
+ * more orphans than the list holds are found by their records.
+ */
+static void test_orphans(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        struct heap_reap_report rr;
+        uint64_t a, b, x[100];
+        uint32_t s, other;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &other) == 0);
+        struct heap_tcache *t0 = tc(h, s, 0);
+
+        /* Freed by another thread of the slot (cache 1), then by another client. */
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &a) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &b) == 0);
+        CHECK(heap_free(h, s, 1, a) == 0);
+        CHECK(heap_free(h, other, 0, b) == 0);
+        CHECK(heap_free(h, s, 0, a) == -EINVAL);
+        CHECK(heap_free(h, other, 1, b) == -EINVAL);
+        CHECK(heap_alloc_size(h, a) == -EINVAL);
+        CHECK((atomic_load(&h->records[a / PAGE]) & HEAP_REC_ORPHAN) != 0);
+        CHECK_EQ_U64(t0->norphans, 2);
+        check_heap(h, "two orphans");
+        /* The owner's lists hold none of them: its next miss of the class takes them. */
+        while (t0->count[heap_mcache_class_of[24]])
+                CHECK(heap_cache_alloc(h, s, 0, 24, 0, &x[0]) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &x[1]) == 0);
+        CHECK(x[1] == a || x[1] == b);
+        CHECK_EQ_U64(t0->norphans, 0);
+        check_heap(h, "orphans taken by their owner");
+        CHECK(heap_free(h, s, 0, x[1]) == 0);
+
+        /* Half the orphan list full: the owner's next operation takes them. */
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++)
+                CHECK(heap_cache_alloc(h, s, 0, 16, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++)
+                CHECK(heap_free(h, other, 0, x[i]) == 0);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_REAP);
+        CHECK(heap_cache_alloc(h, s, 0, 1, 0, &a) == 0);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_ACTIVE);
+        CHECK_EQ_U64(t0->norphans, 0);
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++) /* in its lists now (some borrowed a bigger class) */
+                CHECK((atomic_load(&h->records[x[i] / PAGE]) & (HEAP_REC_CACHED | HEAP_REC_ORPHAN)) == HEAP_REC_CACHED);
+        check_heap(h, "orphans taken at the owner's next operation");
+        CHECK(heap_free(h, s, 0, a) == 0);
+
+        /* The race both frees win: the owner's free read the record live, the
+         * other's made it an orphan, then the owner's plain store of CACHED
+         * lands over it and the owner pushes it (done here by hand, in that
+         * order). The list holds it once; the orphan entry is stale. */
+        CHECK(heap_cache_alloc(h, s, 0, 20, 0, &a) == 0);
+        uint64_t live = atomic_load(&h->records[a / PAGE]);
+        CHECK(heap_free(h, other, 0, a) == 0);
+        CHECK(heap_tc_enter(h, t0));
+        atomic_store(&h->records[a / PAGE], live | HEAP_REC_CACHED);
+        uint64_t n = HEAP_REC_NPAGES(live); /* 20, or a class up it borrowed */
+        unsigned k = heap_mcache_class_of[n];
+        t0->page[k][t0->count[k]++] = (uint32_t) (a / PAGE);
+        t0->pages += (uint32_t) n;
+        heap_tc_leave(t0);
+        check_heap(h, "both frees won");
+        uint64_t before = inuse_pages(h);
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, NULL) == 0); /* takes orphans: the stale one is dropped */
+        CHECK(heap_cache_alloc(h, s, 0, 20, 0, &b) == 0);
+        CHECK_EQ_U64(b, a);
+        CHECK(heap_free(h, s, 0, b) == 0);
+        CHECK(inuse_pages(h) <= before);
+        check_heap(h, "the orphan entry dropped, the block handed out once");
+
+        /* More than the orphan list holds while the owner is idle: a reaper
+         * finds the rest by their records and gives them all back. */
+        for (unsigned i = 0; i < 100; i++)
+                CHECK(heap_cache_alloc(h, s, 2, 20, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < 100; i++)
+                CHECK(heap_free(h, other, 0, x[i]) == 0);
+        CHECK(tc(h, s, 2)->orphans_lost != 0);
+        check_heap(h, "orphans lost");
+        CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
+        CHECK_EQ_U64(tc(h, s, 2)->orphans_lost, 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "orphans reaped");
+
+        CHECK(heap_slot_reclaim(h, other) >= 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        heap_test_free(&t);
+}
+
+/* The racing-frees test of test-heap-basic for list sizes: the owner's
+ * plain store against another thread's locked free: never both refused,
+ * the pages freed once. */
+struct race {
+        heap *h;
+        uint32_t slot;
+        _Atomic uint64_t off;
+        _Atomic unsigned arrived, round, wins;
+};
+
+static void race_spin_until(_Atomic unsigned *v, unsigned want) {
+        for (unsigned spins = 0; atomic_load(v) < want; spins++)
+                if (spins > 1000)
+                        sched_yield();
+}
+
+static void race_wait(struct race *rc, unsigned want) {
+        atomic_fetch_add(&rc->arrived, 1);
+        race_spin_until(&rc->arrived, want);
+}
+
+static void *race_other(void *arg) {
+        struct race *rc = arg;
+        for (unsigned round = 1;; round++) {
+                race_spin_until(&rc->round, round);
+                uint64_t off = atomic_load(&rc->off);
+                if (off == UINT64_MAX)
+                        return NULL;
+                race_wait(rc, 4 * round - 2);
+                if (heap_free(rc->h, rc->slot, 1, off) == 0)
+                        atomic_fetch_add(&rc->wins, 1);
+                race_wait(rc, 4 * round);
+        }
+}
+
+static void test_racing_list_frees(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct race rc = {};
+        uint32_t s;
+        unsigned both = 0, rounds = 20000;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        rc.h = h;
+        rc.slot = s;
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, race_other, &rc) == 0);
+        for (unsigned round = 1; round <= rounds; round++) {
+                uint64_t off;
+                CHECK(heap_cache_alloc(h, s, 0, 2 + round % 30, 0, &off) == 0);
+                atomic_store(&rc.off, off);
+                atomic_store(&rc.wins, 0);
+                atomic_store(&rc.round, round);
+                race_wait(&rc, 4 * round - 2);
+                if (heap_free(h, s, 0, off) == 0)
+                        atomic_fetch_add(&rc.wins, 1);
+                race_wait(&rc, 4 * round);
+                unsigned w = atomic_load(&rc.wins);
+                CHECKF(w >= 1, "round %u: neither free succeeded", round);
+                both += w == 2;
+                CHECK(heap_free(h, s, 0, off) == -EINVAL);
+                if (round % 2000 == 0)
+                        check_heap(h, "racing list frees");
+        }
+        atomic_store(&rc.off, UINT64_MAX);
+        atomic_store(&rc.round, rounds + 1);
+        pthread_join(th, NULL);
+        struct heap_slot_info info;
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.inuse_pages, 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "after racing list frees");
+        printf("racing list frees: %u rounds, both succeeded in %u\n", rounds, both);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        heap_test_free(&t);
+}
+
 /* heap_check names each broken thread-cache invariant, and passes again once repaired. */
 static void test_check_detects(void) {
         struct heap_test t;
@@ -421,6 +597,8 @@ int main(void) {
         storm_against_reaper(true);
         test_killed_with_full_lists();
         test_check_detects();
+        test_orphans();
+        test_racing_list_frees();
         if (test_failures) {
                 fprintf(stderr, "%d check(s) failed\n", test_failures);
                 return 1;
