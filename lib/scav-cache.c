@@ -74,7 +74,7 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         if (c == SCAV_SHARED_CACHE)
                 atomic_fetch_add(&p->shared_users, 1);
         else
-                heap_tctx_init(p->heap, atomic_load(&p->slot), c, &p->tctx[c]);
+                heap_tctx_init_table(p->heap, atomic_load(&p->slot), c, &p->tctx[c]);
         *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c,
                                        .x = c == SCAV_SHARED_CACHE ? NULL : &p->tctx[c] };
         /* Any non-NULL value makes the destructor run at thread exit. */

@@ -172,7 +172,7 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
         cache = scav_thread_cache(p, &shared);
         if (_likely_(!shared)) {
                 if (p->tctx[cache].slot != slot) /* a reconnect took another slot */
-                        heap_tctx_init(p->heap, slot, cache, &p->tctx[cache]);
+                        heap_tctx_init_table(p->heap, slot, cache, &p->tctx[cache]);
                 return heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
         }
         pthread_mutex_lock(&p->shared_lock);
@@ -195,7 +195,7 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
         if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_find(p)) && (x = e->x) &&
                      x->slot == atomic_load_explicit(&p->slot, memory_order_relaxed) &&
                      !atomic_load_explicit(&p->lost, memory_order_relaxed)) &&
-            _likely_(heap_fast_alloc(x, ((uint64_t) size + p->page_size - 1) >> p->page_shift, off) == 0))
+            _likely_(heap_fast_alloc(x, ((uint64_t) size + p->page_size - 1) >> p->page_shift, off, true) == 0))
                 return 0;
         return scav_alloc_slow(p, size, flags, off);
 }

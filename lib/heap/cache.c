@@ -353,7 +353,7 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         if (!flags) {
                 struct heap_tctx x;
                 heap_tctx_init(h, slot, cache, &x);
-                int f = heap_fast_alloc(&x, npages, ret_off);
+                int f = heap_fast_alloc(&x, npages, ret_off, false);
                 if (f != HEAP_FAST_SLOW)
                         return f;
         }

@@ -53,7 +53,10 @@ struct heap_tctx {
         uint32_t slot, cache;
         uint32_t page_shift;
         bool fenced;            /* h->tc_fenced */
-        uint64_t cached[HEAP_MCACHE_CLASSES]; /* the CACHED record of a block of each class */
+        /* The CACHED record of a block of each class: filled by
+         * heap_tctx_init_table for a context kept (libscav's), so that a
+         * pop compares with one load; computed per call otherwise. */
+        uint64_t cached[HEAP_MCACHE_CLASSES];
 };
 
 /* The context of thread cache (slot, cache): slot < max_slots, cache < HEAP_SLOT_CACHES. */
@@ -72,8 +75,18 @@ static inline void heap_tctx_init(heap *h, uint32_t slot, uint32_t cache, struct
                 .page_shift = h->page_shift,
                 .fenced = h->tc_fenced,
         };
+}
+
+/* heap_tctx_init, and the table of CACHED records: for a context kept. */
+static inline void heap_tctx_init_table(heap *h, uint32_t slot, uint32_t cache, struct heap_tctx *x) {
+        heap_tctx_init(h, slot, cache, x);
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 x->cached[k] = heap_mcache_cached_record(heap_mcache_class_pages(k), slot, cache);
+}
+
+/* The CACHED record of a block of class k of this thread cache (table: x has it). */
+static inline uint64_t heap_tctx_cached(const struct heap_tctx *x, unsigned k, bool table) {
+        return table ? x->cached[k] : x->owner | heap_mcache_pages_of[k] | HEAP_REC_MEDIUM | HEAP_REC_CACHED;
 }
 
 /*
@@ -90,8 +103,12 @@ static inline void heap_fast_prefetch(const struct heap_tctx *x, uint64_t off) {
 
 _Static_assert(HEAP_MCACHE_MIN_PAGES == 2, "heap_fast_alloc takes single pages from the page cache");
 
-/* Allocation of npages (1 to HEAP_MCACHE_MAX_PAGES), no flags: 0 and *ret_off, or HEAP_FAST_SLOW. */
-static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, uint64_t *ret_off) {
+/*
+ * Allocation of npages (1 to HEAP_MCACHE_MAX_PAGES), no flags: 0 and
+ * *ret_off, or HEAP_FAST_SLOW. table (a constant): x was made by
+ * heap_tctx_init_table.
+ */
+static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, uint64_t *ret_off, bool table) {
         struct heap_tcache *t = x->t;
         uint64_t page;
 
@@ -100,7 +117,7 @@ static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, ui
                 goto slow;
         if (_likely_(npages >= HEAP_MCACHE_MIN_PAGES)) {
                 unsigned k = heap_mcache_class_of[npages], top = t->count[k];
-                uint64_t want = x->cached[k];
+                uint64_t want = heap_tctx_cached(x, k, table);
                 if (_unlikely_(top - 1 >= HEAP_MCACHE_DEPTH))
                         goto slow; /* empty: the full path refills */
                 page = t->page[k][top - 1];
@@ -169,7 +186,7 @@ static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off) {
                 goto slow;
         if (_likely_(rec & HEAP_REC_MEDIUM)) {
                 unsigned k = heap_mcache_class_of[n], top = t->count[k];
-                if (_unlikely_(x->cached[k] != (rec | HEAP_REC_CACHED) || top >= HEAP_MCACHE_DEPTH ||
+                if (_unlikely_(heap_mcache_pages_of[k] != n || top >= HEAP_MCACHE_DEPTH ||
                                t->pages + n > x->list_cap))
                         goto slow; /* not of a class, or full: the full path */
                 /* A plain store: another thread's free of this allocation,
@@ -187,9 +204,9 @@ static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off) {
                 struct heap_cache *c = x->c;
                 uint32_t key = (uint32_t) (page / HEAP_CACHE_PAGES + 1), b = key % HEAP_CACHE_BLOCKS;
                 unsigned i = (unsigned) (page % HEAP_CACHE_PAGES);
-                uint64_t mask = ((UINT64_C(1) << n) - 1) << i;
                 if (_unlikely_(n >= HEAP_CACHE_MAX_ALLOC || i + n > HEAP_CACHE_PAGES))
                         goto slow;
+                uint64_t mask = ((UINT64_C(1) << n) - 1) << i;
                 /* Its block: at its first probe position, or a few after (heap_cache_find_block). */
                 for (unsigned probe = 0; atomic_load_explicit(&c->key[b], memory_order_relaxed) != key; probe++) {
                         if (_unlikely_(probe == 7))
