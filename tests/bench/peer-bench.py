@@ -927,7 +927,8 @@ def write_report(args, res, path):
     A("")
     A("Alloc+free pairs per second (and ns per pair), 1,000 live blocks, the first byte of each "
       "block written; one block freed and one allocated per step, slots and sizes from the same "
-      "random sequence for every allocator; *mixed* is a whole number of 4 KiB pages uniform in "
+      "random sequence for every allocator (drawn with a multiply and a shift, no division: the "
+      "loop costs little next to the fastest allocator); *mixed* is a whole number of 4 KiB pages uniform in "
       "8–512 KiB. libscav runs through the real daemon (pool `bench`, 4 GiB capacity); "
       "Boost.Interprocess is `managed_shared_memory` (default `rbtree_best_fit`, its own mutex); "
       "memfd is `memfd_create`+`ftruncate`+`mmap` per allocation and `munmap` per free.")
