@@ -72,8 +72,8 @@ struct heap_chunk {
  * and reclaim of the owner's slot free it for real.
  */
 #define HEAP_REC_CACHED (UINT64_C(1) << 63)
-/* Not an allocation flag: allocated through a medium cache, of a size class;
- * only these go back to one when their owner frees them. */
+/* Not an allocation flag: allocated through a thread cache's lists, of a
+ * size class; only these go back to one when their thread frees them. */
 #define HEAP_REC_MEDIUM (UINT64_C(1) << 62)
 /*
  * Not an allocation flag: the allocation has shared references (issue 11).
@@ -164,7 +164,7 @@ struct heap_tcache {
         uint32_t pages;                          /* pages in the lists (a hint) */
         uint8_t count[HEAP_MCACHE_CLASSES];      /* entries of each list */
         /* The owner's, rarely written; then the heap lock's. */
-        alignas(64) uint8_t low[HEAP_MCACHE_CLASSES]; /* least count since the last collection or reap */
+        alignas(64) uint8_t low[HEAP_MCACHE_CLASSES]; /* least count since the last reap */
         uint32_t reap_mode;                      /* what HEAP_TC_REAP asks (reap.c) */
         uint32_t reap_seq;                       /* seq when last reaped: unchanged since = idle */
         uint32_t fenced;                         /* the owner fences every operation (no membarrier) */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Medium lists of thread caches (mcache.c): shared by alloc.c, cache.c, reap.c and slot.c. */
+/* Thread caches' lists (mcache.c): shared by alloc.c, cache.c, check.c, reap.c and slot.c. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,7 +49,7 @@ int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t 
                                uint64_t rec_bits, uint64_t *ret_off);
 /* Frees for real what the lists of (slot, cache) hold: pages given back. Called with heap lock held. */
 uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
-/* Frees what each list kept unused since the last collection or reap (its low-water mark). Heap lock. */
+/* Frees what each list kept unused since the last reap (its low-water mark). Heap lock. */
 uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache);
 /* Another thread's free of the live list allocation at page (record rec) of
  * thread cache (slot, cache), which is not inactive: the pages are kept for
