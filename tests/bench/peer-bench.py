@@ -1291,7 +1291,8 @@ def compute(args, res):
         if not ts or not tj:
             B.append(bar(None, f"scavd reaches 1.1 × kept before jemalloc, {case} (issue 13): no figure"))
             continue
-        vs, vj = (median([t for t in x if t is not None]) if all(t is not None for t in x) else None for x in (ts, tj))
+        # The median over the runs that got there (the table's figure); never if none did.
+        vs, vj = (median([t for t in x if t is not None]) if any(t is not None for t in x) else None for x in (ts, tj))
         if vs is None:
             B.append(bar(False, f"scavd reaches 1.1 × kept before jemalloc, {case} (issue 13): never"))
         else:
