@@ -57,6 +57,7 @@ struct pool_scav {
         uint64_t fault_mark;       /* kernel_watch_faults_since() */
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
         struct pacer_refault rf;
+        bool tc_held;              /* thread caches held free pages at the last reap (issue 13) */
 };
 
 
@@ -257,6 +258,22 @@ static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Issue 13: takes back what the pool's client threads keep in their caches (heap_cache_reap). */
+static void pool_reap_caches(struct pool_scav *ps, unsigned how) {
+        struct heap_reap_report rr = {};
+        int r = heap_cache_reap(ps->pool->heap, how, &rr);
+
+        if (r < 0) {
+                if (r == -EUCLEAN)
+                        pool_quarantine(ps->pool, r, "reaping thread caches");
+                return;
+        }
+        ps->tc_held = rr.held_pages > 0 || rr.deferred > 0;
+        if (rr.given_pages)
+                log_debug("pool %s: thread caches gave back %" PRIu64 " pages (%u reaped, %u deferred)%s",
+                          ps->pool->cfg.name, rr.given_pages, rr.reaped, rr.deferred, rr.all ? ", all asked" : "");
+}
+
 /*
  * Ends a generation: scavengeStartGen, the trace line of the generation
  * that ended (printScavTrace from scavengeStartGen), and the goal for the
@@ -273,6 +290,9 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
 
         if (p->quarantined)
                 return -EUCLEAN;
+        /* Issue 13: what client threads keep in their caches comes back
+         * first, all of it when idle or over the goal (heap_cache_reap). */
+        pool_reap_caches(ps, HEAP_REAP_GEN);
         r = heap_scavenge_start_gen(p->heap, &rep);
         if (r < 0) {
                 if (r == -EUCLEAN)
@@ -396,7 +416,7 @@ static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         (void) heap_get_stats(ps->pool->heap, &st);
         now = (struct gen_snapshot) { .inuse = st.inuse, .heap_sys = st.heap_sys, .released = st.released };
         changed = memcmp(&now, &ps->last, sizeof(now)) != 0;
-        if (gen_may_park(&ps->last, &now, rep.peak_inuse, &ps->pp, searched_all) &&
+        if (gen_may_park(&ps->last, &now, rep.peak_inuse, &ps->pp, searched_all) && !ps->tc_held &&
             clock_ns(CLOCK_MONOTONIC) - ps->last_wake >= (int64_t) SCAV_WAKE_INTERVAL_MS * 1000000) {
                 (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
                 ps->gen_parked = true;
@@ -587,6 +607,7 @@ int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char
         if (p->quarantined)
                 return -EUCLEAN;
 
+        pool_reap_caches(ps, HEAP_REAP_ALL); /* issue 13: pressure takes the thread caches too */
         k = pool_new_generation(ps, NULL);
         if (k < 0)
                 return k;

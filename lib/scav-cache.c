@@ -18,7 +18,7 @@
 #include "scav-internal.h"
 
 /* initial-exec: no __tls_get_addr call on the allocation path of the .so
- * (192 bytes fit the static TLS that glibc keeps for dlopen'ed libraries). */
+ * (256 bytes fit the static TLS that glibc keeps for dlopen'ed libraries). */
 _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
@@ -73,11 +73,18 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         c = cache_claim(p);
         if (c == SCAV_SHARED_CACHE)
                 atomic_fetch_add(&p->shared_users, 1);
-        *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c };
+        else
+                heap_tctx_init_table(p->heap, atomic_load(&p->slot), c, &p->tctx[c]);
+        *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c,
+                                       .x = c == SCAV_SHARED_CACHE ? NULL : &p->tctx[c] };
         /* Any non-NULL value makes the destructor run at thread exit. */
         (void) pthread_setspecific(tls_key, (void *) 1);
         *shared = c == SCAV_SHARED_CACHE;
         return c;
+}
+
+void scav_thread_caches_forget(void) {
+        memset(scav_tls_entries, 0, sizeof(scav_tls_entries));
 }
 
 void scav_thread_cache_drop(scav_pool *p) {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "heap/fast.h"
 #include "heap/heap.h"
 #include "macro.h"
 #include "proto.h"
@@ -37,6 +38,7 @@ struct scav_pool {
         void *meta, *base;
         uint64_t meta_size, capacity;
         uint32_t page_size, page_shift;
+        uint64_t fast_max;            /* largest size the thread caches serve (HEAP_MCACHE_MAX_PAGES pages) */
         int meta_fd, heap_fd;
         dev_t heap_dev;               /* the heap memfd's identity, to know it again */
         ino_t heap_ino;
@@ -47,6 +49,9 @@ struct scav_pool {
         atomic_bool lost;             /* the daemon came back with another heap */
 
         _Atomic uint32_t caches_used; /* bit i: cache i belongs to a thread */
+        /* What the fast paths of the thread that owns cache i need (heap/fast.h):
+         * written by that thread when it claims the cache (or its slot changed). */
+        struct heap_tctx tctx[HEAP_SLOT_CACHES];
         pthread_mutex_t shared_lock;  /* cache SCAV_SHARED_CACHE */
         _Atomic uint32_t shared_users;/* threads on it: the last one to exit flushes it */
         pthread_mutex_t scavenge_lock;/* one local scavenger per slot (its intent) */
@@ -92,12 +97,16 @@ scav_pool *scav_registry_find_locked(uint64_t id);
 struct scav_tls_entry {
         const scav_pool *pool;  /* compared, never dereferenced */
         uint64_t id;
+        const struct heap_tctx *x; /* &pool->tctx[cache] (the fast paths), NULL for the shared cache */
         uint32_t cache;
 };
 extern _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] __attribute__((tls_model("initial-exec")));
 
 static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
-        for (unsigned i = 0; i < SCAV_TLS_POOLS; i++)
+        /* Most threads use one pool: its entry is the first, one compare. */
+        if (_likely_(scav_tls_entries[0].pool == p && scav_tls_entries[0].id == p->id))
+                return &scav_tls_entries[0];
+        for (unsigned i = 1; i < SCAV_TLS_POOLS; i++)
                 if (scav_tls_entries[i].pool == p && scav_tls_entries[i].id == p->id)
                         return &scav_tls_entries[i];
         return NULL;
@@ -124,6 +133,10 @@ static inline uint32_t scav_thread_cache_peek(scav_pool *p, bool *shared) {
 }
 /* Forgets this thread's entry for p (scav_close). */
 void scav_thread_cache_drop(scav_pool *p);
+/* Forgets every entry of this thread (a fork's child: the caches are the
+ * parent's, and without an entry scav_alloc and scav_free take the path
+ * that checks for a fork). */
+void scav_thread_caches_forget(void);
 /* Called with the registry lock held: flushes and frees the caches this
  * thread holds in registered pools (thread exit). */
 void scav_thread_caches_release_locked(void);

@@ -84,6 +84,8 @@ static void atfork_parent(void) {
 
 static void atfork_child(void) {
         atomic_fetch_add(&scav_fork_gen, 1);
+        /* The parent's caches are not ours: the allocation fast path finds no entry. */
+        scav_thread_caches_forget();
         for (scav_pool *p = registry; p; p = p->next) {
                 if (p->sock >= 0)
                         close(p->sock);

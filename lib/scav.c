@@ -100,6 +100,7 @@ _public_ int scav_open(const char *pool, scav_pool **out) {
                 goto fail;
         }
         p->page_shift = (uint32_t) __builtin_ctz(p->page_size); /* a power of two: heap_attach checked */
+        p->fast_max = MIN((uint64_t) HEAP_MCACHE_MAX_PAGES << p->page_shift, p->capacity);
 
         r = scav_session_mapped(s.sock, p->base, p->capacity, SCAV_CONN_TIMEOUT_MS);
         if (r < 0)
@@ -144,7 +145,7 @@ static inline unsigned heap_flags(unsigned flags) {
                (flags & SCAV_ALLOC_KEEP ? HEAP_ALLOC_KEEP : 0);
 }
 
-_public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
+static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
         uint64_t npages;
         uint32_t slot, cache;
         bool shared;
@@ -169,12 +170,34 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
                 return heap_alloc(p->heap, slot, npages, heap_flags(flags), off);
 
         cache = scav_thread_cache(p, &shared);
-        if (_likely_(!shared))
+        if (_likely_(!shared)) {
+                if (p->tctx[cache].slot != slot) /* a reconnect took another slot */
+                        heap_tctx_init_table(p->heap, slot, cache, &p->tctx[cache]);
                 return heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
+        }
         pthread_mutex_lock(&p->shared_lock);
         r = heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
         pthread_mutex_unlock(&p->shared_lock);
         return r;
+}
+
+/*
+ * The common case inline (heap/fast.h): a thread with its own cache in p,
+ * no flags, at most HEAP_MCACHE_MAX_PAGES pages. A thread's entry exists
+ * only in the process that made it (a fork's child forgets them), so the
+ * fork check is the slow path's; everything else goes there too, by a tail
+ * call, so that the fast path needs no frame.
+ */
+_public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
+        const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
+
+        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_find(p)) && (x = e->x) &&
+                     x->slot == atomic_load_explicit(&p->slot, memory_order_relaxed) &&
+                     !atomic_load_explicit(&p->lost, memory_order_relaxed)) &&
+            _likely_(heap_fast_alloc(x, ((uint64_t) size + p->page_size - 1) >> p->page_shift, off, true) == 0))
+                return 0;
+        return scav_alloc_slow(p, size, flags, off);
 }
 
 /* Frees by this thread; every SCAV_WAKE_EVERY-th looks at the clock. */
@@ -192,7 +215,7 @@ static inline void free_note(scav_pool *p) {
                 scav_wake_daemon(p);
 }
 
-_public_ int scav_free(scav_pool *p, uint64_t off) {
+static _noinline_ int scav_free_slow(scav_pool *p, uint64_t off) {
         uint32_t slot, cache;
         bool shared;
         int r;
@@ -216,6 +239,42 @@ _public_ int scav_free(scav_pool *p, uint64_t off) {
         if (_likely_(r == 0))
                 free_note(p);
         return r;
+}
+
+static _noinline_ int scav_free_wake(scav_pool *p) {
+        scav_wake_daemon(p);
+        return 0;
+}
+
+/* What a fast free leaves to do: give a block back, tell the daemon, or the whole path. */
+static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, uint32_t cache, int r) {
+        if (r == HEAP_FAST_SLOW)
+                return scav_free_slow(p, off);
+        if (r < 0)
+                return r;
+        if (r >= HEAP_FAST_GIVEBACK)
+                heap_cache_block_giveback(p->heap, atomic_load_explicit(&p->slot, memory_order_relaxed), cache,
+                                          (uint32_t) (r - HEAP_FAST_GIVEBACK));
+        free_note(p);
+        return 0;
+}
+
+/* The common case inline, as scav_alloc: this thread's own allocation. */
+_public_ int scav_free(scav_pool *p, uint64_t off) {
+        const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
+        int r;
+
+        if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_find(p)) ||
+                       !(x = e->x) || x->slot != atomic_load_explicit(&p->slot, memory_order_relaxed)))
+                return scav_free_slow(p, off);
+        r = heap_fast_free(x, off);
+        if (_likely_(r == 0)) {
+                if (_likely_(tls_frees++ % SCAV_WAKE_EVERY != 0))
+                        return 0;
+                return scav_free_wake(p);
+        }
+        return scav_free_rest(p, off, e->cache, r);
 }
 
 _public_ void *scav_ptr(scav_pool *p, uint64_t off) {
@@ -343,6 +402,8 @@ _public_ int64_t scav_scavenge(scav_pool *p, size_t bytes) {
         /* As the daemon's forced scavenge: a fresh generation, so that the
          * whole heap is searched again, then release. */
         pthread_mutex_lock(&p->scavenge_lock);
+        /* What threads keep in their caches first, as the daemon does. */
+        (void) heap_cache_reap(p->heap, HEAP_REAP_ALL, NULL);
         released = heap_scavenge_start_gen(p->heap, &report);
         if (released >= 0)
                 released = heap_scavenge(p->heap, atomic_load(&p->slot), bytes ? bytes : UINT64_MAX);

@@ -9,11 +9,13 @@
 #include <string.h>
 
 #include "heap/alloc.h"
+#include "heap/fast.h"
 #include "heap/mcache.h"
 #include "macro.h"
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
 #include "heap/share.h"
+#include "heap/tcache.h"
 
 static bool valid_slot(heap *h, uint32_t slot) {
         return slot < h->max_slots;
@@ -244,6 +246,27 @@ int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint
         return 0;
 }
 
+/*
+ * A free that took the lock (another thread's, another client's, or the
+ * owner's own that no cache took): a list allocation of a thread cache
+ * that is active becomes an orphan kept for it, since its owner may be
+ * freeing it at this very moment with a plain store (mcache.c); anything
+ * else is freed. Called with heap lock held.
+ */
+int heap_free_other_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        uint32_t owner = HEAP_REC_OWNER(rec), oc = (uint32_t) ((rec & HEAP_REC_CACHE_MASK) >> HEAP_REC_CACHE_SHIFT);
+        /* A SHARED one too, when its last reference goes (share.c): its owner
+         * may have read the record before it was shared, and be freeing it.
+         * Not when the caller is that thread cache: it cannot race itself. */
+        if ((rec & (HEAP_REC_MEDIUM | HEAP_REC_KEEP)) == HEAP_REC_MEDIUM && owner > 0 &&
+            !(owner == slot + 1 && oc == cache) &&
+            owner <= h->max_slots &&
+            atomic_load_explicit(&h->slots[owner - 1].state, memory_order_relaxed) == HEAP_SLOT_LIVE &&
+            atomic_load_explicit(&h->slots[owner - 1].tc[oc].state, memory_order_relaxed) != HEAP_TC_INACTIVE)
+                return heap_mcache_orphan_locked(h, owner - 1, oc, page, rec);
+        return heap_free_locked(h, slot, cache, page, rec);
+}
+
 /* A record as read from shared memory: an allocation start lying in the grown heap, whose end is end. */
 static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
         uint64_t n = HEAP_REC_NPAGES(rec);
@@ -255,7 +278,19 @@ static int record_valid(uint64_t page, uint64_t rec, uint64_t end) {
 }
 
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
-        int r = heap_checked(h);
+        int r;
+        if (valid_slot(h, slot) && cache < HEAP_SLOT_CACHES && !(off & (h->page_size - 1)) && off < h->capacity) {
+                struct heap_tctx x;
+                heap_tctx_init(h, slot, cache, &x);
+                r = heap_fast_free(&x, off);
+                if (r >= HEAP_FAST_GIVEBACK) {
+                        heap_cache_block_giveback(h, slot, cache, (uint32_t) (r - HEAP_FAST_GIVEBACK));
+                        return 0;
+                }
+                if (r != HEAP_FAST_SLOW)
+                        return r;
+        }
+        r = heap_checked(h);
         if (r < 0)
                 return r;
         if (off & (h->page_size - 1))
@@ -269,15 +304,27 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r < 0)
                 return r;
 
-        /* Fast paths, no lock: the owner's own page cache takes it back, or
-         * its medium cache keeps it for its next allocation of that size.
-         * A shared allocation is its holders': always the lock (share.c). */
+        /* Fast paths, no lock, inside an operation of the caller's thread
+         * cache: its page cache takes it back, or its medium lists keep it
+         * for its next allocation of that size. A shared allocation is its
+         * holders': always the lock. */
         uint64_t n = HEAP_REC_NPAGES(rec);
-        if (HEAP_REC_OWNER(rec) == slot + 1 && !(rec & HEAP_REC_SHARED) && valid_slot(h, slot) &&
-            cache < HEAP_SLOT_CACHES) {
-                if (n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r))
-                        return r;
-                if (_unlikely_(rec & HEAP_REC_MEDIUM) && heap_mcache_free(h, slot, cache, page, rec, &r))
+        if ((rec & (HEAP_REC_OWNER_MASK | HEAP_REC_CACHE_MASK | HEAP_REC_KEEP | HEAP_REC_SHARED)) ==
+                    (HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache)) &&
+            valid_slot(h, slot) && cache < HEAP_SLOT_CACHES) {
+                struct heap_tcache *t = heap_tc(h, slot, cache);
+                bool done = false;
+                r = 0;
+                if (_unlikely_(!heap_tc_enter(h, t)))
+                        r = heap_tc_settle(h, slot, cache);
+                if (r < 0)
+                        done = true;
+                else if (!(rec & HEAP_REC_MEDIUM))
+                        done = n < HEAP_CACHE_MAX_ALLOC && heap_cache_free_fast(h, slot, cache, page, n, &r);
+                else
+                        done = heap_mcache_free(h, slot, cache, page, rec, &r);
+                heap_tc_leave(t);
+                if (done)
                         return r;
         }
 
@@ -289,7 +336,7 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (r >= 0 && (rec & HEAP_REC_SHARED))
                 r = valid_slot(h, slot) ? heap_share_free_locked(h, slot, cache, page, rec) : -EINVAL;
         else if (r >= 0)
-                r = heap_free_locked(h, slot, cache, page, rec);
+                r = heap_free_other_locked(h, slot, cache, page, rec);
         heap_unlock(h);
         return r;
 }

@@ -28,11 +28,14 @@ int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint
 int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes);
 void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes);
 int heap_free_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec);
+/* A free of what another thread cache allocated: an orphan kept for it while it is active. */
+int heap_free_other_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec);
 bool heap_range_in_slot_cache(heap *h, uint32_t owner_slot, uint64_t page, uint64_t npages);
 bool heap_rec_in_cache(heap *h, uint64_t page, uint64_t rec);
 
 /* cache.c. Called with heap lock held. */
 uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache);
+uint64_t heap_cache_trim_locked(heap *h, uint32_t slot, uint32_t cache);
 /* Gives block b of a cache back to the heap (takes the lock). */
 void heap_cache_block_giveback(heap *h, uint32_t slot, uint32_t cache, uint32_t b);
 
@@ -72,8 +75,9 @@ static inline int heap_cache_find_block(const struct heap_cache *c, uint64_t pag
 
 /*
  * The owner's free of [page, page+n), whose record the caller read as rec,
- * into its cache without the lock: true if the pages were in one of the
- * cache's blocks. Inline: it is half of the cache's alloc+free pair.
+ * into its cache without the lock, inside its operation (tcache.h): true
+ * if the pages were in one of the cache's blocks. Inline: it is half of
+ * the cache's alloc+free pair.
  *
  * The record is cleared with a plain store, not a compare-and-swap: the
  * owner thread is the only one that can allocate these pages again, and

@@ -8,6 +8,10 @@
  * another is current goes back to the heap, so a cache holds few free pages
  * it does not need.
  *
+ * The owner's lock-free operations are bracketed by its thread cache
+ * (tcache.h), so that a reaper can give an idle thread's pages back
+ * (reap.c).
+ *
  * The free masks are only the owner's hint. What a block gives back on
  * flush is recomputed from the allocation records (owned pages not covered
  * by a live record), so a thread killed between clearing a free bit and
@@ -17,9 +21,11 @@
 #include <errno.h>
 
 #include "heap/alloc.h"
+#include "heap/fast.h"
 #include "heap/mcache.h"
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
+#include "heap/tcache.h"
 
 /* Owned pages of the block at base covered by live records. */
 static uint64_t covered_by_records(heap *h, uint64_t base, uint64_t owned) {
@@ -82,6 +88,23 @@ uint64_t heap_cache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
                 n += block_flush_locked(h, slot, cache, b);
         h->slots[slot].cache_mask &= ~(UINT32_C(1) << cache);
+        return n;
+}
+
+/*
+ * A reaper's trim of an active owner's cache (the owner outside any
+ * operation, or the owner itself): the blocks wholly free but the current
+ * one go back. Called with heap lock held.
+ */
+uint64_t heap_cache_trim_locked(heap *h, uint32_t slot, uint32_t cache) {
+        struct heap_cache *c = &h->slots[slot].caches[cache];
+        uint32_t cur = c->cur % HEAP_CACHE_BLOCKS;
+        uint64_t n = 0;
+        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++) {
+                uint64_t owned = atomic_load_explicit(&c->owned[b], memory_order_relaxed);
+                if (b != cur && owned && atomic_load_explicit(&c->free_mask[b], memory_order_relaxed) == owned)
+                        n += block_flush_locked(h, slot, cache, b);
+        }
         return n;
 }
 
@@ -252,6 +275,11 @@ static _noinline_ int cache_alloc_refill(heap *h, uint32_t slot, uint32_t cache,
                         c->cur = *ret_block = b;
                         return i;
                 }
+                if (!atomic_load_explicit(&c->free_mask[b], memory_order_relaxed)) /* emptied by a fast allocation */
+                        atomic_store_explicit(&c->nonempty,
+                                              atomic_load_explicit(&c->nonempty, memory_order_relaxed) &
+                                                      ~(UINT64_C(1) << b),
+                                              memory_order_relaxed);
         }
 
         uint64_t grown = 0;
@@ -271,14 +299,11 @@ static _noinline_ int cache_alloc_refill(heap *h, uint32_t slot, uint32_t cache,
         return i;
 }
 
-/* What the page cache does not serve: medium sizes, KEEP, bad arguments. */
+/* What no thread cache serves: large sizes, KEEP, bad arguments. */
 static _noinline_ int cache_alloc_other(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
                                         uint64_t *ret_off) {
         if (npages == 0 || (flags & ~(unsigned) (HEAP_ALLOC_ZERO | HEAP_ALLOC_KEEP)))
                 return -EINVAL;
-        if (npages >= HEAP_CACHE_MAX_ALLOC && npages <= HEAP_MCACHE_MAX_PAGES && !(flags & HEAP_ALLOC_KEEP) &&
-            slot < h->max_slots && cache < HEAP_SLOT_CACHES)
-                return heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
         return heap_alloc(h, slot, npages, flags, ret_off);
 }
 
@@ -288,15 +313,9 @@ static _noinline_ void cache_alloc_zero(heap *h, uint64_t base, uint64_t mask) {
         heap_zero_plan_run(h, &zp);
 }
 
-/* The allocation half of the cache's pair: kept small, everything rare is out of line. */
-int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
-                     uint64_t *ret_off) {
-        if (_unlikely_(npages - 1 >= HEAP_CACHE_MAX_ALLOC - 1 || (flags & ~(unsigned) HEAP_ALLOC_ZERO) ||
-                       slot >= h->max_slots || cache >= HEAP_SLOT_CACHES))
-                return cache_alloc_other(h, slot, cache, npages, flags, ret_off);
-        if (_unlikely_(heap_checked(h) < 0))
-                return -EUCLEAN;
-
+/* A run of npages from the page cache, inside its owner's operation. */
+static inline int page_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                                   uint64_t *ret_off) {
         struct heap_cache *c = &h->slots[slot].caches[cache];
         uint32_t b = c->cur % HEAP_CACHE_BLOCKS;
         uint64_t scav;
@@ -314,7 +333,8 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         if (_unlikely_(!key || base + HEAP_CACHE_PAGES > heap_nchunks(h) * HEAP_CHUNK_PAGES))
                 return -EUCLEAN; /* not a block of ours: shared memory was scribbled on */
         uint64_t page = base + (uint64_t) i;
-        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0), memory_order_release);
+        atomic_store_explicit(&h->records[page], HEAP_REC_MAKE(npages, slot + 1, 0) | HEAP_REC_CACHE(cache),
+                              memory_order_release);
         if (flags & HEAP_ALLOC_ZERO) {
                 uint64_t mask = (heap_low_mask(npages) << i) & ~scav;
                 if (mask)
@@ -322,6 +342,33 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
         }
         *ret_off = page << h->page_shift;
         return 0;
+}
+
+/* The allocation half of the cache's pair: kept small, everything rare is out of line. */
+int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
+                     uint64_t *ret_off) {
+        if (_unlikely_(npages - 1 >= HEAP_MCACHE_MAX_PAGES || (flags & ~(unsigned) HEAP_ALLOC_ZERO) ||
+                       slot >= h->max_slots || cache >= HEAP_SLOT_CACHES))
+                return cache_alloc_other(h, slot, cache, npages, flags, ret_off);
+        if (!flags) {
+                struct heap_tctx x;
+                heap_tctx_init(h, slot, cache, &x);
+                int f = heap_fast_alloc(&x, npages, ret_off, false);
+                if (f != HEAP_FAST_SLOW)
+                        return f;
+        }
+        if (_unlikely_(heap_checked(h) < 0))
+                return -EUCLEAN;
+
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        int r = 0;
+        if (_unlikely_(!heap_tc_enter(h, t)))
+                r = heap_tc_settle(h, slot, cache);
+        if (_likely_(r >= 0))
+                r = npages < HEAP_MCACHE_MIN_PAGES ? page_cache_alloc(h, slot, cache, npages, flags, ret_off)
+                                                  : heap_mcache_alloc(h, slot, cache, npages, flags, ret_off);
+        heap_tc_leave(t);
+        return r;
 }
 
 void heap_cache_block_giveback(heap *h, uint32_t slot, uint32_t cache, uint32_t b) {
@@ -337,8 +384,8 @@ int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache) {
         int r = heap_lock(h);
         if (r < 0)
                 return r;
-        heap_cache_flush_locked(h, slot, cache);
-        heap_mcache_flush_locked(h, slot, cache);
+        /* The owner's: outside any operation of its own, and no reaper holds the lock. */
+        heap_tc_reap_locked(h, slot, cache, HEAP_TC_REAP_IDLE);
         heap_unlock(h);
         return 0;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "heap/alloc.h"
+#include "heap/mcache.h"
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
 #include "heap/share.h"
@@ -50,6 +51,93 @@ int heap_check_summaries_locked(heap *h, char *buf, size_t len) {
                                             l, i, got.start, got.max, got.end, want.start, want.max, want.end);
                 }
         }
+        return 0;
+}
+
+/*
+ * The thread caches of slot s (tcache.h): states, and what only their
+ * owners change, as far as it holds whatever the owners are doing. An
+ * inactive cache holds nothing; an active one is in the slot's mask (the
+ * reaper finds it there). Heap lock.
+ */
+static int check_tcaches(heap *h, uint32_t s, uint32_t slot_state, char *buf, size_t len) {
+        struct heap_slot *sl = &h->slots[s];
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
+                struct heap_tcache *t = &sl->tc[c];
+                uint32_t state = atomic_load_explicit(&t->state, memory_order_relaxed);
+                if (state > HEAP_TC_REAP)
+                        return fail(buf, len, "slot %u thread cache %u: bad state %u", s, c, state);
+                if (state == HEAP_TC_INACTIVE) {
+                        if (slot_state == HEAP_SLOT_FREE && atomic_load(&t->seq) != 0)
+                                return fail(buf, len, "free slot %u: thread cache %u was not reset", s, c);
+                        for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
+                                if (atomic_load(&sl->caches[c].owned[b]))
+                                        return fail(buf, len, "slot %u thread cache %u is inactive but its page cache owns pages", s, c);
+                        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                                if (t->count[k])
+                                        return fail(buf, len, "slot %u thread cache %u is inactive but lists pages", s, c);
+                        if (t->norphans || t->orphans_lost)
+                                return fail(buf, len, "slot %u thread cache %u is inactive but keeps orphans", s, c);
+                        continue;
+                }
+                if (slot_state == HEAP_SLOT_FREE)
+                        return fail(buf, len, "free slot %u: thread cache %u is active", s, c);
+                if (!(sl->tc_mask & (UINT32_C(1) << c)))
+                        return fail(buf, len, "slot %u thread cache %u is active but not in the slot's mask", s, c);
+                for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                        if (t->count[k] > HEAP_MCACHE_DEPTH)
+                                return fail(buf, len, "slot %u thread cache %u: list %u holds %u entries", s, c, k, t->count[k]);
+                if (t->norphans > HEAP_TC_ORPHANS)
+                        return fail(buf, len, "slot %u thread cache %u: %u orphans listed", s, c, t->norphans);
+                if (t->pages > heap_mcache_cap_pages(h))
+                        return fail(buf, len, "slot %u thread cache %u: lists hold %u pages, bound %" PRIu64, s, c,
+                                    t->pages, heap_mcache_cap_pages(h));
+        }
+        return 0;
+}
+
+/* seq of every thread cache of slot s while none is inside an operation,
+ * else false: what their owners change may then be compared with the records. */
+static bool tcaches_quiet(heap *h, uint32_t s, uint32_t *seqs) {
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
+                seqs[c] = atomic_load_explicit(&h->slots[s].tc[c].seq, memory_order_acquire);
+                if (seqs[c] & 1)
+                        return false;
+        }
+        return true;
+}
+
+/*
+ * Every CACHED record of a slot (orphans aside) whose thread caches stayed
+ * outside any operation for the whole check is in one of their lists (a stale or
+ * repeated entry is harmless: a pop checks the record). The records pass
+ * counted the slot's CACHED records in cached. Heap lock.
+ */
+static int check_tcache_lists(heap *h, uint32_t s, const uint32_t *seqs, uint64_t cached, uint64_t *seen,
+                              char *buf, size_t len) {
+        struct heap_slot *sl = &h->slots[s];
+        uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES, listed = 0;
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
+                const struct heap_tcache *t = &sl->tc[c];
+                for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++) {
+                        uint64_t n = heap_mcache_class_pages(k);
+                        for (unsigned i = 0; i < MIN((unsigned) t->count[k], HEAP_MCACHE_DEPTH); i++) {
+                                uint64_t page = t->page[k][i];
+                                if (page + n > grown || (seen[page / 64] >> (page % 64)) & 1 ||
+                                    atomic_load(&h->records[page]) != heap_mcache_cached_record(n, s, c))
+                                        continue;
+                                seen[page / 64] |= UINT64_C(1) << (page % 64);
+                                listed++;
+                        }
+                }
+        }
+        uint32_t now[HEAP_SLOT_CACHES];
+        atomic_thread_fence(memory_order_acquire);
+        if (!tcaches_quiet(h, s, now) || memcmp(now, seqs, sizeof(now)) != 0)
+                return 0; /* an owner moved meanwhile: nothing to conclude */
+        if (listed != cached)
+                return fail(buf, len, "slot %u: %" PRIu64 " CACHED records, %" PRIu64 " of them in its lists", s, cached,
+                            listed);
         return 0;
 }
 
@@ -98,11 +186,20 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 return fail(buf, len, "a page below the search address %" PRIu64 " is free", search);
 
         uint64_t intents = 0;
+        _cleanup_free_ uint32_t *seqs = calloc((size_t) h->max_slots * HEAP_SLOT_CACHES, sizeof(uint32_t));
+        _cleanup_free_ bool *quiet = calloc(h->max_slots, sizeof(bool));
+        _cleanup_free_ uint64_t *ncached = calloc(h->max_slots, sizeof(uint64_t));
+        if (!seqs || !quiet || !ncached)
+                return -ENOMEM;
         for (uint32_t s = 0; s < h->max_slots; s++) {
                 struct heap_slot *sl = &h->slots[s];
                 uint32_t state = atomic_load(&sl->state);
                 if (state != HEAP_SLOT_FREE && state != HEAP_SLOT_LIVE)
                         return fail(buf, len, "slot %u: bad state %u", s, state);
+                r = check_tcaches(h, s, state, buf, len);
+                if (r < 0)
+                        return r;
+                quiet[s] = state == HEAP_SLOT_LIVE && tcaches_quiet(h, s, &seqs[(size_t) s * HEAP_SLOT_CACHES]);
                 for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++) {
                         uint64_t b = sl->scav[k].base, np = sl->scav[k].npages;
                         if (!np)
@@ -157,6 +254,16 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                     (HEAP_REC_OWNER(rec) == 0 || (rec & HEAP_REC_KEEP) || !(rec & HEAP_REC_MEDIUM) ||
                      atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].state) != HEAP_SLOT_LIVE))
                         return fail(buf, len, "record at page %" PRIu64 ": cached, but not by a live slot's allocation", p);
+                if ((rec & HEAP_REC_CACHED) && !heap_mcache_is_class(np))
+                        return fail(buf, len, "record at page %" PRIu64 ": cached, but %" PRIu64 " pages is no size class", p, np);
+                if ((rec & HEAP_REC_ORPHAN) && !(rec & HEAP_REC_CACHED))
+                        return fail(buf, len, "record at page %" PRIu64 ": an orphan, but not cached", p);
+                if ((rec & HEAP_REC_ORPHAN) &&
+                    atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].tc[(rec & HEAP_REC_CACHE_MASK) >> HEAP_REC_CACHE_SHIFT].state) ==
+                            HEAP_TC_INACTIVE)
+                        return fail(buf, len, "record at page %" PRIu64 ": an orphan of an inactive thread cache", p);
+                if ((rec & (HEAP_REC_CACHED | HEAP_REC_ORPHAN)) == HEAP_REC_CACHED)
+                        ncached[HEAP_REC_OWNER(rec) - 1]++;
                 unsigned pi = (unsigned) p, ni = (unsigned) np;
                 if (heap_bits_popcnt_range(in_rec, pi, ni))
                         return fail(buf, len, "record at page %" PRIu64 " overlaps another", p);
@@ -172,6 +279,15 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         heap_bits_set_range(held, pi, ni);
                 }
         }
+
+        /* in_rec is done with: it marks listed pages now. */
+        memset(in_rec, 0, words * sizeof(uint64_t));
+        for (uint32_t s = 0; s < h->max_slots; s++)
+                if (quiet[s]) {
+                        r = check_tcache_lists(h, s, &seqs[(size_t) s * HEAP_SLOT_CACHES], ncached[s], in_rec, buf, len);
+                        if (r < 0)
+                                return r;
+                }
 
         for (size_t w = 0; w < words; w++)
                 if (amap[w] != held[w]) {

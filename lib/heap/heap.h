@@ -42,8 +42,9 @@
 #define HEAP_DEFAULT_RETAIN_EXTRA_PERCENT 10u
 
 #define HEAP_MAGIC UINT64_C(0x5041454856414353) /* "SCAVHEAP" little-endian */
-#define HEAP_LAYOUT_VERSION 4u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches;
-                                 4: shared references, handles, names */
+#define HEAP_LAYOUT_VERSION 5u /* 2: medium caches, CACHED records; 3: 64-block page caches, 128-entry medium caches;
+                                 4: shared references, handles, names;
+                                 5: thread caches (operation bracket, per-class medium lists) */
 
 /* No goal: the background scavenger is off (Go stores ^uint64(0)). */
 #define HEAP_GOAL_NONE UINT64_MAX
@@ -148,15 +149,14 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot);
 int heap_slot_reclaim_for(heap *h, uint32_t slot, uint32_t pid);
 
 /*
- * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves
- * npages < HEAP_CACHE_MAX_ALLOC from page cache `cache` of `slot` without
- * any lock (refilling it under the lock when empty); 16 to 128 pages it
- * rounds up to a size class (16, then 4 per doubling: 20, 24, ..., 128;
- * heap_alloc_size gives the class size) and serves from the medium cache
- * of (slot, cache), the owner's earlier frees of that class, else through
- * heap_alloc; larger requests go to heap_alloc. Only one thread may use a
- * given (slot, cache) at a time. KEEP allocations always take the locked
- * path.
+ * Allocation. heap_alloc takes the heap lock; heap_cache_alloc serves from
+ * thread cache `cache` of `slot` without any lock: one page from its page
+ * cache (refilled under the lock when empty); 2 to 15 pages exactly, and
+ * 16 to 128 pages rounded up to a size class (16, then 4 per doubling: 20,
+ * 24, ..., 128; heap_alloc_size gives the class size), from its lists of
+ * its earlier frees of that class, else in batches under the lock; larger
+ * requests go to heap_alloc. Only one thread may use a given (slot, cache)
+ * at a time. KEEP allocations always take the locked path.
  * -EINVAL bad npages/flags, -ENOMEM capacity exhausted.
  */
 int heap_alloc(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t *ret_off);
@@ -165,19 +165,45 @@ int heap_cache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, un
 
 /*
  * Frees the allocation starting at off. Any slot may free any live
- * allocation; ownership only decides where the pages go: allocations of
- * `slot` lying in its page cache `cache` go back to that cache without a
- * lock, everything else goes back to the heap under the lock. -EINVAL when
- * off is not the start of a live allocation (double free, wrong offset);
- * nothing changes then. Two frees of one allocation that race (threads
- * that have not ordered them) may both return 0; the pages are still freed
- * exactly once.
+ * allocation; ownership only decides where the pages go: what thread cache
+ * `cache` of `slot` allocated goes back to it without a lock; anything else
+ * takes the lock and goes back to the heap, or, allocated by a thread cache
+ * that is active, is kept for that cache (an orphan, given back at its
+ * owner's next miss or by the reaper). -EINVAL when off is not the start of
+ * a live allocation (double free, wrong offset); nothing changes then. Two
+ * frees of one allocation that race (threads that have not ordered them)
+ * may both return 0; the pages are still freed exactly once.
  */
 int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off);
 
 /* Gives back the free pages of page cache `cache` of `slot` and what its
- * medium cache holds (thread exit). */
+ * medium lists hold (thread exit); the thread cache becomes inactive. */
 int heap_cache_flush(heap *h, uint32_t slot, uint32_t cache);
+
+/*
+ * Takes back what threads keep in their caches (page caches' free pages,
+ * medium lists), which counts as in use and which the scavenger cannot
+ * release. HEAP_REAP_GEN, at a generation's start: everything from a
+ * thread that did nothing since the last reap (its cache becomes inactive
+ * until its next operation), and from the others what their lists kept
+ * unused since then and their wholly free blocks; everything from everyone
+ * when retained memory is over the goal or the memory limit. HEAP_REAP_ALL
+ * (pressure): everything from everyone. Safe against the owners, which
+ * never take a lock for it (see reap.c): a thread busy at that instant
+ * does it at its next operation (deferred). The report may be NULL.
+ */
+enum {
+        HEAP_REAP_GEN = 0,
+        HEAP_REAP_ALL = 1,
+};
+struct heap_reap_report {
+        uint64_t given_pages; /* given back to the heap */
+        uint64_t held_pages;  /* still held by the caches asked (free, in their lists and blocks) */
+        uint32_t reaped;      /* caches reaped */
+        uint32_t deferred;    /* caches whose owner does it at its next operation */
+        bool all;             /* everything was asked of everyone */
+};
+int heap_cache_reap(heap *h, unsigned how, struct heap_reap_report *ret);
 
 /* Length in bytes of the live allocation starting at off, or -EINVAL. */
 int64_t heap_alloc_size(heap *h, uint64_t off);

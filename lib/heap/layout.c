@@ -14,6 +14,7 @@
 
 #include "heap/layout.h"
 #include "heap/pagealloc.h"
+#include "heap/tcache.h"
 #include "macro.h"
 
 static uint64_t section(uint64_t *off, uint64_t size) {
@@ -188,6 +189,7 @@ static heap *handle_new(void *meta, uint64_t meta_size, void *base, int heap_fd)
         h->heap_fd = heap_fd;
         h->hdr = meta;
         h->release = release_punch_hole;
+        heap_tc_register(h);
         return h;
 }
 

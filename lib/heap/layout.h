@@ -64,19 +64,20 @@ struct heap_chunk {
  */
 #define HEAP_REC_NPAGES(r) ((uint32_t) ((r) &UINT32_MAX))
 #define HEAP_REC_OWNER(r) ((uint32_t) (((r) >> 32) & 0xffffu))
+#define HEAP_REC_OWNER_MASK (UINT64_C(0xffff) << 32)
 #define HEAP_REC_FLAGS(r) ((unsigned) ((r) >> 48))
 #define HEAP_REC_MAKE(npages, owner, flags) \
         ((uint64_t) (npages) | ((uint64_t) (owner) << 32) | ((uint64_t) (flags) << 48))
 #define HEAP_REC_KEEP ((uint64_t) HEAP_ALLOC_KEEP << 48)
 /*
- * Not an allocation flag: the owner freed the allocation into one of its
- * medium caches (mcache.c). The pages stay allocated and count as in use;
+ * Not an allocation flag: the owner freed the allocation into the medium
+ * lists of one of its thread caches (mcache.c). The pages stay allocated and count as in use;
  * the record is not a live allocation (free and size say -EINVAL); flush
  * and reclaim of the owner's slot free it for real.
  */
 #define HEAP_REC_CACHED (UINT64_C(1) << 63)
-/* Not an allocation flag: allocated through a medium cache, of a size class;
- * only these go back to one when their owner frees them. */
+/* Not an allocation flag: allocated through a thread cache's lists, of a
+ * size class; only these go back to one when their thread frees them. */
 #define HEAP_REC_MEDIUM (UINT64_C(1) << 62)
 /*
  * Not an allocation flag: the allocation has a share entry (share.c), which
@@ -85,6 +86,24 @@ struct heap_chunk {
  * record: every free of one goes through the heap lock (heap_share_free_locked).
  */
 #define HEAP_REC_SHARED (UINT64_C(1) << 61)
+/*
+ * Not an allocation flag: which of its owner's thread caches allocated it
+ * (bits 52-55); only that one takes it back without the lock. A free by
+ * another thread of the slot takes the lock, as one by another slot.
+ */
+/*
+ * Not an allocation flag, with CACHED: another thread freed the allocation
+ * while the thread cache that allocated it (its record's cache) was
+ * active. Its owner may be storing CACHED over the record right now (its
+ * own free, a plain store, racing this one: then both frees succeed and
+ * the list holds it), so the pages stay allocated for that cache, in its
+ * orphan list, until its owner or a reaper, which know the owner outside
+ * any operation, take them (mcache.c).
+ */
+#define HEAP_REC_ORPHAN (UINT64_C(1) << 60)
+#define HEAP_REC_CACHE_SHIFT 52
+#define HEAP_REC_CACHE_MASK (UINT64_C(0xf) << HEAP_REC_CACHE_SHIFT)
+#define HEAP_REC_CACHE(c) ((uint64_t) (c) << HEAP_REC_CACHE_SHIFT)
 
 /*
  * A share entry (share.c): the references of one allocation. Entries are
@@ -131,32 +150,13 @@ struct heap_name {
  * heap). A block sits at the first empty position from key %
  * HEAP_CACHE_BLOCKS on, so that a lookup usually costs a compare or two.
  * Only the owning thread changes cur, free_mask and scav_mask without the
- * lock; key and owned change under the heap lock. A block is empty when
- * owned == 0 (key is then 0).
+ * lock, inside an operation of its thread cache (struct heap_tcache); key
+ * and owned change under the heap lock. A block is empty when owned == 0
+ * (key is then 0).
  */
-/*
- * A medium cache (mcache.c): the owner's CACHED records, one list per size
- * class. Only the owning thread changes it, but for flush and reclaim
- * under the heap lock; a hint, bounds-checked: the records are the truth.
- * All zero = empty.
- */
-#define HEAP_MCACHE_CLASSES 13u
-#define HEAP_MCACHE_ENTRIES 128u
-struct heap_mcache {
-        /* bit e % 64 of word e / 64: entry e is in a list. Own lines: threads' caches sit side by side. */
-        alignas(64) uint64_t used[HEAP_MCACHE_ENTRIES / 64];
-        uint32_t pages;                         /* pages held */
-        uint8_t head[HEAP_MCACHE_CLASSES];      /* entry + 1; 0 = none */
-        uint8_t count[HEAP_MCACHE_CLASSES];     /* entries in each list (a hint, as the lists) */
-        uint8_t low[HEAP_MCACHE_CLASSES];       /* least count since the last collection */
-        uint16_t ops;                           /* operations since the last collection */
-        uint8_t next[HEAP_MCACHE_ENTRIES];      /* entry + 1; 0 = end */
-        uint32_t page[HEAP_MCACHE_ENTRIES];
-};
-
 struct heap_cache {
         alignas(64) uint32_t cur;                        /* owner's hint: block to allocate from */
-        _Atomic uint64_t nonempty;                       /* owner's hint: bit b = block b has free pages */
+        _Atomic uint64_t nonempty;                       /* owner's hint: bit b = block b may have free pages */
         _Atomic uint32_t key[HEAP_CACHE_BLOCKS];         /* first page / 64 + 1; 0 = empty */
         _Atomic uint64_t owned[HEAP_CACHE_BLOCKS];       /* pages taken from the heap */
         _Atomic uint64_t free_mask[HEAP_CACHE_BLOCKS];   /* owned pages not handed out (1 = free) */
@@ -166,6 +166,55 @@ struct heap_cache {
 static inline uint64_t heap_cache_key_base(uint32_t key) {
         return ((uint64_t) key - 1) * HEAP_CACHE_PAGES;
 }
+
+/*
+ * A thread cache (one per page cache: one per thread that allocates; reap.c,
+ * mcache.c). The owner brackets every operation on its page cache and its
+ * lists: seq is odd while it is inside one. Others (the reaper of idle
+ * threads' caches, heap_cache_reap) change a cache only under the heap lock
+ * and only while its owner is outside any operation, which they learn by
+ * setting state to HEAP_TC_REAP and reading seq after an asymmetric fence;
+ * the owner reads state right after making seq odd (no locked instruction,
+ * see reap.c). The lists hold the owner's frees of allocations of
+ * HEAP_MCACHE_MIN_PAGES to 128 pages, LIFO per size class, as CACHED
+ * records; they are only a hint, bounds-checked when popped: the records
+ * are the truth.
+ */
+/* Smallest allocation the lists serve (smaller ones: the page cache). */
+#define HEAP_MCACHE_MIN_PAGES 2u
+/* Classes: one per size below HEAP_CACHE_MAX_ALLOC, then 13 from 16 to 128 pages. */
+#define HEAP_MCACHE_SMALL_CLASSES (HEAP_CACHE_MAX_ALLOC - HEAP_MCACHE_MIN_PAGES)
+#define HEAP_MCACHE_CLASSES (HEAP_MCACHE_SMALL_CLASSES + 13u)
+#define HEAP_MCACHE_DEPTH 64u
+
+enum {
+        HEAP_TC_INACTIVE = 0, /* no owner: nothing cached, no blocks; its first operation activates it */
+        HEAP_TC_ACTIVE = 1,
+        HEAP_TC_REAP = 2,     /* the reaper asks for reap_mode: its owner's next operation does it */
+};
+
+_Static_assert(HEAP_SLOT_CACHES <= 16, "a record names its thread cache in 4 bits");
+
+/* Other threads' frees a thread cache keeps track of (ORPHAN records, mcache.c). */
+#define HEAP_TC_ORPHANS 60u
+
+struct heap_tcache {
+        /* The owner's line: its every operation reads and writes it. */
+        alignas(64) _Atomic uint32_t seq;        /* odd while the owner is inside an operation */
+        _Atomic uint32_t state;                  /* HEAP_TC_*; others change it under the heap lock */
+        uint32_t pages;                          /* pages in the lists (a hint) */
+        uint8_t count[HEAP_MCACHE_CLASSES];      /* entries of each list */
+        /* The owner's, rarely written; then the heap lock's. */
+        alignas(64) uint8_t low[HEAP_MCACHE_CLASSES]; /* least count since the last reap */
+        uint32_t reap_mode;                      /* what HEAP_TC_REAP asks (reap.c) */
+        uint32_t reap_seq;                       /* seq when last reaped: unchanged since = idle */
+        uint32_t fenced;                         /* the owner fences every operation (no membarrier) */
+        /* Other threads' frees of this cache's list allocations (heap lock; mcache.c). */
+        alignas(64) uint32_t norphans;
+        uint32_t orphans_lost;                   /* ORPHAN records not in orphan[]: found by their records */
+        uint32_t orphan[HEAP_TC_ORPHANS];        /* pages; a hint: the records are the truth */
+        uint32_t page[HEAP_MCACHE_CLASSES][HEAP_MCACHE_DEPTH]; /* list k: [0, count[k]), top last */
+};
 
 #define HEAP_SLOT_SCAV_INTENTS 8u
 
@@ -179,6 +228,7 @@ struct heap_slot {
         uint32_t pid;
         uint32_t uid;
         uint32_t cache_mask; /* bit c: cache c owns pages (heap lock); a hint for frees */
+        uint32_t tc_mask;    /* bit c: thread cache c is not HEAP_TC_INACTIVE (heap lock); the reaper's hint */
         /* Scavenge intents: pages marked allocated while being released, one per
          * scavenger of this slot in flight (its threads may scavenge at once on
          * heap growth). Heap lock. */
@@ -186,9 +236,9 @@ struct heap_slot {
                 uint64_t base, npages;
         } scav[HEAP_SLOT_SCAV_INTENTS];
         struct heap_cache caches[HEAP_SLOT_CACHES];
-        /* Medium cache of each page cache (mcache.c): only its owner reads it but
-         * for flush and reclaim, so it sits apart from the caches' hot lines. */
-        struct heap_mcache medium[HEAP_SLOT_CACHES];
+        /* Thread cache of each page cache (reap.c, mcache.c): its owner's
+         * operation bracket and medium lists, apart from the page caches' lines. */
+        struct heap_tcache tc[HEAP_SLOT_CACHES];
 };
 
 /* Operations of the heap intent record (crash safety, see recover.c). */
@@ -315,6 +365,9 @@ struct heap {
         void *release_userdata;
         heap_test_hook_fn test_hook;
         void *test_hook_userdata;
+        /* This process could not register for membarrier's global expedited
+         * barrier: its threads fence every thread cache operation (reap.c). */
+        bool tc_fenced;
 };
 
 static inline uint64_t heap_load(const uint64_t *p) {

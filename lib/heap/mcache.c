@@ -1,168 +1,162 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Medium caches: allocations of 16 to 128 pages that a (slot, cache) frees
- * are kept for its next allocations of that size, as TCMalloc's and
- * jemalloc's thread caches keep their large size classes; not in Go (its
- * mcache holds spans, its pageCache only 64 pages).
+ * Thread lists: allocations of HEAP_MCACHE_MIN_PAGES to 128 pages that a
+ * thread frees are kept in its thread cache for its next allocations of
+ * that size, as TCMalloc's and jemalloc's thread caches keep their size
+ * classes; not in Go (its mcache holds spans, its pageCache only 64 pages).
  *
- * Requests are rounded up to one of 13 size classes (16 pages, then four
- * per doubling: 20, 24, 28, 32, 40, ..., 112, 128), so that frees of one
- * size serve allocations of nearby sizes; an empty class borrows a block
- * of up to HEAP_MCACHE_SPILL classes up. The record holds the block's size
- * (heap_alloc_size says so). The owner's free of such an allocation moves
- * its record from live to CACHED with one CAS (the same CAS that lets
- * exactly one of two racing frees win) and pushes it on this process's list
- * for the class; an allocation of the class pops it and moves it back with
- * one CAS. Neither takes the heap lock. The pages stay allocated and count
- * as in use: the scavenger cannot release them, so a cache holds at most
- * HEAP_MCACHE_MAX_BYTES (and 1/16 of the capacity) and gives them back on
- * heap_cache_flush, on reclaim of its slot, and when an allocation would
- * otherwise fail with -ENOMEM.
+ * Classes: every size below 16 pages (a run of 5-15 pages in a page
+ * cache's 64-page blocks is hard to find once frees leave holes: it cost
+ * hundreds of nanoseconds), then 16 and four per doubling (20, 24, 28, 32,
+ * 40, ..., 112, 128), so that frees of one size serve allocations of
+ * nearby sizes; an empty class of 16 pages or more borrows a block of up
+ * to HEAP_MCACHE_SPILL classes up. The record holds the block's size
+ * (heap_alloc_size says so), MEDIUM, and the thread cache that allocated
+ * it. Each class is a LIFO array of pages in the thread cache (struct
+ * heap_tcache): the block freed last is the next one handed out.
+ *
+ * Only the thread that allocated a block keeps it when it frees it: a
+ * plain store of CACHED into its record, then the push; an allocation pops
+ * it and stores the record back live, another plain store. Neither takes
+ * a lock or a locked instruction. A CACHED record is changed by nobody but
+ * its list's owner (a free refuses it: a double free is refused), and by a
+ * reaper only while the owner is outside any operation (reap.c). A free by
+ * any other thread takes the lock; if the thread cache that allocated the
+ * block is active, its owner may be storing CACHED into the record at that
+ * very moment, so the pages cannot go back to the heap: the record becomes
+ * an ORPHAN of that cache (a compare-and-swap that the owner's racing
+ * store may overwrite: then both frees succeed and the list holds the
+ * pages once) and the cache's orphan list names it. The owner takes its
+ * orphans into its lists at its next miss, or at its next operation once
+ * the orphan list is half full; a reaper gives them back to the heap.
+ *
+ * The pages stay allocated and count as in use: the scavenger cannot
+ * release them, so the lists hold at most HEAP_MCACHE_MAX_BYTES (and 1/16
+ * of the capacity) per thread and give them back on heap_cache_flush, on
+ * reclaim of the slot, to the reaper (what a thread kept unused for a
+ * generation, everything when it is idle, the pool over its goal or under
+ * pressure), and when an allocation would otherwise fail with -ENOMEM.
  *
  * Misses and overflows go to the heap lock in batches, as TCMalloc's thread
  * caches move objects to and from the central lists: a miss allocates
- * HEAP_MCACHE_BATCH blocks of its class in one lock hold (one served, the
- * rest cached), and a free that finds the cache full gives back the longest
- * lists down to three quarters of the cache in one lock hold. Under two
- * threads, the lock's hand-offs and the shared lines they drag along
- * (summaries, bitmaps, statistics) cost far more than the work done under
- * it. Every HEAP_MCACHE_GC_EVERY operations the cache gives back half of
- * what it kept unused since the last time (mcache_collect).
+ * HEAP_MCACHE_BATCH blocks of its class (more of small ones) in one lock
+ * hold (one served, the rest cached), and a free that finds the lists full
+ * gives back the longest lists down to three quarters of the bound in one
+ * lock hold. Under two threads, the lock's hand-offs and the shared lines
+ * they drag along (summaries, bitmaps, statistics) cost far more than the
+ * work done under it.
  *
- * What this holds is the price: up to HEAP_MCACHE_MAX_BYTES per thread that
- * allocates medium sizes, in use for the scavenger, until the collection,
- * the thread's exit or scav_close gives it back.
- *
- * The lists live in the slot's page cache (struct heap_mcache), so that
- * any handle of the owner, and a reclaim, sees them; they are only a hint,
- * bounds-checked when read: the CACHED records are the truth. A killed
- * client's CACHED records are records of its slot, freed by reclaim like
- * its live ones; an entry whose record is no longer CACHED for its owner
- * fails its CAS and is dropped.
+ * The lists are only a hint, bounds-checked when read: the records are the
+ * truth. A killed client's CACHED and ORPHAN records are records of its
+ * slot, freed by reclaim like its live ones; an entry whose record is no
+ * longer CACHED for its cache is dropped when popped.
  */
 
 #include <errno.h>
 #include <string.h>
 
 #include "heap/alloc.h"
+#include "heap/fast.h"
 #include "heap/mcache.h"
+#include "heap/tcache.h"
 #include "macro.h"
 
-static struct heap_mcache *mcache_of(heap *h, uint32_t slot, uint32_t cache) {
-        return &h->slots[slot].medium[cache];
+uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
+uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
+
+/* The fast paths' tables, from heap_mcache_class (the definition). */
+static void __attribute__((constructor)) mcache_tables(void) {
+        for (uint64_t n = HEAP_MCACHE_MIN_PAGES, c; n <= HEAP_MCACHE_MAX_PAGES; n++)
+                heap_mcache_class_of[n] = (uint8_t) heap_mcache_class(n, &c);
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                heap_mcache_pages_of[k] = (uint8_t) heap_mcache_class_pages(k);
 }
 
-static uint64_t mcache_cap_pages(heap *h) {
-        uint64_t cap = HEAP_MCACHE_MAX_BYTES >> h->page_shift;
-        return MIN(cap, h->capacity_pages / 16);
+#define mcache_cap_pages heap_mcache_cap_pages
+/* mcache_refill: the orphans it took filled the class; pop again. */
+#define HEAP_MCACHE_RETRY 1
+
+/* Room for a block of n pages in list k. */
+static bool mcache_room(heap *h, const struct heap_tcache *t, unsigned k, uint64_t n) {
+        return t->count[k] < HEAP_MCACHE_DEPTH && t->pages + n <= mcache_cap_pages(h);
 }
 
-static inline uint64_t cached_record(uint64_t npages, uint32_t slot) {
-        return HEAP_REC_MAKE(npages, slot + 1, 0) | HEAP_REC_MEDIUM | HEAP_REC_CACHED;
+static void mcache_push(struct heap_tcache *t, unsigned k, uint64_t page, uint64_t n) {
+        unsigned c = t->count[k];
+        t->page[k][c] = (uint32_t) page;
+        t->count[k] = (uint8_t) (c + 1);
+        t->pages += (uint32_t) n;
 }
 
-/* Pages of size class k (the inverse of heap_mcache_class). */
-static uint64_t mcache_class_pages(unsigned k) {
-        if (k == 0)
-                return 16;
-        unsigned lg = 4 + (k - 1) / 4;
-        return (uint64_t) (5 + (k - 1) % 4) << (lg - 2);
+/* Entries of list k, bounded: the counts are shared memory. */
+static unsigned mcache_count(const struct heap_tcache *t, unsigned k) {
+        return MIN((unsigned) t->count[k], HEAP_MCACHE_DEPTH);
 }
 
-static bool entry_used(const struct heap_mcache *mc, unsigned e) {
-        return (mc->used[e / 64] >> (e % 64)) & 1;
-}
-
-/* A free entry, or HEAP_MCACHE_ENTRIES. */
-static unsigned entry_free(const struct heap_mcache *mc) {
-        for (unsigned w = 0; w < HEAP_MCACHE_ENTRIES / 64; w++)
-                if (~mc->used[w])
-                        return w * 64 + (unsigned) __builtin_ctzll(~mc->used[w]);
-        return HEAP_MCACHE_ENTRIES;
-}
-
-static unsigned entries_used(const struct heap_mcache *mc) {
-        unsigned n = 0;
-        for (unsigned w = 0; w < HEAP_MCACHE_ENTRIES / 64; w++)
-                n += (unsigned) __builtin_popcountll(mc->used[w]);
-        return n;
-}
-
-/* The free entry a block of n pages would take, or HEAP_MCACHE_ENTRIES when it does not fit. */
-static unsigned mcache_room(heap *h, const struct heap_mcache *mc, uint64_t n) {
-        return mc->pages + n <= mcache_cap_pages(h) ? entry_free(mc) : HEAP_MCACHE_ENTRIES;
-}
-
-/* Pops the first entry of class k: its page, or UINT64_MAX when the list is
- * empty or not a list (shared memory scribbled on: it is dropped). */
-static uint64_t mcache_pop(struct heap_mcache *mc, unsigned k, uint64_t npages) {
-        unsigned e = mc->head[k];
-        if (!e)
-                return UINT64_MAX;
-        if (e > HEAP_MCACHE_ENTRIES || !entry_used(mc, e - 1)) {
-                mc->head[k] = 0;
-                mc->count[k] = 0;
-                return UINT64_MAX;
-        }
-        mc->head[k] = mc->next[e - 1];
-        mc->count[k] -= mc->count[k] > 0;
-        mc->low[k] = MIN(mc->low[k], mc->count[k]);
-        mc->used[(e - 1) / 64] &= ~(UINT64_C(1) << ((e - 1) % 64));
-        mc->pages = mc->pages >= npages ? mc->pages - (uint32_t) npages : 0;
-        return mc->page[e - 1];
-}
-
-/* Pushes page (a CACHED record of class k, n pages) into entry e, which mcache_room gave. */
-static void mcache_push(struct heap_mcache *mc, unsigned e, unsigned k, uint64_t page, uint64_t n) {
-        mc->page[e] = (uint32_t) page;
-        mc->next[e] = mc->head[k];
-        mc->head[k] = (uint8_t) (e + 1);
-        mc->count[k]++;
-        mc->used[e / 64] |= UINT64_C(1) << (e % 64);
-        mc->pages += (uint32_t) n;
-}
-
-/* Gives back the first entry of class k, adding its pages to *given when
- * not NULL: false when the list is empty. Called with heap lock held. */
-static bool mcache_evict_one_locked(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t *given) {
-        uint64_t n = mcache_class_pages(k);
-        uint64_t page = mcache_pop(mcache_of(h, slot, cache), k, n);
-        if (page == UINT64_MAX)
-                return false;
+/* Frees a block of class k (n pages) at page that a list of (slot, cache)
+ * named, if its record says it is one. Pages given back. Heap lock. */
+static uint64_t mcache_release_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t n) {
+        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
+                return 0; /* scribbled on: dropped */
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || rec != cached_record(n, slot))
-                return true; /* a stale hint (freed by a reclaim) or scribbled on: dropped */
-        if (heap_free_locked(h, slot, cache, page, rec) >= 0 && given)
-                *given += n;
-        return true;
+        if (rec != heap_mcache_cached_record(n, slot, cache))
+                return 0; /* a stale hint (freed by a reclaim) or scribbled on: dropped */
+        return heap_free_locked(h, slot, cache, page, rec) >= 0 ? n : 0;
 }
 
-/*
- * jemalloc's tcache GC: every HEAP_MCACHE_GC_EVERY operations, gives back
- * half of what each class kept unused since the last time (its low-water
- * mark), so that a cache shrinks to what its thread cycles through rather
- * than staying at the most it ever held.
- */
-static void mcache_collect(heap *h, uint32_t slot, uint32_t cache) {
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
-        bool any = false;
+/* Frees the m oldest entries of list k (its bottom), keeping the rest in order. Heap lock. */
+static uint64_t mcache_release_oldest_locked(heap *h, uint32_t slot, uint32_t cache, unsigned k, unsigned m) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        unsigned count = mcache_count(t, k);
+        uint64_t n = heap_mcache_class_pages(k), given = 0;
+        m = MIN(m, count);
+        if (m == 0)
+                return 0;
+        /* Freed first, then out of the list: a process killed in between
+         * leaves stale entries, which a pop drops, and no CACHED record
+         * that no list holds (heap_check). */
+        for (unsigned i = 0; i < m; i++)
+                given += mcache_release_locked(h, slot, cache, t->page[k][i], n);
+        memmove(t->page[k], t->page[k] + m, (count - m) * sizeof(uint32_t));
+        t->count[k] = (uint8_t) (count - m);
+        t->low[k] = MIN(t->low[k], t->count[k]);
+        t->pages = t->pages >= m * n ? t->pages - (uint32_t) (m * n) : 0;
+        return given;
+}
+
+/* Frees the newest entry of list k (its top). Heap lock. */
+static uint64_t mcache_release_newest_locked(heap *h, uint32_t slot, uint32_t cache, unsigned k) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        unsigned count = mcache_count(t, k);
+        uint64_t n = heap_mcache_class_pages(k);
+        if (count == 0)
+                return 0;
+        uint64_t given = mcache_release_locked(h, slot, cache, t->page[k][count - 1], n);
+        t->count[k] = (uint8_t) (count - 1);
+        t->low[k] = MIN(t->low[k], t->count[k]);
+        t->pages = t->pages >= n ? t->pages - (uint32_t) n : 0;
+        return given;
+}
+
+uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t given = 0;
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                any |= mc->low[k] > 0;
-        if (any && heap_lock(h) >= 0) {
-                for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                        for (unsigned i = 0, m = (mc->low[k] + 1u) / 2; i < m; i++)
-                                if (!mcache_evict_one_locked(h, slot, cache, k, NULL))
-                                        break;
-                heap_unlock(h);
+                given += mcache_release_oldest_locked(h, slot, cache, k, HEAP_MCACHE_DEPTH);
+        t->pages = 0;
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                t->count[k] = t->low[k] = 0;
+        return given;
+}
+
+uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t given = 0;
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++) {
+                given += mcache_release_oldest_locked(h, slot, cache, k, t->low[k]);
+                t->low[k] = t->count[k];
         }
-        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                mc->low[k] = mc->count[k];
-        mc->ops = 0;
-}
-
-static inline void mcache_tick(heap *h, uint32_t slot, uint32_t cache) {
-        if (_unlikely_(++mcache_of(h, slot, cache)->ops >= HEAP_MCACHE_GC_EVERY))
-                mcache_collect(h, slot, cache);
+        return given;
 }
 
 /*
@@ -171,35 +165,46 @@ static inline void mcache_tick(heap *h, uint32_t slot, uint32_t cache) {
  * allocations (those never grow the heap). Falls back to
  * heap_alloc_flushing_mcache when the heap is full.
  */
-static int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n, unsigned flags,
-                         uint64_t *ret_off) {
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
+static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n, unsigned flags,
+                                    uint64_t *ret_off) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
         struct heap_zero_plan zp = {};
         uint64_t page, grown = 0;
         int r;
 
         if (n > UINT32_MAX || h->capacity_pages > UINT32_MAX) /* entries hold 32-bit pages */
-                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM, ret_off);
+                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache),
+                                                  ret_off);
         r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM, &page, &zp, &grown);
-        for (unsigned i = 1, e; r >= 0 && i < HEAP_MCACHE_BATCH && (e = mcache_room(h, mc, n)) < HEAP_MCACHE_ENTRIES;
-             i++) {
+        if (t->norphans || t->orphans_lost) {
+                /* Other threads freed what this one allocated: its lists take them. */
+                heap_mcache_orphans_locked(h, slot, cache, true);
+                if (t->count[k]) {
+                        heap_unlock(h);
+                        return HEAP_MCACHE_RETRY;
+                }
+        }
+        r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), &page, &zp, &grown);
+        unsigned batch = (unsigned) MAX(HEAP_MCACHE_BATCH, MIN(HEAP_MCACHE_BATCH_MAX, HEAP_MCACHE_BATCH_PAGES / n));
+        for (unsigned i = 1; r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
                 struct heap_zero_plan unused;
                 uint64_t extra;
                 /* Only backed pages: a cache hides what it holds from the
                  * scavenger, which would lose track of released ones. */
-                if (heap_alloc_locked(h, slot, n, HEAP_ALLOC_BACKED_ONLY, HEAP_REC_MEDIUM | HEAP_REC_CACHED, &extra,
+                if (heap_alloc_locked(h, slot, n, HEAP_ALLOC_BACKED_ONLY,
+                                      HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache) | HEAP_REC_CACHED, &extra,
                                       &unused, NULL) < 0)
                         break;
-                mcache_push(mc, e, k, extra, n);
+                mcache_push(t, k, extra, n);
         }
         heap_unlock(h);
         if (grown)
                 heap_growth_scavenge(h, slot, grown);
         if (r == -ENOMEM)
-                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM, ret_off);
+                return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache),
+                                                  ret_off);
         if (r < 0)
                 return r;
         if (flags & HEAP_ALLOC_ZERO)
@@ -208,36 +213,45 @@ static int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uin
         return 0;
 }
 
-/* Pops a block of class k whose record is still CACHED for slot: its page, or UINT64_MAX. */
-static uint64_t mcache_take(heap *h, struct heap_mcache *mc, uint32_t slot, unsigned k, uint64_t n) {
-        uint64_t want = cached_record(n, slot), live = HEAP_REC_MAKE(n, slot + 1, 0) | HEAP_REC_MEDIUM;
-        for (uint64_t page; (page = mcache_pop(mc, k, n)) != UINT64_MAX;) {
-                uint64_t expect = want;
-                if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
-                        continue; /* not ours (scribbled on): dropped */
-                if (atomic_compare_exchange_strong(&h->records[page], &expect, live))
+/*
+ * Pops a block of class k whose record is still CACHED for slot and makes
+ * it live: its page, or UINT64_MAX. A plain store: nobody else changes a
+ * CACHED record while its list's owner is inside an operation (a free
+ * refuses it, a reaper waits for the owner to leave).
+ */
+static inline uint64_t mcache_take(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t want = heap_mcache_cached_record(n, slot, cache), end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        for (unsigned c = mcache_count(t, k); c > 0; c--) {
+                uint64_t page = t->page[k][c - 1];
+                t->count[k] = (uint8_t) (c - 1);
+                if (_unlikely_(c - 1 < t->low[k]))
+                        t->low[k] = (uint8_t) (c - 1);
+                t->pages = t->pages >= n ? t->pages - (uint32_t) n : 0;
+                if (_likely_(page + n <= end &&
+                             atomic_load_explicit(&h->records[page], memory_order_relaxed) == want)) {
+                        atomic_store_explicit(&h->records[page], want & ~HEAP_REC_CACHED, memory_order_release);
                         return page;
-                /* else freed by a reclaim: a stale hint */
+                }
+                /* else freed by a reclaim, or scribbled on: a stale hint, dropped */
         }
         return UINT64_MAX;
 }
 
 int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags, uint64_t *ret_off) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
         uint64_t n;
         unsigned k = heap_mcache_class(npages, &n);
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
-        int r = heap_checked(h);
-        if (r < 0)
-                return r;
+        int r;
 
-        mcache_tick(h, slot, cache);
         /* The class, else the next ones up (at most HEAP_MCACHE_SPILL: up to
          * 1.5 times the size): a block at hand beats the heap lock, whose
          * shared lines cost more than the pages the block holds unused. */
-        for (unsigned j = k; j <= k + HEAP_MCACHE_SPILL && j < HEAP_MCACHE_CLASSES; j++) {
-                if (!mc->head[j])
+        unsigned last = k < HEAP_MCACHE_SMALL_CLASSES ? k : MIN(k + HEAP_MCACHE_SPILL, HEAP_MCACHE_CLASSES - 1);
+        for (unsigned j = k; j <= last; j++) {
+                if (!t->count[j])
                         continue;
-                uint64_t nj = mcache_class_pages(j), page = mcache_take(h, mc, slot, j, nj);
+                uint64_t nj = heap_mcache_class_pages(j), page = mcache_take(h, slot, cache, j, nj);
                 if (page == UINT64_MAX)
                         continue;
                 if ((flags & HEAP_ALLOC_ZERO) && h->base)
@@ -246,33 +260,48 @@ int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, u
                 return 0;
         }
 
-        return mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        r = mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        if (r == HEAP_MCACHE_RETRY) {
+                uint64_t page = mcache_take(h, slot, cache, k, n);
+                if (page != UINT64_MAX) {
+                        if ((flags & HEAP_ALLOC_ZERO) && h->base)
+                                memset(h->base + (page << h->page_shift), 0, n << h->page_shift);
+                        *ret_off = page << h->page_shift;
+                        return 0;
+                }
+                r = mcache_refill(h, slot, cache, k, n, flags, ret_off);
+        }
+        return r;
 }
 
-/* heap_alloc_rec, except that what the medium cache of (slot, cache) holds
- * must not make an allocation fail: on -ENOMEM it is given back and the
- * allocation tried once more. */
+/* heap_alloc_rec, except that what the lists and orphans of (slot, cache)
+ * hold must not make an allocation fail: on -ENOMEM they are given back and
+ * the allocation tried once more. Inside the owner's operation. */
 int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
                                uint64_t rec_bits, uint64_t *ret_off) {
         int r = heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);
-        if (r != -ENOMEM || !entries_used(mcache_of(h, slot, cache)))
+        if (r != -ENOMEM || slot >= h->max_slots || cache >= HEAP_SLOT_CACHES)
+                return r;
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        if (!t->pages && !t->norphans && !t->orphans_lost)
                 return r;
         r = heap_lock(h);
         if (r < 0)
                 return r;
+        heap_mcache_orphans_locked(h, slot, cache, false);
         heap_mcache_flush_locked(h, slot, cache);
         heap_unlock(h);
         return heap_alloc_rec(h, slot, npages, flags, rec_bits, ret_off);
 }
 
 /*
- * The owner's free of a medium allocation into a full cache: under one
- * lock hold, frees it and gives back the longest lists until the cache is
- * HEAP_MCACHE_EVICT_KEEP quarters full, so that the next frees find room
- * without the lock.
+ * The owner's free of a medium allocation into full lists: under one lock
+ * hold, frees it and gives back the longest lists' newest entries until the
+ * lists are HEAP_MCACHE_EVICT_KEEP quarters full, so that the next frees
+ * find room without the lock.
  */
-static int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
+static _noinline_ int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
         int r = heap_lock(h);
         if (r < 0)
                 return r;
@@ -280,52 +309,108 @@ static int mcache_free_evicting(heap *h, uint32_t slot, uint32_t cache, uint64_t
                 r = -EINVAL; /* another free won */
         else
                 r = heap_free_locked(h, slot, cache, page, rec);
-        while (mc->pages > mcache_cap_pages(h) * HEAP_MCACHE_EVICT_KEEP / 4 ||
-               entries_used(mc) > HEAP_MCACHE_ENTRIES * HEAP_MCACHE_EVICT_KEEP / 4) {
+        uint64_t keep_pages = mcache_cap_pages(h) * HEAP_MCACHE_EVICT_KEEP / 4;
+        unsigned keep_depth = HEAP_MCACHE_DEPTH * HEAP_MCACHE_EVICT_KEEP / 4;
+        for (;;) {
                 unsigned longest = 0;
                 for (unsigned k = 1; k < HEAP_MCACHE_CLASSES; k++)
-                        if (mc->count[k] > mc->count[longest])
+                        if (mcache_count(t, k) > mcache_count(t, longest))
                                 longest = k;
-                if (!mcache_evict_one_locked(h, slot, cache, longest, NULL))
-                        break; /* counts out of step with the lists (scribbled on) */
+                unsigned k = HEAP_MCACHE_CLASSES;
+                if (t->pages > keep_pages)
+                        k = longest;
+                else
+                        for (unsigned j = 0; j < HEAP_MCACHE_CLASSES && k == HEAP_MCACHE_CLASSES; j++)
+                                if (mcache_count(t, j) > keep_depth)
+                                        k = j;
+                if (k == HEAP_MCACHE_CLASSES || !mcache_count(t, k))
+                        break;
+                mcache_release_newest_locked(h, slot, cache, k);
         }
         heap_unlock(h);
         return r;
 }
 
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
         uint64_t npages = HEAP_REC_NPAGES(rec), n;
-        if (npages < HEAP_CACHE_MAX_ALLOC || npages > HEAP_MCACHE_MAX_PAGES ||
-            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM | HEAP_REC_SHARED)) != HEAP_REC_MEDIUM)
-                return false; /* only what a medium cache allocated */
+        if (npages < HEAP_MCACHE_MIN_PAGES || npages > HEAP_MCACHE_MAX_PAGES ||
+            (rec & (HEAP_REC_KEEP | HEAP_REC_CACHED | HEAP_REC_MEDIUM | HEAP_REC_SHARED | HEAP_REC_CACHE_MASK)) !=
+                    (HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache)))
+                return false; /* only what this thread's lists allocated */
         unsigned k = heap_mcache_class(npages, &n);
         if (n != npages || page > UINT32_MAX)
                 return false; /* not of a class: scribbled on */
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
-        unsigned e = mcache_room(h, mc, n);
-        if (e == HEAP_MCACHE_ENTRIES) {
+        if (!mcache_room(h, t, k, n)) {
                 *ret = mcache_free_evicting(h, slot, cache, page, rec);
                 return true;
         }
 
-        uint64_t expect = rec;
-        if (!atomic_compare_exchange_strong(&h->records[page], &expect, rec | HEAP_REC_CACHED)) {
-                *ret = -EINVAL; /* another free won */
-                return true;
-        }
-        mcache_push(mc, e, k, page, n);
-        mcache_tick(h, slot, cache);
+        /* A plain store, inside the owner's operation: another thread's free
+         * of this allocation makes it an orphan (heap_mcache_orphan_locked),
+         * which this store may overwrite; then the list holds it. */
+        atomic_store_explicit(&h->records[page], rec | HEAP_REC_CACHED, memory_order_release);
+        mcache_push(t, k, page, n);
         *ret = 0;
         return true;
 }
 
-/* Called with heap lock held. */
-uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
-        struct heap_mcache *mc = mcache_of(h, slot, cache);
+int heap_mcache_orphan_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t n = HEAP_REC_NPAGES(rec);
+        if (!heap_mcache_is_class(n) || page > UINT32_MAX)
+                return heap_free_locked(h, slot, cache, page, rec); /* no fast path frees it: no race */
+        /* Listed first, then marked: a process killed in between leaves a
+         * stale entry, which heap_mcache_orphans_locked drops. */
+        if (t->norphans < HEAP_TC_ORPHANS)
+                t->orphan[t->norphans++] = (uint32_t) page;
+        else
+                t->orphans_lost = 1;
+        /* A shared record goes unshared: its entry, stale now, is released after (share.c). */
+        uint64_t expect = rec;
+        if (!atomic_compare_exchange_strong(&h->records[page], &expect,
+                                            (rec & ~HEAP_REC_SHARED) | HEAP_REC_CACHED | HEAP_REC_ORPHAN))
+                return -EINVAL; /* the owner's free won */
+        /* Half full: its owner's next operation takes them (or the next reap). */
+        if (t->norphans >= HEAP_TC_ORPHANS / 2)
+                heap_tc_request_locked(h, slot, cache, HEAP_TC_REAP_ORPHANS);
+        return 0;
+}
+
+/* One orphan of (slot, cache) at page, if its record says it is one: into
+ * a list (reuse, room) or back to the heap. Pages given back. Heap lock. */
+static uint64_t orphan_take_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t page, bool reuse) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        if (page >= grown)
+                return 0;
+        uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire), n = HEAP_REC_NPAGES(rec);
+        if (!heap_mcache_is_class(n) || rec != heap_mcache_orphan_record(n, slot, cache) || page + n > grown)
+                return 0; /* stale: the owner's own free won, or it was taken already */
+        uint64_t c;
+        unsigned k = heap_mcache_class(n, &c);
+        if (reuse && mcache_room(h, t, k, n)) {
+                /* CACHED, then listed: its owner is inside this operation. */
+                atomic_store_explicit(&h->records[page], rec & ~HEAP_REC_ORPHAN, memory_order_release);
+                mcache_push(t, k, page, n);
+                return 0;
+        }
+        return heap_free_locked(h, slot, cache, page, rec) >= 0 ? n : 0;
+}
+
+uint64_t heap_mcache_orphans_locked(heap *h, uint32_t slot, uint32_t cache, bool reuse) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
         uint64_t given = 0;
-        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                while (mcache_evict_one_locked(h, slot, cache, k, &given))
-                        ;
-        memset(mc, 0, sizeof(*mc));
+        for (unsigned i = 0; i < MIN(t->norphans, HEAP_TC_ORPHANS); i++)
+                given += orphan_take_locked(h, slot, cache, t->orphan[i], reuse);
+        t->norphans = 0;
+        if (t->orphans_lost) {
+                /* More than the list held: found by their records, over the grown heap once. */
+                uint64_t grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+                for (uint64_t p = 0; p < grown; p++)
+                        if (atomic_load_explicit(&h->records[p], memory_order_relaxed) & HEAP_REC_ORPHAN)
+                                given += orphan_take_locked(h, slot, cache, p, reuse);
+                t->orphans_lost = 0;
+        }
         return given;
 }

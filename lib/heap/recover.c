@@ -14,6 +14,7 @@
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
 #include "heap/share.h"
+#include "heap/tcache.h"
 
 void heap_intent_begin(heap *h, enum heap_op op, uint32_t slot, uint32_t cache, uint64_t base,
                        uint64_t npages, uint64_t a, uint64_t b) {
@@ -165,6 +166,7 @@ static void recount(heap *h) {
                 struct heap_slot *sl = &h->slots[s];
                 for (uint32_t k = 0; k < HEAP_SLOT_SCAV_INTENTS; k++)
                         intents += sl->scav[k].npages;
+                heap_tc_recount_locked(h, s);
                 sl->cache_mask = 0;
                 for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
                         uint64_t nonempty = 0;

@@ -180,14 +180,15 @@ int heap_share_ref_locked(heap *h, uint32_t slot, uint32_t idx) {
  * given back at its flush). Called with heap lock held.
  */
 static int64_t release_allocation(heap *h, uint32_t slot, uint32_t cache, uint32_t idx) {
-        int64_t freed = 0;
+        uint64_t before = heap_load(&h->hdr->inuse_pages);
         if (heap_share_live(h, idx)) {
                 uint64_t page = heap_share_at(h, idx)->page;
                 uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-                bool in_cache = heap_rec_in_cache(h, page, rec);
-                if (heap_free_locked(h, slot, cache, page, rec) >= 0 && !in_cache)
-                        freed = HEAP_REC_NPAGES(rec);
+                /* As any free by another: an active thread cache's list allocation
+                 * becomes its orphan, a page-cache one stays in its cache. */
+                (void) heap_free_other_locked(h, slot, cache, page, rec);
         }
+        int64_t freed = (int64_t) (before - heap_load(&h->hdr->inuse_pages));
         entry_release(h, idx);
         return freed;
 }
@@ -423,7 +424,7 @@ void heap_share_fixup_locked(heap *h) {
                 if (e->refs == 0) {
                         uint64_t page = e->page;
                         uint64_t rec = atomic_load(&h->records[page]);
-                        (void) heap_free_locked(h, 0, 0, page, rec);
+                        (void) heap_free_other_locked(h, 0, 0, page, rec);
                         e->tag = 0;
                         continue;
                 }

@@ -13,6 +13,7 @@
 #include "heap/pagealloc.h"
 #include "heap/scavenge.h"
 #include "heap/share.h"
+#include "heap/tcache.h"
 
 int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
         int r = heap_lock(h);
@@ -27,7 +28,7 @@ int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
                 memset(sl->scav, 0, sizeof(sl->scav));
                 sl->cache_mask = 0;
                 memset(sl->caches, 0, sizeof(sl->caches));
-                memset(sl->medium, 0, sizeof(sl->medium));
+                heap_tc_reset_locked(h, s);
                 atomic_store(&sl->state, HEAP_SLOT_LIVE);
                 heap_unlock(h);
                 *ret_slot = s;
@@ -88,7 +89,7 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
                 return r;
         for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++) {
                 given += (int64_t) heap_cache_flush_locked(h, slot, c);
-                /* This process's lists; another's CACHED records go with the record scan. */
+                /* Its lists; CACHED records they lost track of go with the record scan. */
                 given += (int64_t) heap_mcache_flush_locked(h, slot, c);
         }
         heap_unlock(h);
@@ -145,6 +146,7 @@ int64_t heap_slot_reclaim(heap *h, uint32_t slot) {
         /* Frees that raced with us went into the caches as orphans. */
         for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
                 given += (int64_t) heap_cache_flush_locked(h, slot, c);
+        heap_tc_reset_locked(h, slot);
         sl->pid = 0;
         sl->uid = 0;
         if (slot != 0)

@@ -15,13 +15,19 @@
  *
  * Workload: `live` slots (default 1,000) are filled first; then each step
  * picks a slot at random, frees what it holds, allocates a block of the
- * next size and writes its first byte. Sizes are fixed (8K, 64K, 512K) or
+ * next size and writes its first byte. Random indices come from a multiply
+ * and a shift, not a division, so that the loop costs little next to the
+ * fastest allocator it drives. Sizes are fixed (8K, 64K, 512K) or
  * "mixed": a whole number of 4 KiB pages drawn uniformly from 2..128
  * (8 KiB..512 KiB). The random sequence is the same for every allocator.
  * One step is one alloc+free pair; the driver prints pairs per second over
  * `seconds` of steps after a warm-up.
  *
- *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N] [--threads N]
+ *   DRIVER SIZE [--seconds S] [--live N] [--cpu C] [--start-at MONO_NS] [--seed N] [--threads N] [--pairs N]
+ *
+ * --pairs N runs exactly N measured pairs per thread instead of `seconds`
+ * (rounded up to the 256 of one timing step): instruction counts under
+ * callgrind are then repeatable.
  *
  * With --threads N, N threads (thread i pinned to CPU (C + i) mod CPUs, C
  * default 0) each run the workload on their own live set and random
@@ -59,10 +65,17 @@ static inline uint64_t loop_rand(uint64_t *s) {
         return x * UINT64_C(2685821657736338717);
 }
 
+/* A random index below n (n < 2^32) without a division: the high half of
+ * the random number scaled by n (Lemire's reduction). A 64-bit division
+ * costs more than some allocators' whole free. */
+static inline size_t loop_index(uint64_t r, size_t n) {
+        return (size_t) (((r >> 32) * (uint64_t) n) >> 32);
+}
+
 static inline size_t loop_size(size_t fixed, uint64_t *s) {
         if (fixed > 0)
                 return fixed;
-        return (size_t) (2 + loop_rand(s) % 127) * 4096u;
+        return (size_t) (2 + loop_index(loop_rand(s), 127)) * 4096u;
 }
 
 static int loop_parse_size(const char *arg, size_t *ret) {
@@ -93,6 +106,7 @@ struct loop_thread {
         size_t fixed, live;
         uint64_t seed, start_at;
         double seconds;
+        uint64_t max_pairs; /* 0: run for seconds */
         pthread_barrier_t *ready;
         /* results */
         uint64_t pairs, ns;
@@ -148,7 +162,7 @@ static void *loop_run(void *arg) {
 
         /* Warm-up: four times the live set, so caches and free lists reach their steady state. */
         for (size_t i = 0; i < 4 * live; i++) {
-                struct blk *b = &slots[loop_rand(&seed) % live];
+                struct blk *b = &slots[loop_index(loop_rand(&seed), live)];
 
                 be_free(b);
                 r = be_alloc(loop_size(fixed, &seed), b);
@@ -170,10 +184,10 @@ static void *loop_run(void *arg) {
         loop_sleep_until(t->start_at);
 
         t0 = t1 = loop_now_ns();
-        deadline = t0 + (uint64_t) (t->seconds * 1e9);
+        deadline = t->max_pairs ? UINT64_MAX : t0 + (uint64_t) (t->seconds * 1e9);
         for (;;) {
                 for (unsigned k = 0; k < 256; k++) {
-                        struct blk *b = &slots[loop_rand(&seed) % live];
+                        struct blk *b = &slots[loop_index(loop_rand(&seed), live)];
 
                         be_free(b);
                         r = be_alloc(loop_size(fixed, &seed), b);
@@ -186,7 +200,7 @@ static void *loop_run(void *arg) {
                 }
                 pairs += 256;
                 t1 = loop_now_ns();
-                if (t1 >= deadline)
+                if (t1 >= deadline || (t->max_pairs && pairs >= t->max_pairs))
                         break;
         }
         t->pairs = pairs;
@@ -201,14 +215,14 @@ static void *loop_run(void *arg) {
 int main(int argc, char **argv) {
         double seconds = 0.4;
         size_t fixed, live = 1000, max_live;
-        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, ns = 0;
+        uint64_t seed = 0x9e3779b97f4a7c15u, start_at = 0, pairs = 0, ns = 0, max_pairs = 0;
         int cpu = -1, threads = 1, ncpu, r;
         struct loop_thread *ts;
         pthread_barrier_t ready;
 
         if (argc < 2 || loop_parse_size(argv[1], &fixed) < 0) {
                 fprintf(stderr, "usage: %s 8k|64k|512k|mixed [--seconds S] [--live N] [--cpu C] "
-                        "[--start-at MONO_NS] [--seed N] [--threads N]\n", argv[0]);
+                        "[--start-at MONO_NS] [--seed N] [--threads N] [--pairs N]\n", argv[0]);
                 return 2;
         }
         for (int i = 2; i + 1 < argc; i += 2) {
@@ -224,12 +238,14 @@ int main(int argc, char **argv) {
                         seed = strtoull(argv[i + 1], NULL, 10) | 1;
                 else if (strcmp(argv[i], "--threads") == 0)
                         threads = atoi(argv[i + 1]);
+                else if (strcmp(argv[i], "--pairs") == 0)
+                        max_pairs = strtoull(argv[i + 1], NULL, 10);
                 else {
                         fprintf(stderr, "unknown option %s\n", argv[i]);
                         return 2;
                 }
         }
-        if (live == 0 || seconds <= 0 || threads < 1 || threads > 64) {
+        if (live == 0 || live >= (UINT64_C(1) << 32) || seconds <= 0 || threads < 1 || threads > 64) {
                 fprintf(stderr, "bad --live, --seconds or --threads\n");
                 return 2;
         }
@@ -256,6 +272,7 @@ int main(int argc, char **argv) {
                 ts[i].seed = (seed + (uint64_t) i * UINT64_C(0x632be59bd9b4e019)) | 1;
                 ts[i].start_at = start_at;
                 ts[i].seconds = seconds;
+                ts[i].max_pairs = max_pairs;
                 ts[i].ready = &ready;
                 r = pthread_create(&ts[i].tid, NULL, loop_run, &ts[i]);
                 if (r != 0) {

@@ -951,7 +951,8 @@ def write_report(args, res, path):
     A("")
     A("Alloc+free pairs per second (and ns per pair), 1,000 live blocks, the first byte of each "
       "block written; one block freed and one allocated per step, slots and sizes from the same "
-      "random sequence for every allocator; *mixed* is a whole number of 4 KiB pages uniform in "
+      "random sequence for every allocator (drawn with a multiply and a shift, no division: the "
+      "loop costs little next to the fastest allocator); *mixed* is a whole number of 4 KiB pages uniform in "
       "8–512 KiB. libscav runs through the real daemon (pool `bench`, 4 GiB capacity); "
       "Boost.Interprocess is `managed_shared_memory` (default `rbtree_best_fit`, its own mutex); "
       "memfd is `memfd_create`+`ftruncate`+`mmap` per allocation and `munmap` per free.")
@@ -1307,19 +1308,20 @@ def compute(args, res):
         B.append(bar(ok, f"{label}: {val:.3g}{unit} (bar {target}{unit}" +
                      ("" if ok else f"; short by {100 * (1 - val / target):.0f}%") + ")"))
 
-    want("libscav ÷ jemalloc, 8 KiB pairs", ratios.get(("jemalloc", "8k")), 1.0)
-    want("libscav ÷ glibc, mixed 8–512 KiB", ratios.get(("glibc", "mixed")), 1.0)
-    want("libscav ÷ tcmalloc, 8 KiB (target beyond)", ratios.get(("tcmalloc", "8k")), 1.0)
+    # Issue 13: ahead of the in-process allocators at every size.
+    for peer in ("tcmalloc", "jemalloc", "glibc"):
+        for size in SIZES:
+            want(f"libscav ÷ {peer}, {size} (issue 13)", ratios.get((peer, size)), 1.0)
     for size in SIZES:
         want(f"libscav ÷ Boost.Interprocess, {size}", ratios.get(("boost", size)), 5.0)
     for size in SIZES:
         want(f"libscav ÷ memfd mmap/munmap, {size}", ratios.get(("memfd", size)), 50.0)
     for size in ("8k", "mixed"):
         d = res.get("two", {}).get(("libscav", size))
-        want(f"two processes ÷ one, {size}", median(d["ratio"]) if d else None, 1.6)
+        want(f"two processes ÷ one, {size}", median(d["ratio"]) if d else None, 1.8)
     for size in ("8k", "mixed"):
         d = res.get("threads", {}).get(("libscav", size))
-        want(f"two threads of one client ÷ one thread, {size} (issue 3)", median(d["ratio"]) if d else None, 1.6)
+        want(f"two threads of one client ÷ one thread, {size} (issues 3, 13)", median(d["ratio"]) if d else None, 1.8)
     want("forced scavenge ÷ best raw punch-hole", median(res.get("release", {}).get("ratio", [])), 0.8)
     for size in ("8k", "mixed"):
         d = res.get("scale_ops", {}).get(size)
@@ -1334,6 +1336,21 @@ def compute(args, res):
             B.append(bar(True, f"scavd reaches its goal after the burst, {case}: {d['t']:.1f} s"))
         else:
             B.append(bar(False if d else None, f"scavd reaches its goal after the burst, {case}"))
+    # Issue 13: the common goal (1.1 x kept), sooner than jemalloc's background thread.
+    for case in ("active", "idle"):
+        ts = [m["t_common"] for m in ms_of(case, "scavd")]
+        tj = [m["t_common"] for m in ms_of(case, "jemalloc-bg")]
+        if not ts or not tj:
+            B.append(bar(None, f"scavd reaches 1.1 × kept before jemalloc, {case} (issue 13): no figure"))
+            continue
+        # The median over the runs that got there (the table's figure); never if none did.
+        vs, vj = (median([t for t in x if t is not None]) if any(t is not None for t in x) else None for x in (ts, tj))
+        if vs is None:
+            B.append(bar(False, f"scavd reaches 1.1 × kept before jemalloc, {case} (issue 13): never"))
+        else:
+            B.append(bar(vj is None or vs < vj,
+                         f"scavd reaches 1.1 × kept before jemalloc, {case} (issue 13): {vs:.1f} s, jemalloc "
+                         + (f"{vj:.1f} s" if vj is not None else "never")))
     fr = [d.get("frac") for d in bg.values() if d.get("frac") is not None]
     if fr:
         f = median(fr) * 100

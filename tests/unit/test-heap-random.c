@@ -556,10 +556,11 @@ static bool share_made(struct model *m, struct alloc *a, uint32_t slot) {
         return true;
 }
 
-/* Whether the pages of a may stay in their owner's page cache when someone else frees it. */
+/* Whether the pages of a may stay with its owner's thread cache when someone
+ * else frees it (in its page cache, or as an orphan of its lists). */
 static bool may_stay_cached(struct model *m, const struct alloc *a) {
-        return a->via_cache && a->npages < HEAP_CACHE_MAX_ALLOC && !(a->flags & HEAP_ALLOC_KEEP) &&
-               a->owner != NO_OWNER && slot_is_live(m, a->owner);
+        return a->via_cache && a->npages <= 128 && !(a->flags & HEAP_ALLOC_KEEP) && a->owner != NO_OWNER &&
+               slot_is_live(m, a->owner);
 }
 
 /* A slot that holds a reference on a, if any (else any live slot). */
@@ -1212,6 +1213,31 @@ static void op_flush(struct model *m) {
                       s->id, cache, before.inuse, after.inuse);
 }
 
+/* Thread caches (issue 13): the reaper takes back what they keep free;
+ * live allocations stay, in use never rises. Run every 50 steps so that
+ * the random sequence of the other operations is the same as without it. */
+static void op_reap(struct model *m, unsigned how) {
+        struct heap_stats before, after;
+        struct heap_reap_report rr;
+        int r;
+
+        note(m, "heap_cache_reap %s", how == HEAP_REAP_ALL ? "all" : "gen");
+        if (get_stats(m, &before) < 0)
+                return;
+        r = heap_cache_reap(m->h, how, &rr);
+        if (r < 0) {
+                FAILF(m, "heap_cache_reap: %d", r);
+                return;
+        }
+        if (get_stats(m, &after) < 0)
+                return;
+        if (after.inuse > before.inuse || before.inuse - after.inuse != rr.given_pages * m->ps)
+                FAILF(m, "heap_cache_reap gave back %" PRIu64 " pages, inuse went from %" PRIu64 " to %" PRIu64,
+                      rr.given_pages, before.inuse, after.inuse);
+        if (how == HEAP_REAP_ALL && rr.held_pages)
+                FAILF(m, "heap_cache_reap(all) left %" PRIu64 " pages in thread caches", rr.held_pages);
+}
+
 static void op_probe(struct model *m) {
         uint64_t off;
 
@@ -1519,6 +1545,8 @@ static int run(const struct config *cfg, uint64_t seed) {
                         note(&m, "now releasing through %s",
                              m.h == m.h_fake ? "the fake" : "the library's punch-hole");
                 }
+                if (m.step % 50 == 25)
+                        op_reap(&m, m.step % 100 == 25 ? HEAP_REAP_GEN : HEAP_REAP_ALL);
                 k = (unsigned) rnd_below(w_alloc + w_free + 34);
                 if (k < w_alloc) {
                         what = "alloc";

@@ -7,7 +7,9 @@
  * next locker gets EOWNERDEAD, rolls the intent forward and verifies the
  * heap; then heap_check passes, the dead client's slot is reclaimed, and
  * no page is lost: after every allocation is freed, one allocation of the
- * whole capacity succeeds.
+ * whole capacity succeeds. Thread caches (issue 13): a child killed while
+ * its thread exit gives its lists back, and a reaper killed while it gives
+ * another client's lists back.
  */
 
 #include <errno.h>
@@ -244,6 +246,42 @@ static void after_name_only(heap *h, const char *name, uint64_t *offs) {
         CHECKF(heap_alloc_size(h, offs[OFF_OTHER]) == -EINVAL, "%s: outlived its name", name);
 }
 
+/* Medium blocks allocated and freed by (slot, cache): its lists hold them. */
+static void fill_lists(heap *h, uint32_t slot, uint32_t cache) {
+        uint64_t x[3];
+        for (unsigned i = 0; i < 3; i++)
+                CHECK(heap_cache_alloc(h, slot, cache, 20 + 10 * i, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < 3; i++)
+                CHECK(heap_free(h, slot, cache, x[i]) == 0);
+}
+
+/* The thread's exit gives its lists back (each a FREE), and it dies doing it. */
+static void child_lists_flush(heap *h, uint32_t child, uint64_t *offs) {
+        struct kill_at *k = h->test_hook_userdata;
+        enum heap_op op = k->op;
+        k->op = HEAP_OP_NONE; /* survive the allocations */
+        fill_lists(h, child, 2);
+        k->op = op;
+        heap_cache_flush(h, child, 2);
+}
+
+/* Another client's lists, full; its thread idle. */
+static void setup_other_lists(heap *h, uint32_t child, uint64_t *offs) {
+        uint32_t other;
+        CHECK(heap_slot_claim(h, 4243, 0, &other) == 0);
+        fill_lists(h, other, 0);
+        offs[2] = other;
+}
+
+/* The reaper dies giving the other client's lists back. */
+static void child_reap(heap *h, uint32_t child, uint64_t *offs) {
+        heap_cache_reap(h, HEAP_REAP_ALL, NULL);
+}
+
+static void cleanup_other(heap *h, uint64_t *offs) {
+        CHECK(heap_slot_reclaim(h, (uint32_t) offs[2]) >= 0);
+}
+
 static const struct scenario scenarios[] = {
         { "alloc/early", HEAP_OP_ALLOC, HEAP_STAGE_EARLY, setup_none, child_alloc, NULL },
         { "alloc/mid", HEAP_OP_ALLOC, HEAP_STAGE_MID, setup_none, child_alloc, NULL },
@@ -285,7 +323,20 @@ static const struct scenario scenarios[] = {
         SHARE_STAGES("reclaim-refs", HEAP_OP_SHARE, setup_dead_holder, child_reclaim_dead, after_other_held),
 };
 
-static void run(const struct scenario *sc) {
+/* Thread caches (issue 13); cleanup runs after the child's slot is reclaimed. */
+static const struct {
+        struct scenario sc;
+        void (*cleanup)(heap *h, uint64_t *offs);
+} tc_scenarios[] = {
+        { { "lists-flush/early", HEAP_OP_FREE, HEAP_STAGE_EARLY, setup_none, child_lists_flush, NULL }, NULL },
+        { { "lists-flush/mid", HEAP_OP_FREE, HEAP_STAGE_MID, setup_none, child_lists_flush, NULL }, NULL },
+        { { "lists-flush/late", HEAP_OP_FREE, HEAP_STAGE_LATE, setup_none, child_lists_flush, NULL }, NULL },
+        { { "reap/early", HEAP_OP_FREE, HEAP_STAGE_EARLY, setup_other_lists, child_reap, NULL }, cleanup_other },
+        { { "reap/mid", HEAP_OP_FREE, HEAP_STAGE_MID, setup_other_lists, child_reap, NULL }, cleanup_other },
+        { { "reap/late", HEAP_OP_FREE, HEAP_STAGE_LATE, setup_other_lists, child_reap, NULL }, cleanup_other },
+};
+
+static void run(const struct scenario *sc, void (*cleanup)(heap *h, uint64_t *offs)) {
         struct heap_test t;
         struct heap_params p = { .capacity = CAP_CHUNKS * (uint64_t) 4096 * P, .max_slots = 6 };
         struct heap_stats st;
@@ -335,6 +386,8 @@ static void run(const struct scenario *sc) {
                 CHECK(heap_free(h, 0, 0, offs[1]) == 0);
                 CHECKF(heap_alloc_size(h, offs[2]) == -EINVAL, "%s: reclaimed allocation still live", sc->name);
         }
+        if (cleanup)
+                cleanup(h, offs);
         r = heap_check(h, buf, sizeof(buf));
         CHECKF(r == 0, "%s: after reclaim: %s", sc->name, buf);
 
@@ -355,7 +408,9 @@ static void run(const struct scenario *sc) {
 
 int main(void) {
         for (size_t i = 0; i < ELEMENTSOF(scenarios); i++)
-                run(&scenarios[i]);
+                run(&scenarios[i], NULL);
+        for (size_t i = 0; i < ELEMENTSOF(tc_scenarios); i++)
+                run(&tc_scenarios[i].sc, tc_scenarios[i].cleanup);
 
         /* Dying with the scav lock held: its state is only a hint, validated and reset. */
         {

@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Thread caches (issue 13): the medium lists (LIFO, per class), and the
+ * reaper (heap_cache_reap) that takes back what threads keep, safe against
+ * owners that never lock for it: an idle thread gives everything back, a
+ * busy one what it kept unused, everyone everything when asked; an owner
+ * inside an operation is left to do it at its next one. A client killed
+ * with full lists gives every page back. heap_check names each broken
+ * thread-cache invariant. Real memfd heaps, real threads, real processes.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "heap/heap.h"
+#include "heap/layout.h"
+#include "heap/fast.h"
+#include "heap/mcache.h"
+#include "heap/tcache.h"
+#include "heap/testing.h"
+#include "../lib/test.h"
+#include "macro.h"
+
+TEST_DEFINE_GLOBALS;
+
+#define MiB (UINT64_C(1) << 20)
+#define PAGE UINT64_C(4096)
+
+static void check_heap(heap *h, const char *step) {
+        char buf[256] = "";
+        int r = heap_check(h, buf, sizeof(buf));
+        CHECKF(r == 0, "%s: heap_check: %s", step, buf);
+}
+
+static uint64_t inuse_pages(heap *h) {
+        struct heap_stats st;
+        CHECK(heap_get_stats(h, &st) == 0);
+        return st.inuse / PAGE;
+}
+
+static struct heap_tcache *tc(heap *h, uint32_t slot, uint32_t cache) {
+        return &h->slots[slot].tc[cache];
+}
+
+/* Fills (slot, cache)'s lists: n medium blocks of pages each, allocated then freed. */
+static void fill_lists(heap *h, uint32_t slot, uint32_t cache, unsigned n, uint64_t pages) {
+        uint64_t offs[64];
+        CHECK(n <= 64);
+        for (unsigned i = 0; i < n; i++)
+                CHECK(heap_cache_alloc(h, slot, cache, pages, 0, &offs[i]) == 0);
+        for (unsigned i = 0; i < n; i++)
+                CHECK(heap_free(h, slot, cache, offs[i]) == 0);
+}
+
+/* The lists are LIFO: the block freed last is handed out first. */
+static void test_lifo(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        uint64_t a, b, c, x, y;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &a) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &b) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &c) == 0);
+        CHECK(heap_free(h, s, 0, a) == 0);
+        CHECK(heap_free(h, s, 0, b) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &x) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &y) == 0);
+        CHECK_EQ_U64(x, b);
+        CHECK_EQ_U64(y, a);
+        check_heap(h, "lifo");
+        CHECK(heap_free(h, s, 0, x) == 0);
+        CHECK(heap_free(h, s, 0, y) == 0);
+        CHECK(heap_free(h, s, 0, c) == 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/*
+ * The reaper: a thread that did nothing since the last reap gives back
+ * everything and its cache becomes inactive; one that did gives back what
+ * its lists kept unused since then; HEAP_REAP_ALL takes everything from
+ * everyone; live allocations stay.
+ */
+static void test_reap(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        struct heap_reap_report rr;
+        uint64_t live, small[8];
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_alloc(h, s, 1, 0, &live) == 0);
+        fill_lists(h, s, 0, 32, 64);
+        for (unsigned i = 0; i < 8; i++)
+                CHECK(heap_cache_alloc(h, s, 0, 3, 0, &small[i]) == 0);
+        for (unsigned i = 0; i < 8; i++)
+                CHECK(heap_free(h, s, 0, small[i]) == 0);
+        CHECKF(inuse_pages(h) >= 1 + 32 * 64, "%" PRIu64 " pages in use", inuse_pages(h));
+        check_heap(h, "lists full");
+
+        /* The first reap finds the thread busy since it became active: only
+         * what its lists kept unused since then goes (the low-water mark: none
+         * here, they only grew), and its wholly free blocks but the current. */
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, &rr) == 0);
+        CHECK_EQ_U64(rr.reaped, 1);
+        CHECK(!rr.all);
+        CHECKF(inuse_pages(h) >= 1 + 32 * 64, "busy thread's lists taken: %" PRIu64 " pages in use", inuse_pages(h));
+        CHECK_EQ_U64(atomic_load(&tc(h, s, 0)->state), HEAP_TC_ACTIVE);
+        check_heap(h, "after a trim");
+
+        /* Idle since: everything back, the cache inactive. */
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, &rr) == 0);
+        CHECK_EQ_U64(rr.reaped, 1);
+        CHECK_EQ_U64(rr.held_pages, 0);
+        CHECK_EQ_U64(inuse_pages(h), 1);
+        CHECK_EQ_U64(atomic_load(&tc(h, s, 0)->state), HEAP_TC_INACTIVE);
+        CHECK_EQ_U64(h->slots[s].tc_mask, 0);
+        check_heap(h, "idle thread reaped");
+
+        /* Nothing active: nothing asked, no barrier. */
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, &rr) == 0);
+        CHECK_EQ_U64(rr.reaped + rr.deferred, 0);
+
+        /* Its next operation activates it again. */
+        fill_lists(h, s, 0, 8, 20);
+        CHECK_EQ_U64(atomic_load(&tc(h, s, 0)->state), HEAP_TC_ACTIVE);
+        CHECK(inuse_pages(h) >= 1 + 8 * 20);
+
+        /* A busy thread keeps what it cycles through and gives back the rest. */
+        fill_lists(h, s, 1, 16, 32);
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, NULL) == 0); /* low-water marks start here */
+        for (unsigned i = 0; i < 100; i++) {
+                uint64_t x[4];
+                for (unsigned j = 0; j < 4; j++)
+                        CHECK(heap_cache_alloc(h, s, 1, 32, 0, &x[j]) == 0);
+                for (unsigned j = 0; j < 4; j++)
+                        CHECK(heap_free(h, s, 1, x[j]) == 0);
+        }
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, &rr) == 0);
+        CHECKF(tc(h, s, 1)->count[heap_mcache_class_of[32]] == 4, "%u blocks of 32 pages kept, want the 4 in use",
+               tc(h, s, 1)->count[heap_mcache_class_of[32]]);
+        CHECK_EQ_U64(atomic_load(&tc(h, s, 1)->state), HEAP_TC_ACTIVE);
+        check_heap(h, "busy thread trimmed");
+
+        /* Asked for everything (pressure): the busy one too. */
+        CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
+        CHECK(rr.all);
+        CHECK_EQ_U64(rr.held_pages, 0);
+        CHECK_EQ_U64(inuse_pages(h), 1);
+        check_heap(h, "everything reaped");
+
+        /* Over the goal, a generation's reap takes everything too. */
+        fill_lists(h, s, 2, 8, 64);
+        CHECK(heap_scavenge_start_gen(h, NULL) == 0);
+        heap_set_goal(h, PAGE);
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, &rr) == 0);
+        CHECK(rr.all);
+        CHECK_EQ_U64(inuse_pages(h), 1);
+        check_heap(h, "over the goal");
+
+        CHECK(heap_free(h, s, 0, live) == 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "end");
+        heap_test_free(&t);
+}
+
+/*
+ * An owner inside an operation is not touched: the reap is deferred, and
+ * the owner does it at its next operation. (The owner is made to look
+ * busy by its own bracket: seq odd is exactly what an operation shows.)
+ */
+static void test_reap_deferred(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct heap_reap_report rr;
+        uint64_t x;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        fill_lists(h, s, 0, 4, 16);
+        struct heap_tcache *t0 = tc(h, s, 0);
+        CHECK(heap_tc_enter(h, t0)); /* inside an operation */
+        CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
+        CHECK_EQ_U64(rr.reaped, 0);
+        CHECK_EQ_U64(rr.deferred, 1);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_REAP);
+        CHECK(inuse_pages(h) >= 4 * 16);
+        check_heap(h, "reap deferred");
+        heap_tc_leave(t0);
+
+        /* The owner's next operation finds the request and does it first. */
+        CHECK(heap_cache_alloc(h, s, 0, 1, 0, &x) == 0);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_ACTIVE);
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+                CHECK_EQ_U64(t0->count[k], 0);
+        CHECK(inuse_pages(h) <= HEAP_CACHE_PAGES);
+        check_heap(h, "owner reaped itself");
+        CHECK(heap_free(h, s, 0, x) == 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/* An owner thread that never stops against a reaper that never stops: every
+ * allocation stays its owner's, the data intact, the heap consistent. */
+struct storm {
+        heap *h;
+        uint32_t slot, cache;
+        atomic_bool stop;
+        uint64_t ops, bad;
+        uint64_t seed;
+};
+
+static void *owner_storm(void *arg) {
+        struct storm *st = arg;
+        uint8_t *base = heap_base(st->h);
+        uint64_t offs[64] = {}, sizes[64] = {};
+        uint64_t seed = st->seed;
+
+        while (!atomic_load(&st->stop)) {
+                unsigned k = (unsigned) (test_rnd(&seed) % 64);
+                if (sizes[k]) {
+                        /* Still ours: what we wrote is there. */
+                        if (base[offs[k]] != (uint8_t) k || base[offs[k] + sizes[k] * PAGE - 1] != (uint8_t) k)
+                                st->bad++;
+                        if (heap_free(st->h, st->slot, st->cache, offs[k]) != 0)
+                                st->bad++;
+                        sizes[k] = 0;
+                }
+                uint64_t n = test_rnd(&seed) % 2 ? 1 + test_rnd(&seed) % 15 : 16 + test_rnd(&seed) % 113;
+                if (heap_cache_alloc(st->h, st->slot, st->cache, n, 0, &offs[k]) != 0) {
+                        st->bad++;
+                        continue;
+                }
+                sizes[k] = (uint64_t) heap_alloc_size(st->h, offs[k]) / PAGE;
+                base[offs[k]] = base[offs[k] + sizes[k] * PAGE - 1] = (uint8_t) k;
+                st->ops++;
+        }
+        for (unsigned k = 0; k < 64; k++)
+                if (sizes[k] && heap_free(st->h, st->slot, st->cache, offs[k]) != 0)
+                        st->bad++;
+        return NULL;
+}
+
+static void storm_against_reaper(bool fenced) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 512 * MiB, .max_slots = 4 };
+        struct storm st[2] = {};
+        pthread_t th[2];
+        uint32_t s;
+        unsigned reaps = 0, deferred = 0;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        h->tc_fenced = fenced; /* as a process that could not register for membarrier */
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        for (unsigned i = 0; i < 2; i++) {
+                st[i] = (struct storm) { .h = h, .slot = s, .cache = i, .seed = 42 + i };
+                CHECK(pthread_create(&th[i], NULL, owner_storm, &st[i]) == 0);
+        }
+        uint64_t until = st[0].ops + st[1].ops;
+        for (unsigned i = 0; i < 2000 || st[0].ops + st[1].ops < until + 20000; i++) {
+                struct heap_reap_report rr;
+                CHECK(heap_cache_reap(h, i % 3 ? HEAP_REAP_GEN : HEAP_REAP_ALL, &rr) == 0);
+                reaps += rr.reaped;
+                deferred += rr.deferred;
+                if (i % 100 == 0)
+                        check_heap(h, "during the storm");
+                if (i % 10 == 0)
+                        sched_yield();
+        }
+        for (unsigned i = 0; i < 2; i++) {
+                atomic_store(&st[i].stop, true);
+                CHECK(pthread_join(th[i], NULL) == 0);
+                CHECKF(st[i].bad == 0, "owner %u: %" PRIu64 " bad results in %" PRIu64 " operations", i, st[i].bad,
+                       st[i].ops);
+        }
+        check_heap(h, "after the storm");
+        /* Both owners idle now: two reaps give everything back. */
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, NULL) == 0);
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, NULL) == 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "owners reaped");
+        printf("storm%s: %" PRIu64 " + %" PRIu64 " owner operations, %u caches reaped, %u deferred\n",
+               fenced ? " (fenced owners)" : "", st[0].ops, st[1].ops, reaps, deferred);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        heap_test_free(&t);
+}
+
+/* A client killed with full lists in several thread caches, and one killed
+ * inside an operation: every page comes back with its slot. */
+static void test_killed_with_full_lists(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        uint64_t keep;
+        uint32_t parent;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 1, 0, &parent) == 0);
+        CHECK(heap_alloc(h, parent, 3, 0, &keep) == 0);
+        for (unsigned inside = 0; inside < 2; inside++) {
+                int pfd[2];
+                CHECK(pipe(pfd) == 0);
+                pid_t pid = fork();
+                CHECK(pid >= 0);
+                if (pid == 0) {
+                        uint32_t s;
+                        if (heap_slot_claim(h, (uint32_t) getpid(), 0, &s) < 0)
+                                _exit(1);
+                        for (uint32_t c = 0; c < 4; c++) {
+                                fill_lists(h, s, c, 16, 16 + 8 * c);
+                                uint64_t x;
+                                if (heap_cache_alloc(h, s, c, 5, 0, &x) < 0) /* a live one, and a page cache */
+                                        _exit(2);
+                        }
+                        if (inside)
+                                heap_tc_enter(h, &h->slots[s].tc[1]);
+                        if (write(pfd[1], &s, sizeof(s)) != sizeof(s))
+                                _exit(3);
+                        raise(SIGKILL);
+                        _exit(4);
+                }
+                close(pfd[1]);
+                uint32_t dead = UINT32_MAX;
+                CHECK(read(pfd[0], &dead, sizeof(dead)) == sizeof(dead));
+                close(pfd[0]);
+                int status;
+                CHECK(waitpid(pid, &status, 0) == pid);
+                CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+                CHECKF(inuse_pages(h) > 3 + 4 * 16 * 16, "%" PRIu64 " pages in use", inuse_pages(h));
+                check_heap(h, inside ? "killed inside an operation" : "killed with full lists");
+                /* A reap leaves a dead owner's caches to reclaim (they may look busy). */
+                CHECK(heap_cache_reap(h, HEAP_REAP_ALL, NULL) == 0);
+                check_heap(h, "reaped a dead client's caches");
+                CHECK(dead < 4);
+                if (dead < 4)
+                        CHECK(heap_slot_reclaim(h, dead) > 0);
+                CHECK_EQ_U64(inuse_pages(h), 3);
+                check_heap(h, "dead client reclaimed");
+        }
+        CHECK(heap_free(h, parent, 0, keep) == 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/*
+ * Another thread's free of a list allocation while the cache that
+ * allocated it is active: an orphan kept for that cache, refused as a live
+ * allocation, taken into its lists at its owner's next miss (or at its next
+ * operation once the orphan list is half full), given back by a reaper;
+ * more orphans than the list holds are found by their records.
+ */
+static void test_orphans(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        struct heap_reap_report rr;
+        uint64_t a, b, x[100];
+        uint32_t s, other;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &other) == 0);
+        struct heap_tcache *t0 = tc(h, s, 0);
+
+        /* Freed by another thread of the slot (cache 1), then by another client. */
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &a) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &b) == 0);
+        CHECK(heap_free(h, s, 1, a) == 0);
+        CHECK(heap_free(h, other, 0, b) == 0);
+        CHECK(heap_free(h, s, 0, a) == -EINVAL);
+        CHECK(heap_free(h, other, 1, b) == -EINVAL);
+        CHECK(heap_alloc_size(h, a) == -EINVAL);
+        CHECK((atomic_load(&h->records[a / PAGE]) & HEAP_REC_ORPHAN) != 0);
+        CHECK_EQ_U64(t0->norphans, 2);
+        check_heap(h, "two orphans");
+        /* The owner's lists hold none of them: its next miss of the class takes them. */
+        while (t0->count[heap_mcache_class_of[24]])
+                CHECK(heap_cache_alloc(h, s, 0, 24, 0, &x[0]) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 24, 0, &x[1]) == 0);
+        CHECK(x[1] == a || x[1] == b);
+        CHECK_EQ_U64(t0->norphans, 0);
+        check_heap(h, "orphans taken by their owner");
+        CHECK(heap_free(h, s, 0, x[1]) == 0);
+
+        /* Half the orphan list full: the owner's next operation takes them. */
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++)
+                CHECK(heap_cache_alloc(h, s, 0, 16, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++)
+                CHECK(heap_free(h, other, 0, x[i]) == 0);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_REAP);
+        CHECK(heap_cache_alloc(h, s, 0, 1, 0, &a) == 0);
+        CHECK_EQ_U64(atomic_load(&t0->state), HEAP_TC_ACTIVE);
+        CHECK_EQ_U64(t0->norphans, 0);
+        for (unsigned i = 0; i < HEAP_TC_ORPHANS / 2; i++) /* in its lists now (some borrowed a bigger class) */
+                CHECK((atomic_load(&h->records[x[i] / PAGE]) & (HEAP_REC_CACHED | HEAP_REC_ORPHAN)) == HEAP_REC_CACHED);
+        check_heap(h, "orphans taken at the owner's next operation");
+        CHECK(heap_free(h, s, 0, a) == 0);
+
+        /* The race both frees win: the owner's free read the record live, the
+         * other's made it an orphan, then the owner's plain store of CACHED
+         * lands over it and the owner pushes it (done here by hand, in that
+         * order). The list holds it once; the orphan entry is stale. */
+        CHECK(heap_cache_alloc(h, s, 0, 20, 0, &a) == 0);
+        uint64_t live = atomic_load(&h->records[a / PAGE]);
+        CHECK(heap_free(h, other, 0, a) == 0);
+        CHECK(heap_tc_enter(h, t0));
+        atomic_store(&h->records[a / PAGE], live | HEAP_REC_CACHED);
+        uint64_t n = HEAP_REC_NPAGES(live); /* 20, or a class up it borrowed */
+        unsigned k = heap_mcache_class_of[n];
+        t0->page[k][t0->count[k]++] = (uint32_t) (a / PAGE);
+        t0->pages += (uint32_t) n;
+        heap_tc_leave(t0);
+        check_heap(h, "both frees won");
+        uint64_t before = inuse_pages(h);
+        CHECK(heap_cache_reap(h, HEAP_REAP_GEN, NULL) == 0); /* takes orphans: the stale one is dropped */
+        CHECK(heap_cache_alloc(h, s, 0, 20, 0, &b) == 0);
+        CHECK_EQ_U64(b, a);
+        CHECK(heap_free(h, s, 0, b) == 0);
+        CHECK(inuse_pages(h) <= before);
+        check_heap(h, "the orphan entry dropped, the block handed out once");
+
+        /* More than the orphan list holds while the owner is idle: a reaper
+         * finds the rest by their records and gives them all back. */
+        for (unsigned i = 0; i < 100; i++)
+                CHECK(heap_cache_alloc(h, s, 2, 20, 0, &x[i]) == 0);
+        for (unsigned i = 0; i < 100; i++)
+                CHECK(heap_free(h, other, 0, x[i]) == 0);
+        CHECK(tc(h, s, 2)->orphans_lost != 0);
+        check_heap(h, "orphans lost");
+        CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
+        CHECK_EQ_U64(tc(h, s, 2)->orphans_lost, 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "orphans reaped");
+
+        CHECK(heap_slot_reclaim(h, other) >= 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        heap_test_free(&t);
+}
+
+/* The racing-frees test of test-heap-basic for list sizes: the owner's
+ * plain store against another thread's locked free: never both refused,
+ * the pages freed once. */
+struct race {
+        heap *h;
+        uint32_t slot;
+        _Atomic uint64_t off;
+        _Atomic unsigned arrived, round, wins;
+};
+
+static void race_spin_until(_Atomic unsigned *v, unsigned want) {
+        for (unsigned spins = 0; atomic_load(v) < want; spins++)
+                if (spins > 1000)
+                        sched_yield();
+}
+
+static void race_wait(struct race *rc, unsigned want) {
+        atomic_fetch_add(&rc->arrived, 1);
+        race_spin_until(&rc->arrived, want);
+}
+
+static void *race_other(void *arg) {
+        struct race *rc = arg;
+        for (unsigned round = 1;; round++) {
+                race_spin_until(&rc->round, round);
+                uint64_t off = atomic_load(&rc->off);
+                if (off == UINT64_MAX)
+                        return NULL;
+                race_wait(rc, 4 * round - 2);
+                if (heap_free(rc->h, rc->slot, 1, off) == 0)
+                        atomic_fetch_add(&rc->wins, 1);
+                race_wait(rc, 4 * round);
+        }
+}
+
+static void test_racing_list_frees(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct race rc = {};
+        uint32_t s;
+        unsigned both = 0, rounds = 20000;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        rc.h = h;
+        rc.slot = s;
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, race_other, &rc) == 0);
+        for (unsigned round = 1; round <= rounds; round++) {
+                uint64_t off;
+                CHECK(heap_cache_alloc(h, s, 0, 2 + round % 30, 0, &off) == 0);
+                atomic_store(&rc.off, off);
+                atomic_store(&rc.wins, 0);
+                atomic_store(&rc.round, round);
+                race_wait(&rc, 4 * round - 2);
+                if (heap_free(h, s, 0, off) == 0)
+                        atomic_fetch_add(&rc.wins, 1);
+                race_wait(&rc, 4 * round);
+                unsigned w = atomic_load(&rc.wins);
+                CHECKF(w >= 1, "round %u: neither free succeeded", round);
+                both += w == 2;
+                CHECK(heap_free(h, s, 0, off) == -EINVAL);
+                if (round % 2000 == 0)
+                        check_heap(h, "racing list frees");
+        }
+        atomic_store(&rc.off, UINT64_MAX);
+        atomic_store(&rc.round, rounds + 1);
+        pthread_join(th, NULL);
+        struct heap_slot_info info;
+        CHECK(heap_slot_info(h, s, &info) == 0);
+        CHECK_EQ_U64(info.inuse_pages, 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        check_heap(h, "after racing list frees");
+        printf("racing list frees: %u rounds, both succeeded in %u\n", rounds, both);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        heap_test_free(&t);
+}
+
+/* heap_check names each broken thread-cache invariant, and passes again once repaired. */
+static void test_check_detects(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        char buf[256];
+        uint64_t a;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        fill_lists(h, s, 0, 2, 16);
+        CHECK(heap_cache_alloc(h, s, 0, 40, 0, &a) == 0);
+        struct heap_tcache *t0 = tc(h, s, 0), *t3 = tc(h, s, 3);
+        check_heap(h, "before");
+
+        /* A CACHED record no list holds (a lost list entry). */
+        uint64_t page = a / PAGE, rec = atomic_load(&h->records[page]);
+        atomic_store(&h->records[page], rec | HEAP_REC_CACHED);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "in its lists") != NULL, "%s", buf);
+        /* ... but not while an owner is inside an operation. */
+        heap_tc_enter(h, t0);
+        check_heap(h, "owner busy");
+        heap_tc_leave(t0);
+        atomic_store(&h->records[page], rec);
+        check_heap(h, "record restored");
+
+        /* A bad state. */
+        atomic_store(&t3->state, 7);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        atomic_store(&t3->state, HEAP_TC_INACTIVE);
+        /* An inactive cache that lists pages. */
+        t3->count[2] = 1;
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "inactive") != NULL, "%s", buf);
+        t3->count[2] = 0;
+        /* An active cache the reaper cannot find. */
+        h->slots[s].tc_mask &= ~UINT32_C(1);
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        CHECKF(strstr(buf, "mask") != NULL, "%s", buf);
+        h->slots[s].tc_mask |= 1;
+        /* A list longer than a list can be. */
+        t0->count[0] = HEAP_MCACHE_DEPTH + 1;
+        CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        t0->count[0] = 2;
+        check_heap(h, "repaired");
+
+        CHECK(heap_free(h, s, 0, a) == 0);
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+int main(void) {
+        test_lifo();
+        test_reap();
+        test_reap_deferred();
+        storm_against_reaper(false);
+        storm_against_reaper(true);
+        test_killed_with_full_lists();
+        test_check_detects();
+        test_orphans();
+        test_racing_list_frees();
+        if (test_failures) {
+                fprintf(stderr, "%d check(s) failed\n", test_failures);
+                return 1;
+        }
+        printf("all checks passed\n");
+        return 0;
+}
