@@ -244,6 +244,8 @@ struct heap {
         void *release_userdata;
         heap_test_hook_fn test_hook;
         void *test_hook_userdata;
+        /* heap_set_untrusted(): locks on the lock word alone (lock.c), waits published here. */
+        struct heap_lock_wait *untrusted;
 };
 
 static inline uint64_t heap_load(const uint64_t *p) {
