@@ -129,8 +129,10 @@ static bool mcache_evict_one_locked(heap *h, uint32_t slot, uint32_t cache, unsi
         uint64_t page = mcache_pop(mcache_of(h, slot, cache), k, n);
         if (page == UINT64_MAX)
                 return false;
+        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES)
+                return true; /* scribbled on: dropped, its record never read */
         uint64_t rec = atomic_load_explicit(&h->records[page], memory_order_acquire);
-        if (page + n > heap_nchunks(h) * HEAP_CHUNK_PAGES || rec != cached_record(n, slot))
+        if (rec != cached_record(n, slot))
                 return true; /* a stale hint (freed by a reclaim) or scribbled on: dropped */
         if (heap_free_locked(h, slot, cache, page, rec) >= 0 && given)
                 *given += n;
@@ -323,8 +325,10 @@ bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uin
 uint64_t heap_mcache_flush_locked(heap *h, uint32_t slot, uint32_t cache) {
         struct heap_mcache *mc = mcache_of(h, slot, cache);
         uint64_t given = 0;
+        /* Each eviction takes an entry off the lists: at most every entry
+         * once, even if someone without the lock keeps refilling them. */
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
-                while (mcache_evict_one_locked(h, slot, cache, k, &given))
+                for (unsigned i = 0; i < HEAP_MCACHE_ENTRIES && mcache_evict_one_locked(h, slot, cache, k, &given); i++)
                         ;
         memset(mc, 0, sizeof(*mc));
         return given;
