@@ -255,13 +255,20 @@ fail:
         return r;
 }
 
+/* Pools whose worker was left behind: kept, mapped, until the process ends. */
+static struct pool *abandoned;
+
 struct pool *pool_free(struct pool *p, uint64_t timeout_usec) {
         if (!p)
                 return NULL;
+        /* A job still queued or long (a forced scavenge) stops at its next step. */
+        atomic_store(&p->wk_stop, true);
         if (!worker_free(p->worker, timeout_usec)) {
                 /* Its thread may wake up in this pool's memory at any time. */
                 log_warning("pool %s: its worker is stuck; the pool's memory stays mapped until the daemon exits",
                             p->cfg.name);
+                p->abandoned_next = abandoned;
+                abandoned = p;
                 return NULL;
         }
         if (p->heap)

@@ -72,6 +72,7 @@ struct pool {
         void (*on_quarantine)(struct pool *p, void *userdata);
         void *userdata;
 
+        struct pool *abandoned_next; /* pool_free left it behind with its stuck worker */
         struct pool_job *spare_jobs[8]; /* POOL_JOB_SPARES, for pool_job_new */
         unsigned n_spare_jobs;
 

@@ -407,6 +407,9 @@ bool worker_free(struct worker *w, uint64_t timeout_usec) {
                 return true;
         ws = w->ws;
         worker_cancel(w);
+        /* Reported stuck: its job ends when the lock's holder lets go, if ever. */
+        if (w->written_off)
+                timeout_usec = 0;
 
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         deadline.tv_sec += (time_t) (timeout_usec / 1000000);
