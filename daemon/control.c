@@ -20,6 +20,7 @@
 #include "control.h"
 #include "log.h"
 #include "manager.h"
+#include "poolwork.h"
 #include "proto.h"
 #include "server.h"
 
@@ -157,21 +158,14 @@ struct clients_job {
 static void clients_run(struct pool_job *pj) {
         struct clients_job *j = (struct clients_job *) pj;
         struct pool *p = pj->pool;
+        int r;
 
-        for (uint32_t slot = 1; slot < p->n_slots; slot++) {
-                struct heap_slot_info info;
-                int r = heap_slot_info_checked(p->heap, slot, &info, pj->problem, sizeof(pj->problem));
-
-                if (r == -EUCLEAN) {
-                        pj->error = r;
-                        return;
-                }
-                if (r < 0)
-                        continue;
-                j->live++;
-                if (j->count < CLIENTS_MAX)
-                        j->info[j->count++] = info;
-        }
+        r = poolwork_live_slots(p->heap, p->n_slots, j->info, CLIENTS_MAX, &j->live, pj->problem,
+                                sizeof(pj->problem));
+        if (r < 0)
+                pj->error = r;
+        else
+                j->count = (uint32_t) r;
 }
 
 static void clients_done(struct pool_job *pj) {
@@ -221,7 +215,7 @@ static int handle_clients(struct conn *c, struct pool *p, const void *req) {
 /* ---- CHECK ---- */
 
 static void check_run(struct pool_job *pj) {
-        pj->error = heap_check(pj->pool->heap, pj->problem, sizeof(pj->problem));
+        pj->error = poolwork_check(pj->pool->heap, pj->problem, sizeof(pj->problem));
 }
 
 /* A failed check quarantined the pool already (pool.c); the reason is the pool's. */
@@ -277,16 +271,17 @@ static void scavenge_forced(void *userdata, int64_t released, int64_t cpu_ns) {
 /* A pool the scavenger does not serve (it refused it): released directly. */
 struct scavenge_job {
         struct request_job rj;
-        uint64_t bytes;
+        uint64_t bytes, memory_limit;
         int64_t released;
 };
 
+/* As a forced scavenge, without the scavenger's bookkeeping. */
 static void scavenge_run(struct pool_job *pj) {
         struct scavenge_job *j = (struct scavenge_job *) pj;
+        struct poolwork_force f = { .memory_limit = j->memory_limit, .bytes = j->bytes };
 
-        j->released = heap_scavenge(pj->pool->heap, 0, j->bytes ? j->bytes : UINT64_MAX);
-        if (j->released == -EUCLEAN)
-                pj->error = -EUCLEAN;
+        pj->error = poolwork_force(pj->pool->heap, &f, &pj->pool->wk_stop, pj->problem, sizeof(pj->problem));
+        j->released = pj->error < 0 ? pj->error : f.released;
 }
 
 static void scavenge_done(struct pool_job *pj) {
@@ -309,6 +304,7 @@ static int handle_scavenge(struct conn *c, struct pool *p, const void *req) {
                 if (!j)
                         return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, -ENOMEM, 0);
                 j->bytes = m->bytes;
+                j->memory_limit = p->cfg.memory_limit;
                 pool_post(&j->rj.pj);
                 return 0;
         }

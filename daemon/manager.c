@@ -20,6 +20,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "pacer.h"
+#include "poolwork.h"
 
 struct pool *manager_find_pool(struct manager *m, const char *name) {
         for (unsigned i = 0; i < m->n_pools; i++)
@@ -94,7 +95,7 @@ static int create_pool(struct manager *m, const struct pool_config *cfg) {
 /* An adopted pool is checked whole before anyone uses it: on its worker,
  * first in its queue, so a HELLO that follows waits for the verdict. */
 static void adopt_check_run(struct pool_job *j) {
-        j->error = heap_check(j->pool->heap, j->problem, sizeof(j->problem));
+        j->error = poolwork_check(j->pool->heap, j->problem, sizeof(j->problem));
 }
 
 static void adopt_check_done(struct pool_job *j) {

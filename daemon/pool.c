@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "poolwork.h"
 
 #define POOL_HUGE_PAGE_SIZE (2u << 20)
 #define POOL_PHYS_PAGE_SIZE 4096u
@@ -343,11 +344,11 @@ static void pool_job_run(struct job *jb) {
         }
         if (j->run)
                 j->run(j);
-        if (j->error == -EUCLEAN && !j->problem[0] && heap_check(p->heap, j->problem, sizeof(j->problem)) >= 0)
+        if (j->error == -EUCLEAN && !j->problem[0] && poolwork_check(p->heap, j->problem, sizeof(j->problem)) >= 0)
                 snprintf(j->problem, sizeof(j->problem), "the heap is marked corrupt");
         if (j->error == -EUCLEAN || j->no_stats)
                 return;
-        r = heap_get_stats_checked(p->heap, p->wk_have_prev ? &p->wk_prev : NULL, &j->stats, j->problem,
+        r = poolwork_snapshot(p->heap, p->wk_have_prev ? &p->wk_prev : NULL, &j->stats, j->problem,
                                    sizeof(j->problem));
         if (r < 0) {
                 j->error = r;

@@ -34,14 +34,9 @@
 #include "macro.h"
 #include "pacer.h"
 #include "pool.h"
+#include "poolwork.h"
 #include "scavenger.h"
 #include "trace.h"
-
-/* The daemon's slot in every heap, the scavenger's crash intent lives there. */
-#define DAEMON_SLOT 0u
-/* A forced scavenge works in pieces of this much, so that a pool that is
- * being dropped or quarantined stops within one. */
-#define FORCE_PIECE (UINT64_C(64) << 20)
 
 enum scav_state {
         SCAV_PARKED,    /* no timer: nothing to do until a generation or a wake-up */
@@ -164,48 +159,14 @@ static void bg_wake(scavenger *s) {
 struct burst_job {
         struct pool_job pj;
         scavenger *s;
-        double budget_ns;
-        uint32_t phys_page_size;
-        uint64_t goal;             /* no quantum once retained is within it */
-        struct pacer_burst b;
-        bool exhausted;            /* a quantum found less than it asked for */
+        struct poolwork_burst w;
 };
-
-/*
- * One quantum for pacer_run_for, on the pool's worker. A scavenge that
- * returns less than asked has nothing more this generation (the seed's
- * "heap exhausted"). The time is the worker thread's CPU time: what the
- * budget limits is CPU, and on a loaded machine the wall clock would count
- * others' time as ours.
- */
-static int64_t burst_quantum(void *userdata, uint64_t nbytes, int64_t *ret_ns) {
-        struct burst_job *j = userdata;
-        int64_t r, t0, t1;
-
-        /* pacer_pick's test before each quantum: still over the goal. The
-         * retained bytes are a number bounded by the grown heap, compared
-         * and nothing else (the figures of record are the checked ones). */
-        if (j->exhausted || heap_retained(j->pj.pool->heap) <= j->goal)
-                return 0;
-        t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        r = heap_scavenge(j->pj.pool->heap, DAEMON_SLOT, nbytes);
-        t1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        if (r < 0)
-                return r;
-        if ((uint64_t) r < nbytes)
-                j->exhausted = true;
-        *ret_ns = t1 > t0 ? t1 - t0 : 0;
-        return r;
-}
 
 static void burst_run(struct pool_job *pj) {
         struct burst_job *j = (struct burst_job *) pj;
 
-        pacer_run_for(&j->b, j->budget_ns, burst_quantum, j, j->phys_page_size);
-        if (j->b.error) {
-                pj->error = j->b.error;
-                j->exhausted = true;
-        }
+        poolwork_burst(pj->pool->heap, &j->w);
+        pj->error = j->w.b.error;
 }
 
 static void bg_burst_step(scavenger *s);
@@ -219,14 +180,14 @@ static void burst_done(struct pool_job *pj) {
                 ps->pp.goal = HEAP_GOAL_NONE;
                 ps->pp.exhausted = true;
         } else if (ps) {
-                s->burst.released += j->b.released;
-                s->burst.worked += j->b.worked;
-                ps->burst_worked += j->b.worked;
-                if (j->b.error)
-                        log_warning_errno(j->b.error, "pool %s: scavenging failed: %m", pj->pool->cfg.name);
+                s->burst.released += j->w.b.released;
+                s->burst.worked += j->w.b.worked;
+                ps->burst_worked += j->w.b.worked;
+                if (j->w.b.error)
+                        log_warning_errno(j->w.b.error, "pool %s: scavenging failed: %m", pj->pool->cfg.name);
                 if (pj->have_stats)
                         ps->pp.retained = pj->stats.retained;
-                if (j->exhausted)
+                if (j->w.exhausted)
                         ps->pp.exhausted = true;
         }
         bg_burst_step(s);
@@ -296,9 +257,9 @@ static void bg_burst_step(scavenger *s) {
                 if (!j)
                         break;
                 j->s = s;
-                j->goal = s->pools[i]->pp.goal;
-                j->budget_ns = PACER_MIN_WORK_NS - s->burst.worked;
-                j->phys_page_size = s->phys_page_size;
+                j->w.goal = s->pools[i]->pp.goal;
+                j->w.budget_ns = PACER_MIN_WORK_NS - s->burst.worked;
+                j->w.phys_page_size = s->phys_page_size;
                 s->state = SCAV_RUNNING;
                 pool_post(&j->pj);
                 return;
@@ -340,65 +301,26 @@ struct gen_job {
         uint64_t memory_limit;
         struct heap_gen_report rep;
         bool gen_started;          /* rep is the generation that ended */
-        /* Forced: */
         bool force;
-        bool if_free;              /* only if the pool has free memory (pressure) */
-        bool skipped;              /* it had none: nothing done */
-        uint64_t bytes;            /* 0: everything free */
+        struct poolwork_force f;
         char why[64];
-        struct heap_stats gen_stats; /* right after the generation started */
-        int64_t released, cpu_ns;
         force_fn cb;
         void *userdata;
 };
 
 static void gen_run(struct pool_job *pj) {
         struct gen_job *j = (struct gen_job *) pj;
-        struct pool *p = pj->pool;
-        uint64_t want = j->bytes ? j->bytes : UINT64_MAX;
-        int64_t t0, r;
+        heap *h = pj->pool->heap;
 
-        heap_set_memory_limit(p->heap, j->memory_limit);
-        if (j->if_free) {
-                r = heap_get_stats_checked(p->heap, NULL, &j->gen_stats, pj->problem, sizeof(pj->problem));
-                if (r < 0) {
-                        pj->error = (int) r;
-                        return;
-                }
-                if (j->gen_stats.retained <= j->gen_stats.inuse) {
-                        j->skipped = true;
-                        return;
-                }
-        }
-        r = heap_scavenge_start_gen(p->heap, &j->rep);
-        if (r < 0) {
-                pj->error = (int) r;
+        if (j->force) {
+                j->f.memory_limit = j->memory_limit;
+                pj->error = poolwork_force(h, &j->f, &pj->pool->wk_stop, pj->problem, sizeof(pj->problem));
+                j->gen_started = j->f.gen_started;
+                j->rep = j->f.rep;
                 return;
         }
-        if (!j->force) {
-                j->gen_started = true;
-                return;
-        }
-        r = heap_get_stats_checked(p->heap, NULL, &j->gen_stats, pj->problem, sizeof(pj->problem));
-        if (r < 0) {
-                pj->error = (int) r;
-                return;
-        }
-        j->gen_started = true;
-        t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        while ((uint64_t) j->released < want && !atomic_load(&p->wk_stop)) {
-                uint64_t piece = MIN(want - (uint64_t) j->released, FORCE_PIECE);
-                r = heap_scavenge(p->heap, DAEMON_SLOT, piece);
-                if (r < 0) {
-                        if (j->released == 0)
-                                pj->error = (int) r;
-                        break;
-                }
-                j->released += r;
-                if ((uint64_t) r < piece)
-                        break;
-        }
-        j->cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
+        pj->error = poolwork_start_gen(h, j->memory_limit, &j->rep);
+        j->gen_started = pj->error >= 0;
 }
 
 /*
@@ -559,20 +481,20 @@ static void force_after(struct pool_scav *ps, struct gen_job *j, const struct he
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
 
-        ps->forced_this_gen += (uint64_t) j->released;
+        ps->forced_this_gen += (uint64_t) j->f.released;
         ps->pp.retained = st->retained;
         gen_unpark(ps);
         trace_gen(&s->trace, &(struct trace_gen) {
                 .pool = p->cfg.name,
                 .gen = st->gen,
-                .work = (uint64_t) j->released,
+                .work = (uint64_t) j->f.released,
                 .total = st->released,
                 .inuse = st->inuse,
                 .retained = st->retained,
                 .forced = true,
                 .why = j->why,
         });
-        log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, j->why, j->released);
+        log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, j->why, j->f.released);
 }
 
 static void gen_done(struct pool_job *pj) {
@@ -591,7 +513,7 @@ static void gen_done(struct pool_job *pj) {
                         j->cb(j->userdata, -EUCLEAN, 0);
                 return;
         }
-        if (j->skipped) {
+        if (j->f.skipped) {
                 if (j->cb)
                         j->cb(j->userdata, 0, 0);
                 return;
@@ -602,12 +524,12 @@ static void gen_done(struct pool_job *pj) {
                 if (!j->force)
                         gen_arm(ps);
                 else if (j->cb)
-                        j->cb(j->userdata, pj->error, j->cpu_ns);
+                        j->cb(j->userdata, pj->error, j->f.cpu_ns);
                 return;
         }
 
         searched_all = ps->pp.exhausted;
-        generation_ended(ps, &j->rep, j->force ? &j->gen_stats : &pj->stats);
+        generation_ended(ps, &j->rep, j->force ? &j->f.gen_stats : &pj->stats);
         if (!j->force) {
                 gen_after(ps, &j->rep, &pj->stats, searched_all);
                 return;
@@ -615,7 +537,7 @@ static void gen_done(struct pool_job *pj) {
         if (pj->have_stats)
                 force_after(ps, j, &pj->stats);
         if (j->cb)
-                j->cb(j->userdata, pj->error < 0 ? pj->error : j->released, j->cpu_ns);
+                j->cb(j->userdata, pj->error < 0 ? pj->error : j->f.released, j->f.cpu_ns);
 }
 
 int scavenger_new(sd_event *e, const struct daemon_config *cfg, scavenger **ret) {
@@ -801,8 +723,8 @@ int scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, bool if_free, 
         if (!j)
                 return -ENOMEM;
         j->force = true;
-        j->if_free = if_free;
-        j->bytes = bytes;
+        j->f.if_free = if_free;
+        j->f.bytes = bytes;
         snprintf(j->why, sizeof(j->why), "%s", why ?: "request");
         j->cb = cb;
         j->userdata = userdata;

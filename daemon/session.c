@@ -28,6 +28,7 @@
 #include "access.h"
 #include "log.h"
 #include "manager.h"
+#include "poolwork.h"
 #include "proto.h"
 #include "server.h"
 #include "session.h"
@@ -62,7 +63,7 @@ struct reclaim_job {
 static void reclaim_run(struct pool_job *pj) {
         struct reclaim_job *j = (struct reclaim_job *) pj;
 
-        j->pages = heap_slot_reclaim(pj->pool->heap, j->slot);
+        j->pages = poolwork_reclaim(pj->pool->heap, j->slot);
         if (j->pages == -EUCLEAN)
                 pj->error = -EUCLEAN;
 }
@@ -166,16 +167,14 @@ struct orphans_job {
 static void orphans_run(struct pool_job *pj) {
         struct orphans_job *j = (struct orphans_job *) pj;
         struct pool *p = pj->pool;
+        uint32_t live;
+        int r;
 
-        for (uint32_t slot = 1; slot < p->n_slots; slot++) {
-                int r = heap_slot_info_checked(p->heap, slot, &j->live[j->n], pj->problem, sizeof(pj->problem));
-                if (r == -EUCLEAN) {
-                        pj->error = r;
-                        return;
-                }
-                if (r >= 0)
-                        j->n++;
-        }
+        r = poolwork_live_slots(p->heap, p->n_slots, j->live, p->n_slots, &live, pj->problem, sizeof(pj->problem));
+        if (r < 0)
+                pj->error = r;
+        else
+                j->n = (uint32_t) r;
 }
 
 static void orphans_done(struct pool_job *pj) {
@@ -329,36 +328,16 @@ struct hello_job {
 
 static void claim_run(struct pool_job *pj) {
         struct hello_job *j = (struct hello_job *) pj;
-        struct pool *p = pj->pool;
-        int r;
 
-        r = heap_slot_claim(p->heap, j->pid, j->uid, &j->slot);
-        if (r >= 0 && j->slot >= p->n_slots) {
-                /* The heap handed out a slot beyond what it told us: do not index with it. */
-                (void) heap_slot_reclaim(p->heap, j->slot);
-                snprintf(pj->problem, sizeof(pj->problem), "heap returned client slot %u, beyond %u", j->slot,
-                         p->n_slots);
-                r = -EUCLEAN;
-        }
-        pj->error = r;
+        pj->error = poolwork_claim(pj->pool->heap, pj->pool->n_slots, j->pid, j->uid, &j->slot, pj->problem,
+                                   sizeof(pj->problem));
 }
 
 /* Re-claiming a slot after a daemon restart: still live, and the caller's. */
 static void reclaim_for_run(struct pool_job *pj) {
         struct hello_job *j = (struct hello_job *) pj;
-        struct heap_slot_info info;
-        int r;
 
-        r = heap_slot_info_checked(pj->pool->heap, j->slot, &info, pj->problem, sizeof(pj->problem));
-        if (r == -EUCLEAN) {
-                pj->error = r;
-                return;
-        }
-        if (r < 0 || info.uid != j->uid) {
-                pj->error = -ESTALE;
-                return;
-        }
-        pj->error = heap_slot_reclaim_for(pj->pool->heap, j->slot, j->pid);
+        pj->error = poolwork_reclaim_for(pj->pool->heap, j->slot, j->pid, j->uid, pj->problem, sizeof(pj->problem));
 }
 
 static void hello_done(struct pool_job *pj) {
