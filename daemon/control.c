@@ -305,6 +305,7 @@ static int handle_scavenge(struct conn *c, struct pool *p, const void *req) {
                         return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, -ENOMEM, 0);
                 j->bytes = m->bytes;
                 j->memory_limit = p->cfg.memory_limit;
+                j->rj.pj.check_on_error = true;
                 pool_post(&j->rj.pj);
                 return 0;
         }

@@ -309,7 +309,7 @@ fail:
  * the same notification, so the service manager never sees one without
  * the other. */
 static void notify_status(struct manager *m, const char *prefix) {
-        char scav[256] = "", bad[512] = "", buf[1280];
+        char scav[256] = "", bad[512] = "", buf[2048];
         unsigned clients = 0;
         size_t skip = strlen(prefix), nb = 0;
 

@@ -35,7 +35,7 @@ struct manager {
         kernel_watch *kernel;
         struct server *server;
         char reload_error[512];         /* last failed reload, "" when the last one worked */
-        char last_status[1280];         /* the last STATUS= line sent */
+        char last_status[2048];         /* the last STATUS= line sent */
         uid_t uid;                      /* the daemon's own user: may RELOAD */
         bool ready;
         int64_t pressure_quiet_until;   /* CLOCK_MONOTONIC ns: pressure ignored before (pressure_cpu_percent) */

@@ -344,6 +344,12 @@ static void pool_job_run(struct job *jb) {
         }
         if (j->run)
                 j->run(j);
+        /* -EBUSY from the daemon's own scavenge intents, -EINVAL from its
+         * own requests: the pool is not what the daemon left. A check says
+         * what, and makes it -EUCLEAN. */
+        if (j->check_on_error && j->error < 0 && j->error != -EUCLEAN && j->error != -ESTALE && j->error != -EIO &&
+            poolwork_check(p->heap, j->problem, sizeof(j->problem)) < 0)
+                j->error = -EUCLEAN;
         if (j->error == -EUCLEAN && !j->problem[0] && poolwork_check(p->heap, j->problem, sizeof(j->problem)) >= 0)
                 snprintf(j->problem, sizeof(j->problem), "the heap is marked corrupt");
         if (j->error == -EUCLEAN || j->no_stats)

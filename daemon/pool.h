@@ -124,6 +124,7 @@ struct pool_job {
         void (*run)(struct pool_job *j);
         void (*done)(struct pool_job *j);
         bool no_stats;
+        bool check_on_error;       /* an error no sound pool gives (not -ESTALE, -EIO): heap_check decides */
         bool cancelled;
         int error;
         char problem[256];

@@ -257,6 +257,7 @@ static void bg_burst_step(scavenger *s) {
                 if (!j)
                         break;
                 j->s = s;
+                j->pj.check_on_error = true;
                 j->w.goal = s->pools[i]->pp.goal;
                 j->w.budget_ns = PACER_MIN_WORK_NS - s->burst.worked;
                 j->w.phys_page_size = s->phys_page_size;
@@ -435,6 +436,7 @@ static struct gen_job *gen_job_new(struct pool_scav *ps) {
         if (!j)
                 return NULL;
         j->s = ps->s;
+        j->pj.check_on_error = true;
         j->memory_limit = ps->pool->cfg.memory_limit;
         return j;
 }

@@ -64,8 +64,8 @@ static void reclaim_run(struct pool_job *pj) {
         struct reclaim_job *j = (struct reclaim_job *) pj;
 
         j->pages = poolwork_reclaim(pj->pool->heap, j->slot);
-        if (j->pages == -EUCLEAN)
-                pj->error = -EUCLEAN;
+        if (j->pages < 0 && j->pages != -ESTALE)
+                pj->error = (int) j->pages;
 }
 
 static void reclaim_done(struct pool_job *pj) {
@@ -123,6 +123,7 @@ static void slot_release(struct manager *m, struct pool *p, uint32_t slot, uint3
                 return;
         }
         ps->state = POOL_SLOT_RECLAIMING;
+        j->pj.check_on_error = true;
         j->m = m;
         j->slot = slot;
         j->pid = pid;
@@ -183,7 +184,8 @@ static void orphans_done(struct pool_job *pj) {
         struct pool *p = pj->pool;
 
         p->n_claiming--;
-        for (uint32_t i = 0; i < j->n && !pj->cancelled && !p->quarantined; i++) {
+        /* Cancelled: the worker may still be filling the list. */
+        for (uint32_t i = 0; !pj->cancelled && !p->quarantined && i < j->n; i++) {
                 const struct heap_slot_info *info = &j->live[i];
                 struct pool_slot *ps = &p->slots[info->slot];
                 struct orphan *o;
