@@ -274,6 +274,25 @@ static int hello_refuse(struct conn *c, int error) {
         return conn_send(c, &rep, sizeof(rep), NULL, 0);
 }
 
+/*
+ * The heap handed out a slot the daemon still counts as someone's: a
+ * client that gave it back with scav_close() and whose hang-up we have not
+ * seen yet, or an orphan that did the same. The slot is someone else's
+ * now, so that hang-up must not reclaim it.
+ */
+static void slot_take_over(struct pool *p, uint32_t slot) {
+        struct pool_slot *ps = &p->slots[slot];
+
+        if (ps->conn) {
+                struct conn *old = ps->conn;
+                old->has_slot = false;
+                if (p->n_clients > 0)
+                        p->n_clients--;
+                ps->conn = NULL;
+        }
+        ps->orphan = orphan_free(ps->orphan);
+}
+
 /* The slot is c's: remember it and send the memfds. */
 static int hello_accept(struct conn *c, struct pool *p, uint32_t slot) {
         struct manager *m = c->m;
@@ -287,16 +306,7 @@ static int hello_accept(struct conn *c, struct pool *p, uint32_t slot) {
                         rep.token = ((uint64_t) rand() << 32) ^ (uint64_t) rand() ^ (uint64_t) (uintptr_t) c;
         } while (rep.token == 0);
 
-        /* A client that gave its slot back with scav_close() and whose
-         * hang-up we have not seen yet: the slot is someone else's now, so
-         * that hang-up must not reclaim it. */
-        if (ps->conn) {
-                struct conn *old = ps->conn;
-                old->has_slot = false;
-                if (p->n_clients > 0)
-                        p->n_clients--;
-        }
-        ps->orphan = orphan_free(ps->orphan);
+        slot_take_over(p, slot);
         *ps = (struct pool_slot) {
                 .state = POOL_SLOT_LIVE,
                 .pid = (uint32_t) c->cred.pid,
@@ -367,6 +377,7 @@ static void hello_done(struct pool_job *pj) {
         } else if (c->dead || c->pool != NULL || c->has_slot) {
                 /* Gone while the worker claimed: give the slot back. */
                 if (!j->reconnect) {
+                        slot_take_over(p, j->slot);
                         p->slots[j->slot].state = POOL_SLOT_LIVE;
                         slot_release(m, p, j->slot, j->pid, "hung up while connecting");
                 }

@@ -407,9 +407,10 @@ bool worker_free(struct worker *w, uint64_t timeout_usec) {
                 return true;
         ws = w->ws;
         worker_cancel(w);
-        /* Reported stuck: its job ends when the lock's holder lets go, if ever. */
+        /* Reported stuck: its job ends when the lock's holder lets go, if
+         * ever; a thread that got out meanwhile still gets a moment. */
         if (w->written_off)
-                timeout_usec = 0;
+                timeout_usec = MIN(timeout_usec, 100000);
 
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         deadline.tv_sec += (time_t) (timeout_usec / 1000000);
