@@ -49,6 +49,8 @@ void pool_config_defaults(struct pool_config *p) {
         p->max_clients = 64;
         p->max_shared = HEAP_DEFAULT_MAX_SHARES;
         p->max_names = HEAP_DEFAULT_MAX_NAMES;
+        p->max_clients_per_user = CONFIG_UNSET;
+        p->reserved_clients = CONFIG_UNSET;
         p->allow_all = true;
         p->huge_pages = false;
 }
@@ -62,6 +64,7 @@ void config_defaults(struct daemon_config *c) {
         c->bpf = CONFIG_AUTO;
         c->pressure = PRESSURE_AUTO;
         c->pressure_cpu_percent = 50.0;
+        c->lock_timeout_usec = 5000000;
         c->n_pools = 0;
 }
 
@@ -402,6 +405,11 @@ static int daemon_key(struct parse_state *s, const char *key, const char *value)
                 if (r < 0)
                         return fail(s, s->line, r, "pressure_cpu_percent: %s value '%s' (want 0-100)",
                                     error_word(r), value);
+        } else if (strcmp(key, "lock_timeout") == 0) {
+                r = parse_duration(value, &c->lock_timeout_usec);
+                if (r < 0)
+                        return fail(s, s->line, r, "lock_timeout: %s value '%s' (want seconds or ms, 1ms-1h)",
+                                    error_word(r), value);
         } else
                 return fail(s, s->line, -EINVAL, "%s: unknown key in [daemon]", key);
         return 1;
@@ -469,6 +477,18 @@ static int pool_key(struct parse_state *s, const char *key, const char *value) {
                         return fail(s, s->line, r, "max_names: %s value '%s' (want 1-%u)",
                                     error_word(r), value, HEAP_MAX_NAMES);
                 p->max_names = (uint32_t) u;
+        } else if (strcmp(key, "max_clients_per_user") == 0) {
+                r = parse_uint(value, 1, CONFIG_MAX_CLIENTS, &u);
+                if (r < 0)
+                        return fail(s, s->line, r, "max_clients_per_user: %s value '%s' (want 1-%u)",
+                                    error_word(r), value, CONFIG_MAX_CLIENTS);
+                p->max_clients_per_user = (uint32_t) u;
+        } else if (strcmp(key, "reserved_clients") == 0) {
+                r = parse_uint(value, 0, CONFIG_MAX_CLIENTS - 1, &u);
+                if (r < 0)
+                        return fail(s, s->line, r, "reserved_clients: %s value '%s' (want 0-%u)",
+                                    error_word(r), value, CONFIG_MAX_CLIENTS - 1);
+                p->reserved_clients = (uint32_t) u;
         } else if (strcmp(key, "allow_users") == 0)
                 return parse_ids(s, key, value, false);
         else if (strcmp(key, "allow_groups") == 0)
@@ -647,6 +667,17 @@ static int finalize(struct daemon_config *c, char *err, size_t errlen) {
                 }
                 p->capacity = DIV_ROUND_UP(p->capacity, chunk) * chunk;
                 p->allow_all = p->n_allow_users == 0 && p->n_allow_groups == 0;
+                /* Slots: 1/16 kept back for root and the daemon's user, and
+                 * no other user may hold more than 3/4 of them. */
+                if (p->reserved_clients == CONFIG_UNSET)
+                        p->reserved_clients = p->max_clients / 16;
+                else if (p->reserved_clients >= p->max_clients) {
+                        snprintf(err, errlen, "%s:%u: reserved_clients: %u is not below max_clients %u in [pool %s]",
+                                 p->file, p->line, p->reserved_clients, p->max_clients, p->name);
+                        return -ERANGE;
+                }
+                if (p->max_clients_per_user == CONFIG_UNSET)
+                        p->max_clients_per_user = MAX(p->max_clients * 3 / 4, 1u);
         }
         return 0;
 }

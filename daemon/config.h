@@ -17,6 +17,8 @@
 
 #define CONFIG_MAX_POOLS 256
 #define CONFIG_MAX_IDS 64
+/* Unset in a [pool]: derived from max_clients by finalize(). */
+#define CONFIG_UNSET UINT32_MAX
 
 enum config_tristate { CONFIG_AUTO, CONFIG_ON, CONFIG_OFF };
 enum config_pressure { PRESSURE_AUTO, PRESSURE_BPF, PRESSURE_PSI, PRESSURE_OFF };
@@ -32,6 +34,8 @@ struct pool_config {
         uint32_t max_clients;            /* default 64 */
         uint32_t max_shared;             /* allocations shared at once; default 16384 */
         uint32_t max_names;              /* names published at once; default 1024 */
+        uint32_t max_clients_per_user;   /* slots one user but root and the daemon's may hold; default 3/4 of max_clients */
+        uint32_t reserved_clients;       /* slots only root and the daemon's user may take; default max_clients / 16 */
         uint32_t n_allow_users, n_allow_groups;
         uid_t allow_users[CONFIG_MAX_IDS];
         gid_t allow_groups[CONFIG_MAX_IDS];
@@ -49,6 +53,7 @@ struct daemon_config {
         enum config_tristate bpf;        /* default auto */
         enum config_pressure pressure;   /* default auto */
         double pressure_cpu_percent;     /* CPU cap of unpaced release under pressure; default 50 */
+        uint64_t lock_timeout_usec;      /* a pool lock held longer by a client: pool stuck; default 5 s */
         unsigned n_pools;
         struct pool_config pools[CONFIG_MAX_POOLS];
 };

@@ -4,16 +4,23 @@
  * is answered only after the pool is found (-ENOENT) and the peer is
  * allowed to use it (-EACCES, the pool's access list); every request is
  * answered by exactly one reply of the request's type + 1.
+ *
+ * What needs the pool's shared memory is a job on its worker, answered
+ * when it is done. A quarantined pool answers -EUCLEAN to everything but
+ * STATUS, which gives its last validated figures (and the QUARANTINED
+ * flag): its shared memory is not read again.
  */
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "access.h"
 #include "control.h"
 #include "log.h"
 #include "manager.h"
+#include "poolwork.h"
 #include "proto.h"
 #include "server.h"
 
@@ -40,43 +47,77 @@ static int handle_pools(struct conn *c, struct pool *unused, const void *req) {
         return conn_reply_text(c, SCAV_MSG_POOLS_REPLY, 0, mgr->n_pools, text);
 }
 
+/*
+ * A request answered from the pool's worker: the connection is paused
+ * until the answer (request_answered), so replies keep the order of
+ * requests. Embed first in a job's struct.
+ */
+struct request_job {
+        struct pool_job pj;
+        struct conn *c;
+};
+
+static void *request_job_new(struct conn *c, struct pool *p, size_t size, void (*run)(struct pool_job *j),
+                             void (*done)(struct pool_job *j)) {
+        struct request_job *j = pool_job_new(p, size, run, done);
+
+        if (!j)
+                return NULL;
+        j->c = conn_ref(c);
+        conn_pause(c);
+        return j;
+}
+
+static void request_answered(struct request_job *j) {
+        conn_resume(j->c);
+        conn_unref(j->c);
+}
+
+/* Whether the pool's answer is -EUCLEAN: quarantined before or by the job. */
+static bool request_refused(struct request_job *j) {
+        return j->pj.cancelled || j->pj.pool->quarantined;
+}
+
+/* ---- STATUS ---- */
+
+/* What the daemon knows of the pool: its figures as last validated, and its own settings. */
 static void fill_status(struct manager *mgr, struct pool *p, struct scav_msg_pool_status *st) {
-        struct heap_stats hs = {};
+        const struct heap_stats *hs = &p->view;
 
         memset(st, 0, sizeof(*st));
-        (void) heap_get_stats(p->heap, &hs);
         snprintf(st->name, sizeof(st->name), "%s", p->cfg.name);
-        st->flags = (p->quarantined ? SCAV_POOL_QUARANTINED : 0) | (p->draining ? SCAV_POOL_DRAINING : 0);
-        st->page_size = heap_page_size(p->heap);
-        st->capacity = heap_capacity(p->heap);
-        st->heap_sys = hs.heap_sys;
-        st->inuse = hs.inuse;
-        st->released = hs.released;
-        st->retained = hs.retained;
-        st->retained_goal = hs.retained_goal;
-        st->memory_limit = hs.memory_limit;
-        st->peak_inuse = hs.peak_inuse;
-        st->gen = hs.gen;
-        st->gen_released = hs.gen_released;
-        st->released_total = hs.released_total;
-        st->growth_scavenged = hs.growth_scavenged;
-        st->clients = hs.clients;
+        st->flags = (p->quarantined ? SCAV_POOL_QUARANTINED : 0) | (p->draining ? SCAV_POOL_DRAINING : 0) |
+                    (p->stuck ? SCAV_POOL_STUCK : 0);
+        st->page_size = p->cfg.page_size;
+        st->capacity = p->cfg.capacity;
+        st->heap_sys = hs->heap_sys;
+        st->inuse = hs->inuse;
+        st->released = hs->released;
+        st->retained = hs->retained;
+        st->retained_goal = p->goal;
+        st->memory_limit = p->cfg.memory_limit;
+        st->peak_inuse = hs->peak_inuse;
+        st->gen = hs->gen;
+        st->gen_released = hs->gen_released;
+        st->released_total = hs->released_total;
+        st->growth_scavenged = hs->growth_scavenged;
+        st->clients = hs->clients;
         st->connections = p->n_clients;
         st->max_clients = p->cfg.max_clients;
-        st->recoveries = hs.recoveries;
+        st->recoveries = hs->recoveries;
         if (mgr->kernel) {
                 st->faults = kernel_watch_faults(mgr->kernel, p->id);
                 st->pressure_events = kernel_watch_pressure_events(mgr->kernel);
         }
         st->refaults = p->refaults;
-        st->shared = hs.shared;
-        st->refs = hs.refs;
-        st->names = hs.names;
-        st->max_shared = hs.max_shares;
-        st->max_names = hs.max_names;
+        st->shared = hs->shared;
+        st->refs = hs->refs;
+        st->names = hs->names;
+        st->max_shared = hs->max_shares;
+        st->max_names = hs->max_names;
 }
 
-static int handle_status(struct conn *c, struct pool *p, const void *req) {
+static int reply_status(struct conn *c, struct pool *p) {
         union reply_buf b = {};
         struct scav_msg_pool_status st;
         size_t n = sizeof(b.reply) + sizeof(st);
@@ -88,106 +129,267 @@ static int handle_status(struct conn *c, struct pool *p, const void *req) {
         return conn_send(c, &b, n, NULL, 0);
 }
 
-static int handle_clients(struct conn *c, struct pool *p, const void *req) {
+/* A fresh snapshot is what every job ends with: nothing else to do. A
+ * quarantined pool answers with its last validated figures. */
+static void status_done(struct pool_job *pj) {
+        struct request_job *j = (struct request_job *) pj;
+
+        (void) reply_status(j->c, pj->pool);
+        request_answered(j);
+}
+
+static int handle_status(struct conn *c, struct pool *p, const void *req) {
+        struct request_job *j;
+
+        if (p->quarantined)
+                return reply_status(c, p);
+        j = request_job_new(c, p, sizeof(*j), NULL, status_done);
+        if (!j)
+                return conn_reply(c, SCAV_MSG_STATUS_REPLY, -ENOMEM, 0);
+        pool_post(&j->pj);
+        return 0;
+}
+
+/* ---- CLIENTS ---- */
+
+#define CLIENTS_MAX ((SCAV_MSG_MAX - sizeof(struct scav_msg_reply)) / sizeof(struct scav_msg_client))
+
+struct clients_job {
+        struct request_job rj;
+        uint32_t count, live;
+        struct heap_slot_info info[CLIENTS_MAX];
+};
+
+static void clients_run(struct pool_job *pj) {
+        struct clients_job *j = (struct clients_job *) pj;
+        struct pool *p = pj->pool;
+        int r;
+
+        r = poolwork_live_slots(p->heap, p->n_slots, j->info, CLIENTS_MAX, &j->live, pj->problem,
+                                sizeof(pj->problem));
+        if (r < 0)
+                pj->error = r;
+        else
+                j->count = (uint32_t) r;
+}
+
+static void clients_done(struct pool_job *pj) {
+        struct clients_job *j = (struct clients_job *) pj;
+        struct conn *c = j->rj.c;
+        struct pool *p = pj->pool;
         struct manager *mgr = c->m;
         union reply_buf b = {};
-        size_t max = (sizeof(b) - sizeof(b.reply)) / sizeof(struct scav_msg_client);
-        uint32_t count = 0, live = 0;
 
-        for (uint32_t slot = 1; slot < p->n_slots; slot++) {
-                struct heap_slot_info info;
-                struct scav_msg_client e = {};
-
-                if (heap_slot_info(p->heap, slot, &info) < 0)
-                        continue;
-                live++;
-                if (count >= max)
-                        continue;
-                e.slot = slot;
-                e.pid = info.pid;
-                e.uid = info.uid;
-                e.connected = p->slots[slot].conn != NULL;
-                e.inuse_pages = info.inuse_pages;
-                e.cached_pages = info.cached_pages;
-                e.refs = info.refs;
-                e.shared = info.shared;
-                if (mgr->kernel)
-                        e.faults = kernel_watch_slot_faults(mgr->kernel, p->id, slot);
-                memcpy(b.raw + sizeof(b.reply) + count * sizeof(e), &e, sizeof(e));
-                count++;
+        if (request_refused(&j->rj)) {
+                (void) conn_reply(c, SCAV_MSG_CLIENTS_REPLY, -EUCLEAN, 0);
+                request_answered(&j->rj);
+                return;
         }
-        b.reply.count = count;
-        b.reply.value = live;
-        scav_msg_init(&b.hdr, SCAV_MSG_CLIENTS_REPLY, sizeof(b.reply) + count * sizeof(struct scav_msg_client));
-        return conn_send(c, &b, b.hdr.len, NULL, 0);
+        for (uint32_t i = 0; i < j->count; i++) {
+                struct scav_msg_client e = {
+                        .slot = j->info[i].slot,
+                        .pid = j->info[i].pid,
+                        .uid = j->info[i].uid,
+                        .connected = p->slots[j->info[i].slot].conn != NULL,
+                        .inuse_pages = j->info[i].inuse_pages,
+                        .cached_pages = j->info[i].cached_pages,
+                        .refs = j->info[i].refs,
+                        .shared = j->info[i].shared,
+                };
+                if (mgr->kernel)
+                        e.faults = kernel_watch_slot_faults(mgr->kernel, p->id, e.slot);
+                memcpy(b.raw + sizeof(b.reply) + i * sizeof(e), &e, sizeof(e));
+        }
+        b.reply.count = j->count;
+        b.reply.value = j->live;
+        scav_msg_init(&b.hdr, SCAV_MSG_CLIENTS_REPLY, sizeof(b.reply) + j->count * sizeof(struct scav_msg_client));
+        (void) conn_send(c, &b, b.hdr.len, NULL, 0);
+        request_answered(&j->rj);
 }
+
+static int handle_clients(struct conn *c, struct pool *p, const void *req) {
+        struct clients_job *j;
+
+        if (p->quarantined)
+                return conn_reply(c, SCAV_MSG_CLIENTS_REPLY, -EUCLEAN, 0);
+        j = request_job_new(c, p, sizeof(*j), clients_run, clients_done);
+        if (!j)
+                return conn_reply(c, SCAV_MSG_CLIENTS_REPLY, -ENOMEM, 0);
+        pool_post(&j->rj.pj);
+        return 0;
+}
+
+/* ---- CHECK ---- */
+
+static void check_run(struct pool_job *pj) {
+        pj->error = poolwork_check(pj->pool->heap, pj->problem, sizeof(pj->problem));
+}
+
+/* A failed check quarantined the pool already (pool.c); the reason is the pool's. */
+static void check_done(struct pool_job *pj) {
+        struct request_job *j = (struct request_job *) pj;
+        struct pool *p = pj->pool;
+
+        if (request_refused(j))
+                (void) conn_reply_text(j->c, SCAV_MSG_CHECK_REPLY, -EUCLEAN, 0, p->check_error);
+        else
+                (void) conn_reply_text(j->c, SCAV_MSG_CHECK_REPLY, pj->error < 0 ? pj->error : 0, 0, "");
+        request_answered(j);
+}
+
+/* ---- NAMES ---- */
+
+#define NAMES_MAX ((SCAV_MSG_MAX - sizeof(struct scav_msg_reply)) / sizeof(struct scav_msg_name))
 
 /* The pool's names from the index the request gives on, as many as a reply
  * holds; value = where the next request starts, 0 when that was all. */
+struct names_job {
+        struct request_job rj;
+        uint64_t from, next;
+        uint32_t count;
+        struct heap_name_info names[NAMES_MAX];
+};
+
+static void names_run(struct pool_job *pj) {
+        struct names_job *j = (struct names_job *) pj;
+        int r = poolwork_names(pj->pool->heap, j->from, j->names, NAMES_MAX, &j->next);
+
+        if (r < 0)
+                pj->error = r;
+        else
+                j->count = (uint32_t) r;
+}
+
+static void names_done(struct pool_job *pj) {
+        struct names_job *j = (struct names_job *) pj;
+        union reply_buf b = {};
+
+        if (request_refused(&j->rj) || pj->error < 0)
+                (void) conn_reply(j->rj.c, SCAV_MSG_NAMES_REPLY, request_refused(&j->rj) ? -EUCLEAN : pj->error, 0);
+        else {
+                for (uint32_t i = 0; i < j->count; i++) {
+                        struct scav_msg_name e = { .off = j->names[i].off, .bytes = j->names[i].bytes,
+                                                   .refs = j->names[i].refs };
+                        memcpy(e.name, j->names[i].name, sizeof(e.name));
+                        memcpy(b.raw + sizeof(b.reply) + i * sizeof(e), &e, sizeof(e));
+                }
+                b.reply.count = j->count;
+                b.reply.value = j->next;
+                scav_msg_init(&b.hdr, SCAV_MSG_NAMES_REPLY, sizeof(b.reply) + j->count * sizeof(struct scav_msg_name));
+                (void) conn_send(j->rj.c, &b, b.hdr.len, NULL, 0);
+        }
+        request_answered(&j->rj);
+}
+
 static int handle_names(struct conn *c, struct pool *p, const void *req) {
         const struct scav_msg_pool_req *m = req;
-        union reply_buf b = {};
-        size_t max = (sizeof(b) - sizeof(b.reply)) / sizeof(struct scav_msg_name);
-        uint32_t count = 0, end = heap_max_names(p->heap), i;
+        struct names_job *j;
 
-        for (i = m->bytes < end ? (uint32_t) m->bytes : end; i < end && count < max; i++) {
-                struct heap_name_info ni;
-                struct scav_msg_name e = {};
-                int r = heap_name_info(p->heap, i, &ni);
-
-                if (r == -ENOENT)
-                        continue;
-                if (r == -ERANGE) {
-                        i = end;
-                        break;
-                }
-                if (r < 0)
-                        return conn_reply(c, SCAV_MSG_NAMES_REPLY, r, 0);
-                memcpy(e.name, ni.name, sizeof(e.name));
-                e.name[sizeof(e.name) - 1] = 0;
-                e.off = ni.off;
-                e.bytes = ni.bytes;
-                e.refs = ni.refs;
-                memcpy(b.raw + sizeof(b.reply) + count * sizeof(e), &e, sizeof(e));
-                count++;
-        }
-        b.reply.count = count;
-        b.reply.value = i < end ? i : 0;
-        scav_msg_init(&b.hdr, SCAV_MSG_NAMES_REPLY, sizeof(b.reply) + count * sizeof(struct scav_msg_name));
-        return conn_send(c, &b, b.hdr.len, NULL, 0);
+        if (p->quarantined)
+                return conn_reply(c, SCAV_MSG_NAMES_REPLY, -EUCLEAN, 0);
+        j = request_job_new(c, p, sizeof(*j), names_run, names_done);
+        if (!j)
+                return conn_reply(c, SCAV_MSG_NAMES_REPLY, -ENOMEM, 0);
+        j->from = m->bytes;
+        pool_post(&j->rj.pj);
+        return 0;
 }
 
 static int handle_check(struct conn *c, struct pool *p, const void *req) {
-        struct manager *mgr = c->m;
-        char reason[256];
-        int r;
+        struct request_job *j;
 
-        r = pool_check(p, reason, sizeof(reason));
-        if (r < 0) {
-                manager_pool_quarantine(mgr, p);
-                manager_notify_status(mgr);
+        if (p->quarantined)
+                return conn_reply_text(c, SCAV_MSG_CHECK_REPLY, -EUCLEAN, 0, p->check_error);
+        j = request_job_new(c, p, sizeof(*j), check_run, check_done);
+        if (!j)
+                return conn_reply(c, SCAV_MSG_CHECK_REPLY, -ENOMEM, 0);
+        pool_post(&j->pj);
+        return 0;
+}
+
+/* ---- SCAVENGE ---- */
+
+struct scavenge_req {
+        struct conn *c;
+        struct pool *pool;
+};
+
+static void scavenge_answer(struct conn *c, struct pool *p, int64_t n) {
+        if (n < 0)
+                (void) conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, p->quarantined ? -EUCLEAN : (int) n, 0);
+        else {
+                log_info("pool %s: forced scavenge by pid %u released %lld bytes", p->cfg.name,
+                         (unsigned) c->cred.pid, (long long) n);
+                (void) conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, 0, (uint64_t) n);
         }
-        return conn_reply_text(c, SCAV_MSG_CHECK_REPLY, r < 0 ? r : 0, 0, r < 0 ? reason : "");
+        conn_resume(c);
+        conn_unref(c);
+}
+
+static void scavenge_forced(void *userdata, int64_t released, int64_t cpu_ns) {
+        struct scavenge_req *rq = userdata;
+
+        scavenge_answer(rq->c, rq->pool, released);
+        free(rq);
+}
+
+/* A pool the scavenger does not serve (it refused it): released directly. */
+struct scavenge_job {
+        struct request_job rj;
+        uint64_t bytes, memory_limit;
+        int64_t released;
+};
+
+/* As a forced scavenge, without the scavenger's bookkeeping. */
+static void scavenge_run(struct pool_job *pj) {
+        struct scavenge_job *j = (struct scavenge_job *) pj;
+        struct poolwork_force f = { .memory_limit = j->memory_limit, .bytes = j->bytes };
+
+        pj->error = poolwork_force(pj->pool->heap, &f, &pj->pool->wk_stop, pj->problem, sizeof(pj->problem));
+        j->released = pj->error < 0 ? pj->error : f.released;
+}
+
+static void scavenge_done(struct pool_job *pj) {
+        struct scavenge_job *j = (struct scavenge_job *) pj;
+
+        /* scavenge_answer resumes and drops the connection. */
+        scavenge_answer(j->rj.c, pj->pool, request_refused(&j->rj) ? -EUCLEAN : j->released);
 }
 
 static int handle_scavenge(struct conn *c, struct pool *p, const void *req) {
         const struct scav_msg_pool_req *m = req;
         struct manager *mgr = c->m;
-        uint64_t bytes = m->bytes;
-        int64_t n;
+        struct scavenge_req *rq;
+        int r;
 
         if (p->quarantined)
                 return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, -EUCLEAN, 0);
-        if (p->scavenging)
-                n = scavenger_force(mgr->scavenger, p, bytes, "scavctl");
-        else    /* not scheduled (the scavenger refused it): release directly */
-                n = heap_scavenge(p->heap, 0, bytes ? bytes : UINT64_MAX);
-        if (n < 0)
-                return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, (int) n, 0);
-        log_info("pool %s: forced scavenge by pid %u released %lld bytes", p->cfg.name, (unsigned) c->cred.pid,
-                 (long long) n);
-        return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, 0, (uint64_t) n);
+        if (!p->scavenging) {
+                struct scavenge_job *j = request_job_new(c, p, sizeof(*j), scavenge_run, scavenge_done);
+                if (!j)
+                        return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, -ENOMEM, 0);
+                j->bytes = m->bytes;
+                j->memory_limit = p->cfg.memory_limit;
+                j->rj.pj.check_on_error = true;
+                pool_post(&j->rj.pj);
+                return 0;
+        }
+        rq = malloc(sizeof(*rq));
+        if (!rq)
+                return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, -ENOMEM, 0);
+        *rq = (struct scavenge_req) { .c = conn_ref(c), .pool = p };
+        conn_pause(c);
+        r = scavenger_force(mgr->scavenger, p, m->bytes, false, "scavctl", scavenge_forced, rq);
+        if (r < 0) {
+                conn_resume(c);
+                conn_unref(c);
+                free(rq);
+                return conn_reply(c, SCAV_MSG_SCAVENGE_REPLY, r, 0);
+        }
+        return 0;
 }
+
+/* ---- RELOAD ---- */
 
 static int handle_reload(struct conn *c, struct pool *unused, const void *req) {
         struct manager *mgr = c->m;

@@ -184,6 +184,9 @@ static int run(struct manager *m) {
         if (r < 0)
                 log_warning_errno(r, "cannot enable the watchdog: %m");
 
+        r = workers_new(m->event, m->config->lock_timeout_usec, &m->workers);
+        if (r < 0)
+                return r;
         r = scavenger_new(m->event, m->config, &m->scavenger);
         if (r < 0)
                 return log_error_errno(r, "cannot start the scavenger: %m");
@@ -205,6 +208,7 @@ static int run(struct manager *m) {
 
         m->pool_adopted = session_pool_adopted;
         m->pool_dropped = session_pool_dropped;
+        m->pool_quarantined = session_pool_quarantined;
         n_stored = fdstore_adopt(&listen_fd, stored, (int) ELEMENTSOF(stored));
         if (n_stored < 0) {
                 log_warning_errno(n_stored, "cannot take passed descriptors: %m");

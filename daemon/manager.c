@@ -20,6 +20,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "pacer.h"
+#include "poolwork.h"
 
 struct pool *manager_find_pool(struct manager *m, const char *name) {
         for (unsigned i = 0; i < m->n_pools; i++)
@@ -46,15 +47,26 @@ static void pool_unregister(struct manager *m, struct pool *p) {
         p->scavenging = false;
 }
 
-void manager_pool_quarantine(struct manager *m, struct pool *p) {
+uint64_t manager_lock_timeout(struct manager *m) {
+        return m->config ? m->config->lock_timeout_usec : 5000000;
+}
+
+/* pool.c's on_quarantine: the pool was reported; no more scavenging, tell sessions and the service manager. */
+static void pool_quarantined(struct pool *p, void *userdata) {
+        struct manager *m = userdata;
+
         pool_unregister(m, p);
-        p->quarantined = true;
+        if (m->pool_quarantined)
+                m->pool_quarantined(m, p);
+        manager_notify_status(m);
 }
 
 static int manager_add(struct manager *m, struct pool *p) {
         if (m->n_pools >= MANAGER_MAX_POOLS)
                 return -E2BIG;
         m->pools[m->n_pools++] = p;
+        p->on_quarantine = pool_quarantined;
+        p->userdata = m;
         pool_register(m, p);
         return 0;
 }
@@ -63,12 +75,12 @@ static int create_pool(struct manager *m, const struct pool_config *cfg) {
         struct pool *p;
         int r;
 
-        r = pool_new(cfg, m->next_pool_id++, &p);
+        r = pool_new(cfg, m->next_pool_id++, m->workers, &p);
         if (r < 0)
                 return r;
         r = manager_add(m, p);
         if (r < 0) {
-                pool_free(p);
+                pool_free(p, manager_lock_timeout(m));
                 return log_error_errno(r, "pool %s: too many pools: %m", cfg->name);
         }
         r = fdstore_save(cfg->name, p->meta_fd, p->heap_fd);
@@ -80,22 +92,38 @@ static int create_pool(struct manager *m, const struct pool_config *cfg) {
         return 0;
 }
 
+/* An adopted pool is checked whole before anyone uses it: on its worker,
+ * first in its queue, so a HELLO that follows waits for the verdict. */
+static void adopt_check_run(struct pool_job *j) {
+        j->error = poolwork_check(j->pool->heap, j->problem, sizeof(j->problem));
+}
+
+static void adopt_check_done(struct pool_job *j) {
+        if (!j->cancelled && !j->pool->quarantined)
+                log_info("pool %s: adopted heap checked: consistent", j->pool->cfg.name);
+}
+
 static int adopt_pool(struct manager *m, const struct pool_config *cfg, struct fdstore_pool *st, bool draining) {
+        struct pool_job *j;
         struct pool *p;
         int r;
 
-        r = pool_adopt(cfg, m->next_pool_id++, st->meta_fd, st->heap_fd, &p);
+        r = pool_adopt(cfg, m->next_pool_id++, m->workers, st->meta_fd, st->heap_fd, &p);
         st->meta_fd = st->heap_fd = -EBADF; /* pool_adopt took them, whatever happened */
         if (r < 0)
                 return r;
         p->draining = draining;
         r = manager_add(m, p);
         if (r < 0) {
-                pool_free(p);
+                pool_free(p, manager_lock_timeout(m));
                 return r;
         }
-        log_info("pool %s: adopted from the file descriptor store%s%s", cfg->name,
-                 p->quarantined ? ", QUARANTINED: " : "", p->quarantined ? p->check_error : "");
+        log_info("pool %s: adopted from the file descriptor store", cfg->name);
+        j = pool_job_new(p, sizeof(*j), adopt_check_run, adopt_check_done);
+        if (j)
+                pool_post(j);
+        else
+                pool_quarantine(p, "out of memory for the check of an adopted pool");
         if (m->pool_adopted)
                 m->pool_adopted(m, p);
         return 0;
@@ -156,16 +184,13 @@ int manager_start_pools(struct manager *m, struct fdstore_pool *stored, int n_st
 }
 
 void manager_pool_maybe_drop(struct manager *m, struct pool *p) {
-        struct heap_stats st = {};
-
-        if (!p->draining || p->n_clients > 0)
+        if (!p->draining || p->dropping || p->n_clients > 0)
                 return;
-        if (heap_get_stats(p->heap, &st) >= 0 && st.clients > 0 && !p->quarantined) {
-                /* Adopted slots whose clients may still come back. */
-                for (uint32_t s = 1; s < p->n_slots; s++)
-                        if (p->slots[s].orphan)
-                                return;
-        }
+        /* Slots still in the daemon's hands: adopted ones whose clients may
+         * come back, reclaims and claims on the worker. A quarantined pool
+         * is not worked on again: nothing to wait for. */
+        if (!p->quarantined && pool_busy(p))
+                return;
         for (unsigned i = 0; i < m->n_pools; i++)
                 if (m->pools[i] == p) {
                         m->pools[i] = m->pools[--m->n_pools];
@@ -178,7 +203,8 @@ void manager_pool_maybe_drop(struct manager *m, struct pool *p) {
         if (m->kernel)
                 kernel_watch_remove_pool(m->kernel, p->id);
         (void) fdstore_remove(p->cfg.name);
-        pool_free(p);
+        p->dropping = true;
+        pool_free(p, manager_lock_timeout(m));
 }
 
 /* What can change on a live pool; the heap's geometry cannot. */
@@ -193,6 +219,8 @@ static void apply_pool_config(struct manager *m, struct pool *p, const struct po
         o->scavenge_percent = n->scavenge_percent;
         o->retain_extra_percent = n->retain_extra_percent;
         o->memory_limit = n->memory_limit;
+        o->max_clients_per_user = n->max_clients_per_user;
+        o->reserved_clients = MIN(n->reserved_clients, o->max_clients - 1);
         o->allow_all = n->allow_all;
         o->n_allow_users = n->n_allow_users;
         o->n_allow_groups = n->n_allow_groups;
@@ -200,7 +228,9 @@ static void apply_pool_config(struct manager *m, struct pool *p, const struct po
         memcpy(o->allow_groups, n->allow_groups, sizeof(o->allow_groups));
         snprintf(o->file, sizeof(o->file), "%s", n->file);
         o->line = n->line;
-        heap_set_memory_limit(p->heap, n->memory_limit);
+        /* The daemon's own word of the meta region (see pool.h); quarantined: left alone. */
+        if (!p->quarantined)
+                heap_set_memory_limit(p->heap, n->memory_limit);
         if (p->draining) {
                 p->draining = false;
                 log_notice("pool %s: configured again, no longer draining", o->name);
@@ -259,6 +289,8 @@ int manager_reload(struct manager *m, char *err, size_t errlen) {
         m->config = n;
         if (m->scavenger)
                 scavenger_reconfigure(m->scavenger, n);
+        if (m->workers)
+                workers_set_lock_timeout(m->workers, n->lock_timeout_usec);
         m->reload_error[0] = 0;
         for (unsigned i = 0; i < n_drop; i++)
                 manager_pool_maybe_drop(m, drop[i]);
@@ -278,25 +310,35 @@ fail:
  * the same notification, so the service manager never sees one without
  * the other. */
 static void notify_status(struct manager *m, const char *prefix) {
-        char scav[256] = "", buf[1024];
-        unsigned clients = 0, quarantined = 0;
-        size_t skip = strlen(prefix);
+        char scav[256] = "", bad[512] = "", buf[2048];
+        unsigned clients = 0;
+        size_t skip = strlen(prefix), nb = 0;
 
         if (!m->ready)
                 return;
         for (unsigned i = 0; i < m->n_pools; i++) {
-                clients += m->pools[i]->n_clients;
-                quarantined += m->pools[i]->quarantined;
+                struct pool *p = m->pools[i];
+
+                clients += p->n_clients;
+                if (p->quarantined && nb < sizeof(bad)) {
+                        int k = snprintf(bad + nb, sizeof(bad) - nb, "%s%s %s (%s)", nb ? "; " : "",
+                                         p->cfg.name, p->stuck ? "STUCK" : "QUARANTINED", p->check_error);
+                        nb += k > 0 ? (size_t) k : 0;
+                }
         }
         if (m->scavenger)
                 scavenger_status(m->scavenger, scav, sizeof(scav));
-        snprintf(buf, sizeof(buf), "%sSTATUS=%u pools, %u clients%s%s%s%s%s", prefix, m->n_pools, clients,
-                 quarantined ? ", QUARANTINED pools present" : "", scav[0] ? "; " : "", scav,
+        snprintf(buf, sizeof(buf), "%sSTATUS=%u pools, %u clients%s%s%s%s%s%s", prefix, m->n_pools, clients,
+                 scav[0] ? "; " : "", scav, bad[0] ? "; pool " : "", bad,
                  m->reload_error[0] ? "; reload failed: " : "", m->reload_error);
         /* STATUS= is one line. */
         for (char *p = buf + MIN(skip, sizeof(buf) - 1); *p; p++)
                 if (*p == '\n')
                         *p = ' ';
+        /* The same line again tells the service manager nothing. */
+        if (skip == 0 && strcmp(buf, m->last_status) == 0)
+                return;
+        snprintf(m->last_status, sizeof(m->last_status), "%s", buf + skip);
         (void) sd_notify(0, buf);
 }
 
@@ -322,53 +364,81 @@ static int64_t now_ns(clockid_t id) {
 
 /*
  * The kernel is reclaiming: give back free memory now rather than at our
- * pace. Pools with nothing free (retained within in-use) are skipped, and
+ * pace. Pools with nothing free (retained within in-use) are skipped by their workers, and
  * pressure_cpu_percent caps what this costs: after a release that took w ns
  * of CPU, events are ignored until w / (pressure_cpu_percent / 100) after it
  * began (pacer_pressure_next); reclaim events can come hundreds a second.
  * pressure_cpu_percent = 0 turns release under pressure off.
  */
+static void pressure_forced(void *userdata, int64_t released, int64_t cpu_ns) {
+        struct manager *m = userdata;
+        double percent = m->config ? m->config->pressure_cpu_percent : 50.0;
+
+        m->pressure_cpu_ns += cpu_ns > 0 ? cpu_ns : 0;
+        if (m->pressure_jobs == 0 || --m->pressure_jobs > 0)
+                return;
+        m->pressure_quiet_until = pacer_pressure_next(m->pressure_start, m->pressure_cpu_ns, percent);
+        log_debug("pressure: released in %" PRIi64 " us of CPU, next pressure release after %" PRIi64 " us",
+                  m->pressure_cpu_ns / 1000, (m->pressure_quiet_until - m->pressure_start) / 1000);
+}
+
+/*
+ * The kernel is reclaiming: give back free memory now rather than at our
+ * pace. Pools with nothing free (retained within in-use) are skipped by their workers, and
+ * pressure_cpu_percent caps what this costs: after a release that took w ns
+ * of CPU (the workers' time), events are ignored until w /
+ * (pressure_cpu_percent / 100) after it began (pacer_pressure_next), and
+ * while it runs; reclaim events can come hundreds a second.
+ * pressure_cpu_percent = 0 turns release under pressure off.
+ */
 void manager_pressure(const char *why, void *userdata) {
         struct manager *m = userdata;
         double percent = m->config ? m->config->pressure_cpu_percent : 50.0;
-        int64_t start, cpu0, cpu1;
+        int64_t start;
         unsigned forced = 0;
 
         if (!m->scavenger || !(percent > 0))
                 return;
         start = now_ns(CLOCK_MONOTONIC);
-        if (start < m->pressure_quiet_until) {
+        if (m->pressure_jobs > 0 || start < m->pressure_quiet_until) {
                 m->pressure_ignored++;
                 return;
         }
-        cpu0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+        m->pressure_start = start;
+        m->pressure_cpu_ns = 0;
         for (unsigned i = 0; i < m->n_pools; i++) {
                 struct pool *p = m->pools[i];
-                struct heap_stats st = {};
 
                 if (!p->scavenging || p->quarantined)
                         continue;
-                if (heap_get_stats(p->heap, &st) < 0 || st.retained <= st.inuse)
-                        continue;
-                (void) scavenger_force(m->scavenger, p, 0, why);
-                forced++;
+                /* Counted before posting: the callback may come at once if the pool is cancelled.
+                 * Whether it has free memory, its worker sees (the view may be older than the frees). */
+                m->pressure_jobs++;
+                if (scavenger_force(m->scavenger, p, 0, true, why, pressure_forced, m) < 0)
+                        m->pressure_jobs--;
+                else
+                        forced++;
         }
-        cpu1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-        m->pressure_quiet_until = pacer_pressure_next(start, cpu1 > cpu0 ? cpu1 - cpu0 : 0, percent);
-        log_debug("pressure (%s): %u pools released in %" PRIi64 " us, next pressure release after %" PRIi64
-                  " us", why, forced, (cpu1 - cpu0) / 1000, (m->pressure_quiet_until - start) / 1000);
+        log_debug("pressure (%s): forced scavenges of %u pools", why, forced);
 }
 
 void manager_done(struct manager *m) {
+        /* Jobs cancelled below call back into the manager: nothing is announced or dropped any more. */
+        m->ready = false;
+        if (m->scavenger)
+                scavenger_stop(m->scavenger);
         for (unsigned i = 0; i < m->n_pools; i++) {
+                m->pools[i]->dropping = true;
                 pool_unregister(m, m->pools[i]);
                 if (m->pool_dropped)
                         m->pool_dropped(m, m->pools[i]);
-                pool_free(m->pools[i]);
         }
+        for (unsigned i = 0; i < m->n_pools; i++)
+                pool_free(m->pools[i], manager_lock_timeout(m));
         m->n_pools = 0;
         m->kernel = kernel_watch_free(m->kernel);
         m->scavenger = scavenger_free(m->scavenger);
+        m->workers = workers_free(m->workers);
         free(m->config);
         m->config = NULL;
 }

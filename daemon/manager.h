@@ -17,6 +17,7 @@
 #include "kernel.h"
 #include "pool.h"
 #include "scavenger.h"
+#include "worker.h"
 
 struct server;
 
@@ -30,19 +31,25 @@ struct manager {
         unsigned n_pools;
         uint32_t next_pool_id;
         scavenger *scavenger;
+        workers *workers;               /* the pools' worker threads */
         kernel_watch *kernel;
         struct server *server;
         char reload_error[512];         /* last failed reload, "" when the last one worked */
+        char last_status[2048];         /* the last STATUS= line sent */
         uid_t uid;                      /* the daemon's own user: may RELOAD */
         bool ready;
         int64_t pressure_quiet_until;   /* CLOCK_MONOTONIC ns: pressure ignored before (pressure_cpu_percent) */
         uint64_t pressure_ignored;      /* pressure events ignored under that cap */
+        unsigned pressure_jobs;         /* forced scavenges of the current pressure release still running */
+        int64_t pressure_start, pressure_cpu_ns;
 
         /* Told when a pool was adopted from the fd store, and before a pool
          * is dropped (session.c's orphan watches and session references).
          * Set by main.c: the manager knows nothing of sessions. */
         void (*pool_adopted)(struct manager *m, struct pool *p);
         void (*pool_dropped)(struct manager *m, struct pool *p);
+        /* Told when a pool was quarantined (session.c disconnects the holder of a stuck lock). */
+        void (*pool_quarantined)(struct manager *m, struct pool *p);
 };
 
 /* Creates pools for every configured pool, adopting stored memfds where
@@ -57,9 +64,8 @@ int manager_reload(struct manager *m, char *err, size_t errlen);
 
 /* Drops a draining pool once nothing holds it any more. */
 void manager_pool_maybe_drop(struct manager *m, struct pool *p);
-/* Serves the pool no more: no scavenging, new clients refused (pool_check()
- * said why, or the caller did). */
-void manager_pool_quarantine(struct manager *m, struct pool *p);
+/* The longest the daemon waits for a pool's worker when it drops the pool or stops. */
+uint64_t manager_lock_timeout(struct manager *m);
 
 /* Sends STATUS=; manager_notify_ready() sends READY=1 and STATUS= in one
  * notification (start, end of a reload). */

@@ -160,12 +160,17 @@ bool pacer_take_reset(struct pacer *p) {
  */
 void pacer_run(struct pacer_burst *b, pacer_scavenge_fn scavenge, void *userdata,
                uint64_t phys_page_size) {
+        pacer_run_for(b, PACER_MIN_WORK_NS, scavenge, userdata, phys_page_size);
+}
+
+void pacer_run_for(struct pacer_burst *b, double budget_ns, pacer_scavenge_fn scavenge, void *userdata,
+                   uint64_t phys_page_size) {
         assert(b);
         assert(scavenge);
         assert(phys_page_size > 0);
 
         *b = (struct pacer_burst) {};
-        while (b->worked < PACER_MIN_WORK_NS) {
+        while (b->worked < budget_ns) {
                 int64_t r, ns = 0;
 
                 r = scavenge(userdata, PACER_QUANTUM, &ns);

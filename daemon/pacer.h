@@ -84,6 +84,11 @@ struct pacer_burst {
 
 void pacer_run(struct pacer_burst *b, pacer_scavenge_fn scavenge, void *userdata,
                uint64_t phys_page_size);
+/* The same until budget_ns of work: the part of a burst one pool's worker
+ * does (the daemon's burst goes on with the next pool while it has less
+ * than PACER_MIN_WORK_NS). */
+void pacer_run_for(struct pacer_burst *b, double budget_ns, pacer_scavenge_fn scavenge, void *userdata,
+                   uint64_t phys_page_size);
 
 /*
  * Sharing the daemon's budget between pools. One background scavenger

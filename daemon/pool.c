@@ -3,11 +3,13 @@
  * A pool's memory: two memfds, both sealed against shrinking and growing so
  * that no client can truncate them under another (a truncated shared
  * mapping is SIGBUS, in the daemon too), mapped here once, with the heap
- * laid out or attached over them.
+ * laid out or attached over them; its worker thread, the jobs that run on
+ * it, and what the daemon does when the pool turns out broken or stuck.
  */
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "poolwork.h"
 
 #define POOL_HUGE_PAGE_SIZE (2u << 20)
 #define POOL_PHYS_PAGE_SIZE 4096u
@@ -74,6 +77,7 @@ static struct pool *pool_alloc(const struct pool_config *cfg, uint32_t id) {
         p->id = id;
         p->meta_fd = p->heap_fd = -EBADF;
         p->meta = p->base = MAP_FAILED;
+        p->goal = HEAP_GOAL_NONE;
         return p;
 }
 
@@ -90,13 +94,65 @@ static int pool_map(struct pool *p, uint64_t capacity) {
         return 0;
 }
 
-static int pool_init_slots(struct pool *p) {
-        p->n_slots = heap_max_slots(p->heap);
-        p->slots = calloc(p->n_slots ? p->n_slots : 1, sizeof(*p->slots));
-        return p->slots ? 0 : -ENOMEM;
+/* The thread id a lock word named, as a process: /proc/TID/status's Tgid, or 0. */
+static uint32_t tgid_of(uint32_t tid) {
+        char path[64], line[128];
+        unsigned long v = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%u/status", tid);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "Tgid: %lu", &v) == 1)
+                        break;
+        fclose(f);
+        return (uint32_t) v;
 }
 
-int pool_new(const struct pool_config *cfg, uint32_t id, struct pool **ret) {
+/*
+ * The watchdog saw the worker wait lock_timeout for a lock. Who holds it
+ * is what the lock word says: a thread id, mapped to its process and to
+ * the slot of a session or orphan of this pool with that pid. A thread id
+ * of a client in another pid namespace maps to nothing, or to the wrong
+ * process: the message says what it knows.
+ */
+static void pool_stuck(void *userdata, const struct heap_lock_wait *w, int64_t waited_ns) {
+        struct pool *p = userdata;
+        uint32_t tid = atomic_load(&w->holder), pid = tid ? tgid_of(tid) : 0, slot = 0;
+        const char *lock = atomic_load(&w->lock) == HEAP_LOCK_SCAV ? "scav" : "heap";
+        char who[128];
+
+        for (uint32_t s = 1; pid && s < p->n_slots; s++)
+                if (p->slots[s].state == POOL_SLOT_LIVE && p->slots[s].pid == pid)
+                        slot = s;
+        if (!tid)
+                snprintf(who, sizeof(who), "nobody the lock word names");
+        else if (!pid)
+                snprintf(who, sizeof(who), "thread %u, which does not exist (lock word scribbled on?)", tid);
+        else if (slot)
+                snprintf(who, sizeof(who), "pid %u (slot %u)", pid, slot);
+        else
+                snprintf(who, sizeof(who), "pid %u, not a client of this pool", pid);
+        p->stuck = true;
+        p->stuck_pid = slot ? pid : 0;
+        pool_quarantine(p, "stuck: %s lock held by %s for %.1f s", lock, who, (double) waited_ns / 1e9);
+}
+
+static int pool_start(struct pool *p, workers *ws) {
+        char name[SCAV_POOL_NAME_MAX + 8];
+
+        heap_set_untrusted(p->heap, &p->lock_wait);
+        p->n_slots = heap_max_slots(p->heap);
+        p->slots = calloc(p->n_slots ? p->n_slots : 1, sizeof(*p->slots));
+        if (!p->slots)
+                return -ENOMEM;
+        snprintf(name, sizeof(name), "scavd/%s", p->cfg.name);
+        return worker_new(ws, name, &p->lock_wait, pool_stuck, p, &p->worker);
+}
+
+int pool_new(const struct pool_config *cfg, uint32_t id, workers *ws, struct pool **ret) {
         struct heap_params params;
         struct pool *p;
         int r;
@@ -120,23 +176,27 @@ int pool_new(const struct pool_config *cfg, uint32_t id, struct pool **ret) {
         r = pool_map(p, params.capacity);
         if (r < 0)
                 goto fail;
+        /* Nobody else has these memfds yet: laid out from here, before the worker exists. */
         r = heap_create(p->meta, p->meta_size, p->base, p->heap_fd, &params, &p->heap);
         if (r < 0) {
                 log_error_errno(r, "pool %s: cannot lay out the heap: %m", cfg->name);
                 goto fail;
         }
         heap_set_memory_limit(p->heap, cfg->memory_limit);
-        r = pool_init_slots(p);
+        r = heap_get_stats(p->heap, &p->view);
+        if (r >= 0)
+                r = pool_start(p, ws);
         if (r < 0)
                 goto fail;
         *ret = p;
         return 0;
 fail:
-        pool_free(p);
+        pool_free(p, 0);
         return r;
 }
 
-int pool_adopt(const struct pool_config *cfg, uint32_t id, int meta_fd, int heap_fd, struct pool **ret) {
+int pool_adopt(const struct pool_config *cfg, uint32_t id, workers *ws, int meta_fd, int heap_fd,
+               struct pool **ret) {
         struct stat mst, hst;
         struct pool *p;
         int r;
@@ -168,6 +228,7 @@ int pool_adopt(const struct pool_config *cfg, uint32_t id, int meta_fd, int heap
         r = pool_map(p, (uint64_t) hst.st_size);
         if (r < 0)
                 goto fail;
+        /* Reads one copy of the header, validates it, and never reads it again. */
         r = heap_attach(p->meta, p->meta_size, p->base, (uint64_t) hst.st_size, heap_fd, &p->heap);
         if (r < 0) {
                 log_error_errno(r, "pool %s: adopted heap has no valid layout: %m", cfg->name);
@@ -183,39 +244,36 @@ int pool_adopt(const struct pool_config *cfg, uint32_t id, int meta_fd, int heap
         p->cfg.page_size = heap_page_size(p->heap);
         if (heap_max_slots(p->heap) > 1)
                 p->cfg.max_clients = heap_max_slots(p->heap) - 1;
-        heap_set_memory_limit(p->heap, cfg->memory_limit);
-        r = pool_init_slots(p);
+        p->cfg.reserved_clients = MIN(p->cfg.reserved_clients, p->cfg.max_clients - 1);
+        p->view = (struct heap_stats) { .capacity = p->cfg.capacity, .page_size = p->cfg.page_size,
+                                        .retained_goal = HEAP_GOAL_NONE };
+        r = pool_start(p, ws);
         if (r < 0)
                 goto fail;
-        (void) pool_check(p, NULL, 0);
         *ret = p;
         return 0;
 fail:
         /* the fds belong to p now: pool_free closes them */
-        pool_free(p);
+        pool_free(p, 0);
         return r;
 }
 
-int pool_check(struct pool *p, char *buf, size_t len) {
-        char reason[sizeof(p->check_error)] = "";
-        int r;
+/* Pools whose worker was left behind: kept, mapped, until the process ends. */
+static struct pool *abandoned;
 
-        r = heap_check(p->heap, reason, sizeof(reason));
-        if (r < 0) {
-                if (!p->quarantined)
-                        log_error("pool %s: heap check failed, pool quarantined: %s", p->cfg.name,
-                                  reason[0] ? reason : strerror(-r));
-                p->quarantined = true;
-                snprintf(p->check_error, sizeof(p->check_error), "%s", reason[0] ? reason : strerror(-r));
-        }
-        if (buf && len)
-                snprintf(buf, len, "%s", r < 0 ? p->check_error : "");
-        return r;
-}
-
-struct pool *pool_free(struct pool *p) {
+struct pool *pool_free(struct pool *p, uint64_t timeout_usec) {
         if (!p)
                 return NULL;
+        /* A job still queued or long (a forced scavenge) stops at its next step. */
+        atomic_store(&p->wk_stop, true);
+        if (!worker_free(p->worker, timeout_usec)) {
+                /* Its thread may wake up in this pool's memory at any time. */
+                log_warning("pool %s: its worker is stuck; the pool's memory stays mapped until the daemon exits",
+                            p->cfg.name);
+                p->abandoned_next = abandoned;
+                abandoned = p;
+                return NULL;
+        }
         if (p->heap)
                 heap_detach(p->heap);
         if (p->base != MAP_FAILED && p->base)
@@ -224,7 +282,144 @@ struct pool *pool_free(struct pool *p) {
                 munmap(p->meta, p->meta_size);
         closep(&p->meta_fd);
         closep(&p->heap_fd);
+        while (p->n_spare_jobs > 0)
+                free(p->spare_jobs[--p->n_spare_jobs]);
         free(p->slots);
         free(p);
         return NULL;
+}
+
+void pool_quarantine(struct pool *p, const char *fmt, ...) {
+        va_list ap;
+
+        if (p->quarantined)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(p->check_error, sizeof(p->check_error), fmt, ap);
+        va_end(ap);
+        p->quarantined = true;
+        atomic_store(&p->wk_stop, true);
+        log_error("pool %s: quarantined, served no more: %s", p->cfg.name, p->check_error);
+        if (p->worker)
+                worker_cancel(p->worker);
+        if (p->on_quarantine)
+                p->on_quarantine(p, p->userdata);
+}
+
+/* A slot being reclaimed counts for nobody: the claim that could take it
+ * queues behind its reclaim on the worker. */
+unsigned pool_slots_of_uid(struct pool *p, uint32_t uid) {
+        unsigned n = 0;
+
+        for (uint32_t s = 1; s < p->n_slots; s++)
+                n += p->slots[s].state == POOL_SLOT_LIVE && p->slots[s].uid == uid;
+        return n;
+}
+
+unsigned pool_slots_used(struct pool *p) {
+        unsigned n = p->n_claiming;
+
+        for (uint32_t s = 1; s < p->n_slots; s++)
+                n += p->slots[s].state == POOL_SLOT_LIVE;
+        return n;
+}
+
+bool pool_busy(struct pool *p) {
+        if (p->n_claiming > 0)
+                return true;
+        for (uint32_t s = 1; s < p->n_slots; s++)
+                if (p->slots[s].state != POOL_SLOT_FREE)
+                        return true;
+        return false;
+}
+
+/* ---- jobs ---- */
+
+static void pool_job_run(struct job *jb) {
+        struct pool_job *j = (struct pool_job *) jb;
+        struct pool *p = j->pool;
+        int r;
+
+        if (atomic_load(&p->wk_stop)) {
+                j->error = -ECANCELED;
+                return;
+        }
+        if (j->run)
+                j->run(j);
+        /* -EBUSY from the daemon's own scavenge intents, -EINVAL from its
+         * own requests: the pool is not what the daemon left. A check says
+         * what, and makes it -EUCLEAN. */
+        if (j->check_on_error && j->error < 0 && j->error != -EUCLEAN && j->error != -ESTALE && j->error != -EIO &&
+            poolwork_check(p->heap, j->problem, sizeof(j->problem)) < 0)
+                j->error = -EUCLEAN;
+        if (j->error == -EUCLEAN && !j->problem[0] && poolwork_check(p->heap, j->problem, sizeof(j->problem)) >= 0)
+                snprintf(j->problem, sizeof(j->problem), "the heap is marked corrupt");
+        if (j->error == -EUCLEAN || j->no_stats)
+                return;
+        r = poolwork_snapshot(p->heap, p->wk_have_prev ? &p->wk_prev : NULL, &j->stats, j->problem,
+                                   sizeof(j->problem));
+        if (r < 0) {
+                j->error = r;
+                return;
+        }
+        p->wk_prev = j->stats;
+        p->wk_have_prev = true;
+        j->have_stats = true;
+}
+
+static void pool_job_done(struct job *jb) {
+        struct pool_job *j = (struct pool_job *) jb;
+        struct pool *p = j->pool;
+
+        j->cancelled = jb->cancelled || j->error == -ECANCELED;
+        if (!j->cancelled) {
+                if (j->error == -EUCLEAN)
+                        pool_quarantine(p, "%s", j->problem[0] ? j->problem : "the heap is marked corrupt");
+                else if (j->have_stats && !p->quarantined)
+                        p->view = j->stats;
+        }
+        if (j->done)
+                j->done(j);
+}
+
+/*
+ * Job memory of up to POOL_JOB_BLOCK bytes is kept for the next job
+ * (POOL_JOB_SPARES a pool): every session costs a claim and a reclaim, and
+ * allocator caches (or ASan's quarantine) would otherwise grow with them.
+ */
+static void pool_job_release(struct job *jb) {
+        struct pool_job *j = (struct pool_job *) jb;
+        struct pool *p = j->pool;
+
+        if (j->block && p->n_spare_jobs < POOL_JOB_SPARES)
+                p->spare_jobs[p->n_spare_jobs++] = j;
+        else
+                free(j);
+}
+
+void *pool_job_new(struct pool *p, size_t size, void (*run)(struct pool_job *j), void (*done)(struct pool_job *j)) {
+        struct pool_job *j;
+        bool block = size <= POOL_JOB_BLOCK;
+
+        if (size < sizeof(*j))
+                return NULL;
+        if (block && p->n_spare_jobs > 0)
+                j = p->spare_jobs[--p->n_spare_jobs];
+        else
+                j = malloc(block ? POOL_JOB_BLOCK : size);
+        if (!j)
+                return NULL;
+        memset(j, 0, size);
+        j->block = block;
+        j->job.release = pool_job_release;
+        j->job.run = pool_job_run;
+        j->job.done = pool_job_done;
+        j->pool = p;
+        j->run = run;
+        j->done = done;
+        return j;
+}
+
+void pool_post(struct pool_job *j) {
+        worker_post(j->pool->worker, &j->job);
 }

@@ -9,6 +9,14 @@
  * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
  * when no pool has work. The seed's goroutine park/ready/sleep becomes the
  * states of that one timer.
+ *
+ * The work itself runs on the pools' workers (pool_post): a generation is
+ * a job, so is a forced scavenge, and a burst is one job on the pool
+ * furthest over its goal, then, while the burst has worked less than 1 ms
+ * and another pool has work, one on the next (what pacer_run's loop does
+ * across pools). Time worked is the worker thread's CPU time. The event
+ * loop keeps the policy and sees the pools' figures as their jobs checked
+ * them.
  */
 
 #include <assert.h>
@@ -26,17 +34,16 @@
 #include "macro.h"
 #include "pacer.h"
 #include "pool.h"
+#include "poolwork.h"
 #include "scavenger.h"
 #include "trace.h"
-
-/* The daemon's slot in every heap, the scavenger's crash intent lives there. */
-#define DAEMON_SLOT 0u
 
 enum scav_state {
         SCAV_PARKED,    /* no timer: nothing to do until a generation or a wake-up */
         SCAV_SLEEPING,  /* paced sleep after a burst; the controller learns from it */
         SCAV_WAITING,   /* pools with work have used their own share; not a paced sleep */
         SCAV_RUNNABLE,  /* woken: run at the next loop iteration */
+        SCAV_RUNNING,   /* a burst's job is on a pool's worker */
 };
 
 /* What a generation compares to decide that nothing happened in the pool. */
@@ -53,6 +60,7 @@ struct pool_scav {
         double burst_worked;       /* ns of this burst spent on this pool */
         struct gen_snapshot last;  /* the heap when the last generation ended */
         bool gen_parked;           /* no generation timer armed: nothing changed, nothing to do */
+        bool gen_running;          /* a generation job is on the worker */
         int64_t last_wake;         /* CLOCK_MONOTONIC ns of the last scavenger_wake() */
         uint64_t fault_mark;       /* kernel_watch_faults_since() */
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
@@ -68,12 +76,14 @@ struct scavenger {
         double percent;            /* the daemon's scavenge_percent */
         uint64_t gen_interval_usec;
         uint32_t phys_page_size;
+        bool stopping;             /* no new work: the daemon is going */
 
         sd_event_source *timer;    /* the background scavenger's one timer */
         enum scav_state state;
         int64_t sleep_start;       /* CLOCK_MONOTONIC ns */
         double credited;           /* the burst's work as the controller counts it */
         int64_t burst_start;
+        struct pacer_burst burst;  /* the burst under way, over its jobs */
 
         struct pool_scav **pools;
         struct pacer_pool **pps;   /* pools[i]->pp, the view pacer_pick takes */
@@ -144,55 +154,44 @@ static void bg_wake(scavenger *s) {
                 s->state = SCAV_RUNNABLE;
 }
 
-static void pool_quarantine(struct pool *p, int r, const char *what) {
-        if (p->quarantined)
-                return;
-        p->quarantined = true;
-        log_error_errno(r, "pool %s: %s failed, quarantined: %m", p->cfg.name, what);
+/* ---- bursts ---- */
+
+/* One pool's part of a burst, on its worker. */
+struct burst_job {
+        struct pool_job pj;
+        scavenger *s;
+        struct poolwork_burst w;
+};
+
+static void burst_run(struct pool_job *pj) {
+        struct burst_job *j = (struct burst_job *) pj;
+
+        poolwork_burst(pj->pool->heap, &j->w);
+        pj->error = j->w.b.error;
 }
 
-/*
- * One quantum for pacer_run: from the pool furthest over its goal among
- * those ready at the start of the burst. A pool whose scavenge returns less
- * than asked has nothing more this generation (the seed's "heap exhausted").
- * The time is the thread's CPU time: what the budget limits is CPU, and on
- * a loaded machine the wall clock would count others' time as ours.
- */
-static int64_t bg_scavenge_one(void *userdata, uint64_t nbytes, int64_t *ret_ns) {
-        scavenger *s = userdata;
+static void bg_burst_step(scavenger *s);
 
-        for (;;) {
-                struct pool_scav *ps;
-                int64_t r, t0, t1;
-                ssize_t i;
+static void burst_done(struct pool_job *pj) {
+        struct burst_job *j = (struct burst_job *) pj;
+        struct pool_scav *ps = pj->pool->scav;
+        scavenger *s = j->s;
 
-                i = pacer_pick(s->pps, s->n_pools, s->burst_start);
-                if (i < 0)
-                        return 0;
-                ps = s->pools[i];
-
-                t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-                r = heap_scavenge(ps->pool->heap, DAEMON_SLOT, nbytes);
-                t1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-                if (r < 0) {
-                        if (r == -EUCLEAN)
-                                pool_quarantine(ps->pool, (int) r, "scavenging");
-                        else
-                                log_warning_errno((int) r, "pool %s: scavenging failed: %m",
-                                                  ps->pool->cfg.name);
+        if (ps && (pj->cancelled || pj->pool->quarantined)) {
+                ps->pp.goal = HEAP_GOAL_NONE;
+                ps->pp.exhausted = true;
+        } else if (ps) {
+                s->burst.released += j->w.b.released;
+                s->burst.worked += j->w.b.worked;
+                ps->burst_worked += j->w.b.worked;
+                if (j->w.b.error)
+                        log_warning_errno(j->w.b.error, "pool %s: scavenging failed: %m", pj->pool->cfg.name);
+                if (pj->have_stats)
+                        ps->pp.retained = pj->stats.retained;
+                if (j->w.exhausted)
                         ps->pp.exhausted = true;
-                        continue;
-                }
-                ps->pp.retained = heap_retained(ps->pool->heap);
-                if ((uint64_t) r < nbytes)
-                        ps->pp.exhausted = true;
-                if (r == 0)
-                        continue;
-                *ret_ns = t1 > t0 ? t1 - t0 : 0;
-                ps->burst_worked += *ret_ns > 0 ? (double) *ret_ns
-                                                : PACER_APPROX_NS_PER_PHYS_PAGE * (double) ((uint64_t) r / s->phys_page_size);
-                return r;
         }
+        bg_burst_step(s);
 }
 
 static void pools_refresh(scavenger *s) {
@@ -203,116 +202,153 @@ static void pools_refresh(scavenger *s) {
                         ps->pp.goal = HEAP_GOAL_NONE;
                         continue;
                 }
-                ps->pp.retained = heap_retained(ps->pool->heap);
+                ps->pp.retained = ps->pool->view.retained;
                 ps->pp.share = pacer_pool_share(ps->pool->cfg.scavenge_percent, s->percent);
         }
 }
 
-/*
- * bgscavenge's loop body, one turn per timer expiry: account the sleep that
- * ended (scavengerState.sleep's second half), run a burst, then sleep,
- * wait for a pool's share, or park.
- */
-static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
-        scavenger *s = userdata;
-        struct pacer_burst b;
+/* The end of a burst: charge the pools' shares, then sleep, wait for a
+ * pool's share, or park. */
+static void bg_burst_end(scavenger *s) {
         unsigned cpus = daemon_cpus();
-        int64_t now, next;
+        int64_t next;
 
-        now = clock_ns(CLOCK_MONOTONIC);
-        if (s->state == SCAV_SLEEPING)
-                pacer_slept(&s->pacer, s->credited, now - s->sleep_start, cpus);
-
-        pools_refresh(s);
-        s->burst_start = now;
-        pacer_run(&b, bg_scavenge_one, s, s->phys_page_size);
         for (size_t i = 0; i < s->n_pools; i++) {
                 pacer_pool_charge(&s->pools[i]->pp, s->burst_start, s->pools[i]->burst_worked, cpus);
                 s->pools[i]->burst_worked = 0;
         }
 
-        if (b.released == 0) {
+        if (s->burst.released == 0) {
                 next = pacer_next_ready(s->pps, s->n_pools, clock_ns(CLOCK_MONOTONIC));
                 if (next == INT64_MAX) {
                         bg_park(s);
                         /* Every pool at its goal: worth a STATUS= update. */
                         if (s->status_changed)
                                 s->status_changed(s->status_userdata);
-                        return 0;
+                        return;
                 }
                 if (bg_arm(s, next) < 0) {
                         bg_park(s);
-                        return 0;
+                        return;
                 }
                 s->state = SCAV_WAITING;
-                return 0;
+                return;
         }
 
-        s->credited = pacer_credit(b.worked);
+        s->credited = pacer_credit(s->burst.worked);
         s->sleep_start = clock_ns(CLOCK_MONOTONIC);
         if (bg_arm(s, s->sleep_start + pacer_sleep_ns(&s->pacer, s->credited)) < 0) {
                 bg_park(s);
-                return 0;
-        }
-        s->state = SCAV_SLEEPING;
-        return 0;
-}
-
-/* Issue 13: takes back what the pool's client threads keep in their caches (heap_cache_reap). */
-static void pool_reap_caches(struct pool_scav *ps, unsigned how) {
-        struct heap_reap_report rr = {};
-        int r = heap_cache_reap(ps->pool->heap, how, &rr);
-
-        if (r < 0) {
-                if (r == -EUCLEAN)
-                        pool_quarantine(ps->pool, r, "reaping thread caches");
                 return;
         }
-        ps->tc_held = rr.held_pages > 0 || rr.deferred > 0;
-        if (rr.given_pages)
-                log_debug("pool %s: thread caches gave back %" PRIu64 " pages (%u reaped, %u deferred)%s",
-                          ps->pool->cfg.name, rr.given_pages, rr.reaped, rr.deferred, rr.all ? ", all asked" : "");
+        s->state = SCAV_SLEEPING;
+}
+
+/* pacer_run's loop over jobs: the pool furthest over its goal among those
+ * ready at the start of the burst, until 1 ms of work or no pool left. */
+static void bg_burst_step(scavenger *s) {
+        while (!s->stopping && s->burst.worked < PACER_MIN_WORK_NS) {
+                struct burst_job *j;
+                ssize_t i;
+
+                i = pacer_pick(s->pps, s->n_pools, s->burst_start);
+                if (i < 0)
+                        break;
+                j = pool_job_new(s->pools[i]->pool, sizeof(*j), burst_run, burst_done);
+                if (!j)
+                        break;
+                j->s = s;
+                j->pj.check_on_error = true;
+                j->w.goal = s->pools[i]->pp.goal;
+                j->w.budget_ns = PACER_MIN_WORK_NS - s->burst.worked;
+                j->w.phys_page_size = s->phys_page_size;
+                s->state = SCAV_RUNNING;
+                pool_post(&j->pj);
+                return;
+        }
+        if (s->stopping) {
+                bg_park(s);
+                return;
+        }
+        bg_burst_end(s);
 }
 
 /*
- * Ends a generation: scavengeStartGen, the trace line of the generation
- * that ended (printScavTrace from scavengeStartGen), and the goal for the
- * next one (gcPaceScavenger: peak in-use of the ended generation plus
- * retain_extra_percent, at most 95% of memory_limit).
+ * bgscavenge's loop body, one turn per timer expiry: account the sleep that
+ * ended (scavengerState.sleep's second half), then start a burst.
  */
-static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret_rep) {
+static int bg_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
+        scavenger *s = userdata;
+        int64_t now;
+
+        now = clock_ns(CLOCK_MONOTONIC);
+        if (s->state == SCAV_SLEEPING)
+                pacer_slept(&s->pacer, s->credited, now - s->sleep_start, daemon_cpus());
+
+        pools_refresh(s);
+        s->burst_start = now;
+        s->burst = (struct pacer_burst) {};
+        bg_burst_step(s);
+        return 0;
+}
+
+/* ---- generations ---- */
+
+typedef void (*force_fn)(void *userdata, int64_t released, int64_t cpu_ns);
+
+/* A generation, or a forced scavenge (which starts one first), on the pool's worker. */
+struct gen_job {
+        struct pool_job pj;
+        scavenger *s;
+        uint64_t memory_limit;
+        struct heap_gen_report rep;
+        bool gen_started;          /* rep is the generation that ended */
+        bool tc_held;              /* thread caches still hold pages after the generation's reap */
+        bool force;
+        struct poolwork_force f;
+        char why[64];
+        force_fn cb;
+        void *userdata;
+};
+
+static void gen_run(struct pool_job *pj) {
+        struct gen_job *j = (struct gen_job *) pj;
+        heap *h = pj->pool->heap;
+
+        if (j->force) {
+                j->f.memory_limit = j->memory_limit;
+                pj->error = poolwork_force(h, &j->f, &pj->pool->wk_stop, pj->problem, sizeof(pj->problem));
+                j->gen_started = j->f.gen_started;
+                j->rep = j->f.rep;
+                return;
+        }
+        pj->error = poolwork_start_gen(h, j->memory_limit, &j->rep, &j->tc_held);
+        j->gen_started = pj->error >= 0;
+}
+
+/*
+ * A generation ended: the trace line of the generation that ended
+ * (printScavTrace from scavengeStartGen), and the goal for the next one
+ * (gcPaceScavenger: peak in-use of the ended generation plus
+ * retain_extra_percent, at most 95% of memory_limit). st: the pool's
+ * figures right after the new generation started.
+ */
+static void generation_ended(struct pool_scav *ps, const struct heap_gen_report *rep, const struct heap_stats *st) {
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
-        struct heap_gen_report rep = {};
         uint64_t goal, work, faults = 0, refaulted = 0;
         unsigned extra;
-        int r;
-
-        if (p->quarantined)
-                return -EUCLEAN;
-        /* Issue 13: what client threads keep in their caches comes back
-         * first, all of it when idle or over the goal (heap_cache_reap). */
-        pool_reap_caches(ps, HEAP_REAP_GEN);
-        r = heap_scavenge_start_gen(p->heap, &rep);
-        if (r < 0) {
-                if (r == -EUCLEAN)
-                        pool_quarantine(p, r, "starting a scavenge generation");
-                else
-                        log_warning_errno(r, "pool %s: starting a scavenge generation failed: %m",
-                                          p->cfg.name);
-                return r;
-        }
 
         /* Forced scavenges of the generation were traced on their own lines. */
-        work = rep.released - MIN(ps->forced_this_gen, rep.released);
+        work = rep->released - MIN(ps->forced_this_gen, rep->released);
         ps->forced_this_gen = 0;
         trace_gen(&s->trace, &(struct trace_gen) {
                 .pool = p->cfg.name,
-                .gen = rep.gen,
+                .gen = rep->gen,
                 .work = work,
-                .total = rep.total,
-                .inuse = rep.inuse,
-                .retained = rep.retained,
+                .total = rep->total,
+                .inuse = rep->inuse,
+                .retained = rep->retained,
                 .controller_reset = s->trace.level > 0 && pacer_take_reset(&s->pacer),
         });
 
@@ -320,29 +356,27 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
          * growth explains. Released memory that comes back at once earns the
          * pool a higher goal (pacer_refault_update). */
         if (s->kernel && kernel_watch_has_bpf(s->kernel)) {
-                struct heap_stats hs = {};
-
-                (void) heap_get_stats(p->heap, &hs);
                 faults = kernel_watch_faults_since(s->kernel, p->id, &ps->fault_mark);
-                refaulted = pacer_refaults(faults, hs.heap_sys > ps->fault_heap_sys ? hs.heap_sys - ps->fault_heap_sys : 0,
+                refaulted = pacer_refaults(faults, st->heap_sys > ps->fault_heap_sys ? st->heap_sys - ps->fault_heap_sys : 0,
                                            s->phys_page_size);
-                ps->fault_heap_sys = hs.heap_sys;
+                ps->fault_heap_sys = st->heap_sys;
                 p->refaults += refaulted;
         }
-        extra = pacer_refault_update(&ps->rf, rep.released, refaulted * s->phys_page_size);
+        extra = pacer_refault_update(&ps->rf, rep->released, refaulted * s->phys_page_size);
 
-        goal = heap_retained_goal(rep.peak_inuse, heap_retained(p->heap), p->cfg.retain_extra_percent + extra,
+        goal = heap_retained_goal(rep->peak_inuse, st->retained, p->cfg.retain_extra_percent + extra,
                                   p->cfg.memory_limit, s->phys_page_size);
-        heap_set_memory_limit(p->heap, p->cfg.memory_limit);
+        /* The one word of the meta region the event loop writes: the daemon's own (see pool.h). */
         heap_set_goal(p->heap, goal);
+        p->goal = goal;
         ps->pp.goal = goal;
         ps->pp.exhausted = false;
-        ps->pp.retained = heap_retained(p->heap);
+        ps->pp.retained = st->retained;
         ps->pp.share = pacer_pool_share(p->cfg.scavenge_percent, s->percent);
 
         trace_pacing(&s->trace, &(struct trace_pacing) {
                 .pool = p->cfg.name,
-                .gen = rep.gen + 1,
+                .gen = rep->gen + 1,
                 .goal = goal,
                 .retained = ps->pp.retained,
                 .sleep_ratio = s->pacer.sleep_ratio,
@@ -354,9 +388,6 @@ static int pool_new_generation(struct pool_scav *ps, struct heap_gen_report *ret
 
         if (pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
                 bg_wake(s);
-        if (ret_rep)
-                *ret_rep = rep;
-        return 0;
 }
 
 static void gen_arm(struct pool_scav *ps) {
@@ -367,7 +398,7 @@ static void gen_arm(struct pool_scav *ps) {
 
 /* A parked pool's generations start again, one interval from now. */
 static void gen_unpark(struct pool_scav *ps) {
-        if (ps->gen_parked && !ps->pool->quarantined)
+        if (ps->gen_parked && !ps->gen_running && !ps->pool->quarantined)
                 gen_arm(ps);
 }
 
@@ -399,35 +430,119 @@ static bool gen_may_park(const struct gen_snapshot *before, const struct gen_sna
  * WAKE per interval, so frees that follow a WAKE closely are still seen by
  * the generations that WAKE started.
  */
+static void gen_done(struct pool_job *pj);
+
+static struct gen_job *gen_job_new(struct pool_scav *ps) {
+        struct gen_job *j = pool_job_new(ps->pool, sizeof(*j), gen_run, gen_done);
+
+        if (!j)
+                return NULL;
+        j->s = ps->s;
+        j->pj.check_on_error = true;
+        j->memory_limit = ps->pool->cfg.memory_limit;
+        return j;
+}
+
 static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         struct pool_scav *ps = userdata;
-        scavenger *s = ps->s;
-        struct heap_gen_report rep = {};
-        struct heap_stats st = {};
-        struct gen_snapshot now;
-        bool searched_all = ps->pp.exhausted, changed;
+        struct gen_job *j;
 
-        if (pool_new_generation(ps, &rep) < 0 && ps->pool->quarantined) {
-                (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
-                if (s->status_changed)
-                        s->status_changed(s->status_userdata);
+        if (ps->gen_running || ps->s->stopping)
+                return 0;
+        j = gen_job_new(ps);
+        if (!j) {
+                gen_arm(ps);
                 return 0;
         }
-        (void) heap_get_stats(ps->pool->heap, &st);
-        now = (struct gen_snapshot) { .inuse = st.inuse, .heap_sys = st.heap_sys, .released = st.released };
+        ps->gen_running = true;
+        pool_post(&j->pj);
+        return 0;
+}
+
+/* After a timer's generation: run the next one an interval from now, or park. */
+static void gen_after(struct pool_scav *ps, const struct heap_gen_report *rep, const struct heap_stats *st,
+                      bool searched_all) {
+        scavenger *s = ps->s;
+        struct gen_snapshot now;
+        bool changed;
+
+        now = (struct gen_snapshot) { .inuse = st->inuse, .heap_sys = st->heap_sys, .released = st->released };
         changed = memcmp(&now, &ps->last, sizeof(now)) != 0;
-        if (gen_may_park(&ps->last, &now, rep.peak_inuse, &ps->pp, searched_all) && !ps->tc_held &&
+        if (gen_may_park(&ps->last, &now, rep->peak_inuse, &ps->pp, searched_all) && !ps->tc_held &&
             clock_ns(CLOCK_MONOTONIC) - ps->last_wake >= (int64_t) SCAV_WAKE_INTERVAL_MS * 1000000) {
-                (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
                 ps->gen_parked = true;
                 log_debug("pool %s: idle at generation %" PRIu64 ", generations parked", ps->pool->cfg.name,
-                          st.gen);
+                          st->gen);
         } else
                 gen_arm(ps);
         ps->last = now;
         if (changed && s->status_changed)
                 s->status_changed(s->status_userdata);
-        return 0;
+}
+
+/* After a forced scavenge: ports mheap.scavengeAll's second half, a "(forced)" trace line. */
+static void force_after(struct pool_scav *ps, struct gen_job *j, const struct heap_stats *st) {
+        scavenger *s = ps->s;
+        struct pool *p = ps->pool;
+
+        ps->forced_this_gen += (uint64_t) j->f.released;
+        ps->pp.retained = st->retained;
+        gen_unpark(ps);
+        trace_gen(&s->trace, &(struct trace_gen) {
+                .pool = p->cfg.name,
+                .gen = st->gen,
+                .work = (uint64_t) j->f.released,
+                .total = st->released,
+                .inuse = st->inuse,
+                .retained = st->retained,
+                .forced = true,
+                .why = j->why,
+        });
+        log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, j->why, j->f.released);
+}
+
+static void gen_done(struct pool_job *pj) {
+        struct gen_job *j = (struct gen_job *) pj;
+        struct pool *p = pj->pool;
+        struct pool_scav *ps = p->scav;
+        scavenger *s = j->s;
+        bool searched_all;
+
+        if (ps && !j->force)
+                ps->gen_running = false;
+        if (!ps || pj->cancelled || p->quarantined) {
+                if (ps && !j->force && s->status_changed)
+                        s->status_changed(s->status_userdata);
+                if (j->force && j->cb)
+                        j->cb(j->userdata, -EUCLEAN, 0);
+                return;
+        }
+        if (j->f.skipped) {
+                if (j->cb)
+                        j->cb(j->userdata, 0, 0);
+                return;
+        }
+        if (!j->gen_started || (!j->force && !pj->have_stats)) {
+                log_warning_errno(pj->error, "pool %s: %s failed: %m", p->cfg.name,
+                                  j->force ? "forced scavenge" : "starting a scavenge generation");
+                if (!j->force)
+                        gen_arm(ps);
+                else if (j->cb)
+                        j->cb(j->userdata, pj->error, j->f.cpu_ns);
+                return;
+        }
+
+        searched_all = ps->pp.exhausted;
+        generation_ended(ps, &j->rep, j->force ? &j->f.gen_stats : &pj->stats);
+        if (!j->force) {
+                ps->tc_held = j->tc_held;
+                gen_after(ps, &j->rep, &pj->stats, searched_all);
+                return;
+        }
+        if (pj->have_stats)
+                force_after(ps, j, &pj->stats);
+        if (j->cb)
+                j->cb(j->userdata, pj->error < 0 ? pj->error : j->f.released, j->f.cpu_ns);
 }
 
 int scavenger_new(sd_event *e, const struct daemon_config *cfg, scavenger **ret) {
@@ -471,6 +586,13 @@ scavenger *scavenger_free(scavenger *s) {
         sd_event_unref(s->event);
         free(s);
         return NULL;
+}
+
+void scavenger_stop(scavenger *s) {
+        s->stopping = true;
+        bg_park(s);
+        for (size_t i = 0; i < s->n_pools; i++)
+                (void) sd_event_source_set_enabled(s->pools[i]->gen_timer, SD_EVENT_OFF);
 }
 
 void scavenger_reconfigure(scavenger *s, const struct daemon_config *cfg) {
@@ -539,9 +661,6 @@ int scavenger_add_pool(scavenger *s, struct pool *p) {
                 return log_error_errno(r, "pool %s: failed to add the generation timer: %m", p->cfg.name);
         (void) sd_event_source_set_description(ps->gen_timer, "scavenger-generation");
 
-        /* The memory limit binds clients from the start, not from the first generation. */
-        heap_set_memory_limit(p->heap, p->cfg.memory_limit);
-
         s->pools[s->n_pools] = ps;
         s->pps[s->n_pools] = &ps->pp;
         s->n_pools++;
@@ -580,7 +699,7 @@ void scavenger_wake(scavenger *s, struct pool *p) {
                 /* Freed memory may lie where this generation already searched:
                  * let the next burst try once more. */
                 ps->pp.exhausted = false;
-                ps->pp.retained = heap_retained(p->heap);
+                ps->pp.retained = p->view.retained;
                 if (!pacer_pool_ready(&ps->pp, clock_ns(CLOCK_MONOTONIC)))
                         return;
         }
@@ -592,11 +711,10 @@ void scavenger_wake(scavenger *s, struct pool *p) {
  * walked, then release unpaced, and a "(forced)" trace line. Used for
  * scavctl scavenge / scav_scavenge and for memory pressure.
  */
-int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char *why) {
-        struct heap_stats st = {};
+int scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, bool if_free, const char *why,
+                    void (*cb)(void *userdata, int64_t released, int64_t cpu_ns), void *userdata) {
         struct pool_scav *ps;
-        int64_t r;
-        int k;
+        struct gen_job *j;
 
         assert(s);
         assert(p);
@@ -606,35 +724,17 @@ int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char
                 return -ENOENT;
         if (p->quarantined)
                 return -EUCLEAN;
-
-        pool_reap_caches(ps, HEAP_REAP_ALL); /* issue 13: pressure takes the thread caches too */
-        k = pool_new_generation(ps, NULL);
-        if (k < 0)
-                return k;
-        gen_unpark(ps);
-        r = heap_scavenge(p->heap, DAEMON_SLOT, bytes > 0 ? bytes : UINT64_MAX);
-        if (r < 0) {
-                if (r == -EUCLEAN)
-                        pool_quarantine(p, (int) r, "forced scavenging");
-                return log_warning_errno((int) r, "pool %s: forced scavenge (%s) failed: %m", p->cfg.name,
-                                         why ?: "request");
-        }
-        ps->forced_this_gen += (uint64_t) r;
-        ps->pp.retained = heap_retained(p->heap);
-
-        (void) heap_get_stats(p->heap, &st);
-        trace_gen(&s->trace, &(struct trace_gen) {
-                .pool = p->cfg.name,
-                .gen = st.gen,
-                .work = (uint64_t) r,
-                .total = st.released,
-                .inuse = st.inuse,
-                .retained = st.retained,
-                .forced = true,
-                .why = why,
-        });
-        log_debug("pool %s: forced scavenge (%s) released %" PRIi64 " bytes", p->cfg.name, why ?: "request", r);
-        return r;
+        j = gen_job_new(ps);
+        if (!j)
+                return -ENOMEM;
+        j->force = true;
+        j->f.if_free = if_free;
+        j->f.bytes = bytes;
+        snprintf(j->why, sizeof(j->why), "%s", why ?: "request");
+        j->cb = cb;
+        j->userdata = userdata;
+        pool_post(&j->pj);
+        return 0;
 }
 
 static void format_size(char *buf, size_t len, uint64_t bytes) {
@@ -653,14 +753,13 @@ void scavenger_status(scavenger *s, char *buf, size_t len) {
                 return;
         for (size_t i = 0; i < s->n_pools; i++) {
                 struct pool *p = s->pools[i]->pool;
-                struct heap_stats st = {};
 
-                if (p->quarantined || heap_get_stats(p->heap, &st) < 0)
+                if (p->quarantined)
                         continue;
-                inuse += st.inuse;
-                retained += st.retained;
-                released += st.released;
-                gen = MAX(gen, st.gen);
+                inuse += p->view.inuse;
+                retained += p->view.retained;
+                released += p->view.released;
+                gen = MAX(gen, p->view.gen);
         }
         format_size(a, sizeof(a), inuse);
         format_size(b, sizeof(b), retained);

@@ -5,9 +5,10 @@
  * The background scavenger on sd-event (issue 4): per-pool generation
  * timers, one paced background scavenger shared by all pools (the budget
  * is the daemon's), forced scavenges. Policy lives in pacer.c (pure); this
- * file only carries it out.
+ * file only carries it out, on the pools' workers (pool_post).
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -31,8 +32,18 @@ void scavenger_remove_pool(scavenger *s, struct pool *p);
  * scavenger looks at it now. */
 void scavenger_wake(scavenger *s, struct pool *p);
 
-/* Releases everything free (bytes = 0) or up to bytes, unpaced; traces "(forced)". */
-int64_t scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, const char *why);
+/* Releases everything free (bytes = 0) or up to bytes, unpaced, on the
+ * pool's worker; traces "(forced)". if_free: only if the pool has free
+ * memory when the worker gets to it (else cb gets 0 and nothing happens:
+ * no generation starts). Returns 0 and calls cb once, on the
+ * event loop, with the bytes released (or a negative errno; -EUCLEAN: the
+ * pool was quarantined) and the worker's CPU time; or returns a negative
+ * errno (-ENOENT: not registered, -EUCLEAN: quarantined) and never calls it. */
+int scavenger_force(scavenger *s, struct pool *p, uint64_t bytes, bool if_free, const char *why,
+                    void (*cb)(void *userdata, int64_t released, int64_t cpu_ns), void *userdata);
+
+/* The daemon is stopping: no new work, no timers. */
+void scavenger_stop(scavenger *s);
 
 /* One-line summary for sd_notify STATUS= (in use, retained, released, generation). */
 void scavenger_status(scavenger *s, char *buf, size_t len);

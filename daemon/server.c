@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -34,6 +35,10 @@
  * clients, few enough that one user cannot take every descriptor. */
 #define SERVER_MAX_CONNS_PER_UID 2048u
 #define SERVER_MAX_CONNS 16384u
+/* Messages one connection may send a second before the rest waits in its
+ * socket: libscav sends a WAKE every 250 ms at most, a control client one
+ * request per connection; a flood costs this many reads a second. */
+#define SERVER_MSGS_PER_SECOND 64u
 
 struct server {
         struct manager *m;
@@ -55,6 +60,12 @@ union reply_buf {
 
 /* ---- sending ---- */
 
+static int64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int conn_send(struct conn *c, const void *buf, size_t len, const int *fds, unsigned nfds) {
         union {
                 struct cmsghdr align;
@@ -64,6 +75,8 @@ int conn_send(struct conn *c, const void *buf, size_t len, const int *fds, unsig
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n;
 
+        if (c->dead)
+                return -ENOTCONN;
         if (nfds > 0) {
                 struct cmsghdr *cm;
                 mh.msg_control = &control;
@@ -149,11 +162,43 @@ static int conn_dispatch(struct conn *c, const uint8_t *buf, size_t n) {
 
 /* ---- connections ---- */
 
-static void conn_free(struct conn *c) {
+struct conn *conn_ref(struct conn *c) {
+        c->n_ref++;
+        return c;
+}
+
+void conn_unref(struct conn *c) {
+        if (--c->n_ref > 0)
+                return;
+        free(c);
+}
+
+/* Reading is on while the connection is alive, not paused and not throttled. */
+static void conn_update_source(struct conn *c) {
+        if (c->source)
+                (void) sd_event_source_set_enabled(c->source,
+                                                   c->dead || c->paused || c->throttled ? SD_EVENT_OFF : SD_EVENT_ON);
+}
+
+void conn_pause(struct conn *c) {
+        c->paused = true;
+        conn_update_source(c);
+}
+
+void conn_resume(struct conn *c) {
+        c->paused = false;
+        conn_update_source(c);
+}
+
+void conn_close(struct conn *c) {
         server *s = c->server;
 
+        if (c->dead)
+                return;
+        c->dead = true;
         session_hangup(c, s->stopping);
-        sd_event_source_disable_unref(c->source);
+        c->source = sd_event_source_disable_unref(c->source);
+        c->throttle = sd_event_source_disable_unref(c->throttle);
         closep(&c->fd);
         if (c->prev)
                 c->prev->next = c->next;
@@ -161,14 +206,55 @@ static void conn_free(struct conn *c) {
                 s->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
+        c->prev = c->next = NULL;
         s->n_conns--;
-        free(c);
+        conn_unref(c);
+}
+
+static int conn_throttle_end(sd_event_source *src, uint64_t usec, void *userdata) {
+        struct conn *c = userdata;
+
+        c->throttled = false;
+        conn_update_source(c);
+        return 0;
+}
+
+/* Whether c may send another message this second; if not, reading stops
+ * until the second is over (the rest waits in the socket). */
+static bool conn_budget(struct conn *c) {
+        int64_t now = now_ns();
+        int r;
+
+        if (now - c->window_start >= 1000000000) {
+                c->window_start = now;
+                c->window_msgs = 0;
+        }
+        if (c->window_msgs < SERVER_MSGS_PER_SECOND)
+                return true;
+        if (!c->warned) {
+                log_warning("pid %u: more than %u messages a second, the rest waits", (unsigned) c->cred.pid,
+                            SERVER_MSGS_PER_SECOND);
+                c->warned = true;
+        }
+        if (!c->throttle)
+                r = sd_event_add_time(c->m->event, &c->throttle, CLOCK_MONOTONIC,
+                                      (uint64_t) (c->window_start + 1000000000) / 1000, 1000, conn_throttle_end, c);
+        else {
+                r = sd_event_source_set_time(c->throttle, (uint64_t) (c->window_start + 1000000000) / 1000);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(c->throttle, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                return true; /* no timer: read on, rather than never again */
+        c->throttled = true;
+        conn_update_source(c);
+        return false;
 }
 
 static int conn_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
-        struct conn *c = userdata;
+        struct conn *c = conn_ref(userdata);
 
-        for (unsigned k = 0; k < SERVER_MSGS_PER_WAKEUP; k++) {
+        for (unsigned k = 0; k < SERVER_MSGS_PER_WAKEUP && !c->dead && !c->paused; k++) {
                 union {
                         struct cmsghdr align;
                         char buf[CMSG_SPACE(sizeof(int) * SERVER_MAX_FDS_IN)];
@@ -182,6 +268,8 @@ static int conn_io(sd_event_source *es, int fd, uint32_t revents, void *userdata
                 bool had_fds = false;
                 ssize_t n;
 
+                if (!conn_budget(c))
+                        break;
                 n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
                 if (n < 0) {
                         if (errno == EINTR)
@@ -201,6 +289,7 @@ static int conn_io(sd_event_source *es, int fd, uint32_t revents, void *userdata
                         }
                 if (n == 0)
                         goto close; /* hang-up */
+                c->window_msgs++;
                 if (had_fds || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
                         log_warning("pid %u: malformed message (%s), closing connection", (unsigned) c->cred.pid,
                                     had_fds ? "unexpected file descriptors" : "packet too long");
@@ -209,11 +298,13 @@ static int conn_io(sd_event_source *es, int fd, uint32_t revents, void *userdata
                 if (conn_dispatch(c, buf, (size_t) n) < 0)
                         goto close;
         }
-        if (revents & (EPOLLHUP | EPOLLERR) && !(revents & EPOLLIN))
+        if (!c->dead && !c->paused && !c->throttled && revents & (EPOLLHUP | EPOLLERR) && !(revents & EPOLLIN))
                 goto close;
+        conn_unref(c);
         return 0;
 close:
-        conn_free(c);
+        conn_close(c);
+        conn_unref(c);
         return 0;
 }
 
@@ -274,6 +365,7 @@ static int server_accept(sd_event_source *es, int fd, uint32_t revents, void *us
                 }
                 c->server = s;
                 c->m = s->m;
+                c->n_ref = 1;
                 c->fd = TAKE_FD(cfd);
                 c->next = s->conns;
                 if (s->conns)
@@ -393,7 +485,7 @@ server *server_free(server *s) {
                 return NULL;
         s->stopping = true;
         while (s->conns)
-                conn_free(s->conns);
+                conn_close(s->conns);
         sd_event_source_disable_unref(s->listen_source);
         closep(&s->listen_fd);
         closep(&s->reserve_fd);

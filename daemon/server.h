@@ -19,7 +19,13 @@ struct manager;
 struct pool;
 typedef struct server server;
 
-/* One connection: a session once HELLO claimed a slot, else a control client. */
+/*
+ * One connection: a session once HELLO claimed a slot, else a control
+ * client. A request answered by a worker's job holds a reference (conn_ref)
+ * and pauses the connection (conn_pause): nothing more is read from it until
+ * the answer went out (conn_resume), so replies keep the order of requests.
+ * A connection that went away stays valid for its holders, dead.
+ */
 struct conn {
         server *server;
         struct manager *m;
@@ -29,6 +35,15 @@ struct conn {
         struct pool *pool;       /* after HELLO */
         uint32_t slot;
         bool has_slot;
+        struct pool *claiming;   /* its HELLO's claim is on this pool's worker */
+        bool dead;               /* closed: replies go nowhere */
+        bool paused;             /* a request waits for a worker */
+        bool throttled;          /* over its message budget until throttle fires */
+        bool warned;             /* the throttling was logged */
+        unsigned n_ref;
+        int64_t window_start;    /* CLOCK_MONOTONIC ns: this second of its message budget */
+        unsigned window_msgs;
+        sd_event_source *throttle;
         struct conn *prev, *next;
 };
 
@@ -41,8 +56,15 @@ unsigned server_connections(server *s);
 /* The first connection, for walking the list with ->next. */
 struct conn *server_conns(server *s);
 
+struct conn *conn_ref(struct conn *c);
+void conn_unref(struct conn *c);
+void conn_pause(struct conn *c);
+void conn_resume(struct conn *c);
+/* Ends the connection as a hang-up would (session.c reclaims its slot). */
+void conn_close(struct conn *c);
+
 /* Sends one packet, with descriptors if nfds > 0. A peer that does not read
- * its replies loses them (logged at debug level). */
+ * its replies loses them (logged at debug level); a dead connection -ENOTCONN. */
 int conn_send(struct conn *c, const void *buf, size_t len, const int *fds, unsigned nfds);
 /* A struct scav_msg_reply with no payload. */
 int conn_reply(struct conn *c, unsigned type, int error, uint64_t value);

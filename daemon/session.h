@@ -31,3 +31,6 @@ void session_hangup(struct conn *c, bool stopping);
  * dropped pool's watches and session references go. */
 void session_pool_adopted(struct manager *m, struct pool *p);
 void session_pool_dropped(struct manager *m, struct pool *p);
+/* A pool quarantined because a lock was held too long: the holder, when it
+ * is a session of the pool, is disconnected. */
+void session_pool_quarantined(struct manager *m, struct pool *p);

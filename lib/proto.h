@@ -136,6 +136,7 @@ struct scav_msg_reply {
 enum {
         SCAV_POOL_QUARANTINED = 1u << 0, /* heap_check failed: served no more */
         SCAV_POOL_DRAINING = 1u << 1,    /* removed from configuration, clients remain */
+        SCAV_POOL_STUCK = 1u << 2,       /* quarantined: a lock was held past lock_timeout */
 };
 
 struct scav_msg_pool_status {

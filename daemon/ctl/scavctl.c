@@ -237,9 +237,10 @@ static void status_header(void) {
 
 static void status_row(const struct scav_msg_pool_status *st) {
         char a[32], b[32], c[32], d[32], e[32], f[32], g[32];
-        const char *state = st->flags & SCAV_POOL_QUARANTINED ? "quarantined"
-                            : st->flags & SCAV_POOL_DRAINING  ? "draining"
-                                                               : "ok";
+        const char *state = st->flags & SCAV_POOL_STUCK         ? "stuck"
+                            : st->flags & SCAV_POOL_QUARANTINED ? "quarantined"
+                            : st->flags & SCAV_POOL_DRAINING    ? "draining"
+                                                                 : "ok";
 
         printf("%-*s %9s %9s %9s %9s %9s %9s %6" PRIu64 " %9s %7" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
                " %s\n", name_width, st->name,
@@ -253,8 +254,8 @@ static void status_row(const struct scav_msg_pool_status *st) {
 static void status_json(const struct scav_msg_pool_status *st) {
         printf("{\"pool\":");
         json_string(st->name, strnlen(st->name, sizeof(st->name)));
-        printf(",\"quarantined\":%s,\"draining\":%s", st->flags & SCAV_POOL_QUARANTINED ? "true" : "false",
-               st->flags & SCAV_POOL_DRAINING ? "true" : "false");
+        printf(",\"quarantined\":%s,\"stuck\":%s,\"draining\":%s", st->flags & SCAV_POOL_QUARANTINED ? "true" : "false",
+               st->flags & SCAV_POOL_STUCK ? "true" : "false", st->flags & SCAV_POOL_DRAINING ? "true" : "false");
         printf(",\"page_size\":%u,\"capacity\":%" PRIu64 ",\"heap_sys\":%" PRIu64 ",\"inuse\":%" PRIu64
                ",\"released\":%" PRIu64 ",\"retained\":%" PRIu64,
                st->page_size, st->capacity, st->heap_sys, st->inuse, st->released, st->retained);
@@ -491,7 +492,9 @@ static int cmd_check(const char *pool) {
                         printf("null");
                 printf("}\n");
         } else if (r < 0)
-                fprintf(stderr, "scavctl: check: pool %s is inconsistent: %.*s\n", pool, (int) n, text);
+                fprintf(stderr, "scavctl: check: pool %s %s: %.*s\n", pool,
+                        n >= 6 && memcmp(text, "stuck:", 6) == 0 ? "is quarantined" : "is inconsistent", (int) n,
+                        text);
         else
                 printf("pool %s: ok\n", pool);
         return r < 0 ? 1 : 0;

@@ -306,7 +306,10 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
 }
 
 int heap_check(heap *h, char *buf, size_t len) {
-        int r = heap_lock(h);
+        int r = heap_verify_header(h, buf, len);
+        if (r < 0)
+                return r;
+        r = heap_lock(h);
         if (r < 0)
                 return fail(buf, len, "heap is marked corrupt");
         r = heap_check_locked(h, buf, len);

@@ -128,6 +128,27 @@ void heap_detach(heap *h);
 
 void heap_set_release(heap *h, heap_release_fn fn, void *userdata);
 
+/*
+ * For a process that must not trust the meta region (the daemon). glibc's
+ * robust mutexes follow pointers kept inside the mutex, which any client
+ * can overwrite: this handle's heap and scav locks instead speak glibc's
+ * robust-mutex protocol on the lock word alone (clients keep using
+ * pthread_mutex_lock; a thread that dies holding one still hands
+ * EOWNERDEAD to the next locker). While the calling thread waits for a
+ * lock, the wait is published in *wait (NULL: nowhere), for another thread
+ * to see since when and for whom: the thread id the lock word named. A
+ * thread that takes these locks registers its own robust list with the
+ * kernel: it must not hold glibc robust mutexes, nor the locks of two
+ * heaps at once.
+ */
+enum { HEAP_LOCK_HEAP = 1, HEAP_LOCK_SCAV = 2 };
+struct heap_lock_wait {
+        _Atomic int64_t since_ns;  /* CLOCK_MONOTONIC when the current wait began; 0: not waiting */
+        _Atomic uint32_t lock;     /* HEAP_LOCK_HEAP or HEAP_LOCK_SCAV */
+        _Atomic uint32_t holder;   /* thread id in the lock word when the wait began; 0: none */
+};
+void heap_set_untrusted(heap *h, struct heap_lock_wait *wait);
+
 /* Heap geometry as this process sees it. */
 void *heap_base(heap *h);
 uint64_t heap_capacity(heap *h);
@@ -253,9 +274,10 @@ uint64_t heap_retained(heap *h);
 int heap_get_stats(heap *h, struct heap_stats *ret);
 
 /*
- * Verifies every invariant: bitmaps against summaries, records and page
- * caches against bitmaps, statistics against both. Returns 0, or -EUCLEAN
- * with a description of the first broken invariant in buf.
+ * Verifies every invariant: the header (heap_verify_header), bitmaps
+ * against summaries, records and page caches against bitmaps, statistics
+ * against both. Returns 0, or -EUCLEAN with a description of the first
+ * broken invariant in buf.
  */
 int heap_check(heap *h, char *buf, size_t len);
 
@@ -317,3 +339,19 @@ struct heap_name_info {
 };
 int heap_name_info(heap *h, uint32_t i, struct heap_name_info *ret);
 uint32_t heap_max_names(heap *h);
+
+/*
+ * For a reader that must not trust the meta region (verify.c). Each copies
+ * what it reads once and checks the copy; -EUCLEAN with the reason in buf.
+ *
+ * heap_verify_header: the header's read-only part (magic, layout version,
+ * sizes, section offsets) still describes the layout this handle was made
+ * with. A header changed after creation is a corruption like any other.
+ * heap_get_stats_checked: heap_get_stats, read under the heap lock after
+ * heap_verify_header, every figure checked against the geometry, against
+ * the others and against prev (the last checked statistics, or NULL).
+ * heap_slot_info_checked: heap_slot_info with its figures checked.
+ */
+int heap_verify_header(heap *h, char *buf, size_t len);
+int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_stats *ret, char *buf, size_t len);
+int heap_slot_info_checked(heap *h, uint32_t slot, struct heap_slot_info *ret, char *buf, size_t len);

@@ -118,9 +118,9 @@ int heap_meta_size(const struct heap_params *p, uint64_t *ret) {
         return 0;
 }
 
-/* Points the handle's sections at the meta region and copies the geometry. */
-int heap_layout_apply(heap *h) {
-        struct heap_hdr *hd = h->hdr;
+/* Points the handle's sections at the meta region and copies the geometry
+ * from hd: the header, or a copy of it already validated. */
+static int layout_apply_from(heap *h, const struct heap_hdr *hd) {
         h->capacity = hd->capacity;
         h->page_size = hd->page_size;
         h->page_shift = (uint32_t) __builtin_ctz(hd->page_size);
@@ -155,6 +155,10 @@ int heap_layout_apply(heap *h) {
                                     ? h->huge_page_size / h->page_size
                                     : 0;
         return 0;
+}
+
+int heap_layout_apply(heap *h) {
+        return layout_apply_from(h, h->hdr);
 }
 
 static int release_punch_hole(heap *h, uint64_t off, uint64_t len, void *userdata) {
@@ -240,14 +244,17 @@ int heap_create(void *meta, uint64_t meta_size, void *base, int heap_fd,
 
 int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, int heap_fd,
                 heap **ret) {
-        const struct heap_hdr *hdr = meta;
-        struct heap_hdr want;
+        struct heap_hdr copy, want;
+        const struct heap_hdr *hdr = &copy;
         int r;
 
         if (!meta || !ret)
                 return -EINVAL;
         if (meta_size < sizeof(struct heap_hdr))
                 return -EBADMSG;
+        /* One copy, validated and then used: whoever else maps the meta
+         * region may rewrite the header while we look at it. */
+        memcpy(&copy, meta, sizeof(copy));
         if (hdr->magic != HEAP_MAGIC)
                 return -EBADMSG;
         if (hdr->version != HEAP_LAYOUT_VERSION)
@@ -289,7 +296,7 @@ int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, 
         heap *h = handle_new(meta, meta_size, base, heap_fd);
         if (!h)
                 return -ENOMEM;
-        heap_layout_apply(h);
+        layout_apply_from(h, &want);
         *ret = h;
         return 0;
 }

@@ -368,6 +368,8 @@ struct heap {
         /* This process could not register for membarrier's global expedited
          * barrier: its threads fence every thread cache operation (reap.c). */
         bool tc_fenced;
+        /* heap_set_untrusted(): locks on the lock word alone (lock.c), waits published here. */
+        struct heap_lock_wait *untrusted;
 };
 
 static inline uint64_t heap_load(const uint64_t *p) {

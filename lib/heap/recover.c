@@ -213,8 +213,9 @@ int heap_recover_locked(heap *h) {
 void heap_scav_state_validate(heap *h) {
         struct heap_hdr *hd = h->hdr;
         uint64_t sys = heap_nchunks(h) * h->chunk_bytes;
-        bool ok = hd->nranges <= HEAP_SCAV_RANGES;
-        for (uint32_t i = 0; ok && i < hd->nranges; i++) {
+        uint32_t n = __atomic_load_n(&hd->nranges, __ATOMIC_RELAXED); /* once: the loop must not read past the array */
+        bool ok = n <= HEAP_SCAV_RANGES;
+        for (uint32_t i = 0; ok && i < n; i++) {
                 if (hd->ranges[i][0] >= hd->ranges[i][1] || hd->ranges[i][1] > sys)
                         ok = false;
                 if (i > 0 && hd->ranges[i - 1][1] > hd->ranges[i][0])

@@ -143,68 +143,88 @@ unsigned heap_find_scavenge_candidate(const struct heap_chunk *c, unsigned searc
 
 /* ---- Go's addrRanges, fixed size, on the scav state ---- */
 
-/* Index of the first range whose base is > addr (Go's findSucc). */
-static uint32_t ranges_find_succ(struct heap_hdr *hd, uint64_t addr) {
+/*
+ * The number of ranges, read once: a count past the array is no count (the
+ * scav state is shared memory, and only a hint), so the ranges are then
+ * none. Everything below indexes with this copy, never with the field.
+ */
+static uint32_t ranges_count(struct heap_hdr *hd) {
+        uint32_t n = __atomic_load_n(&hd->nranges, __ATOMIC_RELAXED);
+        return n <= HEAP_SCAV_RANGES ? n : 0;
+}
+
+/* Index of the first of the n ranges whose base is > addr (Go's findSucc). */
+static uint32_t ranges_find_succ(struct heap_hdr *hd, uint32_t n, uint64_t addr) {
         uint32_t i = 0;
-        while (i < hd->nranges && hd->ranges[i][0] <= addr)
+        while (i < n && hd->ranges[i][0] <= addr)
                 i++;
         return i;
 }
 
 /* Ports addrRanges.add: keeps ranges sorted and merged. When full, the new range is dropped (a hint). */
 void heap_scav_ranges_add(struct heap_hdr *hd, uint64_t base, uint64_t limit) {
+        uint32_t n = ranges_count(hd);
         if (limit <= base)
                 return;
-        uint32_t i = ranges_find_succ(hd, base);
+        uint32_t i = ranges_find_succ(hd, n, base);
         bool down = i > 0 && hd->ranges[i - 1][1] == base;
-        bool up = i < hd->nranges && limit == hd->ranges[i][0];
+        bool up = i < n && limit == hd->ranges[i][0];
         if (down && up) {
                 hd->ranges[i - 1][1] = hd->ranges[i][1];
-                for (uint32_t k = i; k + 1 < hd->nranges; k++) {
+                for (uint32_t k = i; k + 1 < n; k++) {
                         hd->ranges[k][0] = hd->ranges[k + 1][0];
                         hd->ranges[k][1] = hd->ranges[k + 1][1];
                 }
-                hd->nranges--;
+                n--;
         } else if (down)
                 hd->ranges[i - 1][1] = limit;
         else if (up)
                 hd->ranges[i][0] = base;
         else {
-                if (hd->nranges >= HEAP_SCAV_RANGES)
+                if (n >= HEAP_SCAV_RANGES)
                         return;
-                for (uint32_t k = hd->nranges; k > i; k--) {
+                for (uint32_t k = n; k > i; k--) {
                         hd->ranges[k][0] = hd->ranges[k - 1][0];
                         hd->ranges[k][1] = hd->ranges[k - 1][1];
                 }
                 hd->ranges[i][0] = base;
                 hd->ranges[i][1] = limit;
-                hd->nranges++;
+                n++;
         }
+        hd->nranges = n;
 }
 
 /* Ports addrRanges.removeLast: up to nbytes from the top of the last range. */
 void heap_scav_ranges_remove_last(struct heap_hdr *hd, uint64_t nbytes, uint64_t *ret_base,
                                   uint64_t *ret_limit) {
+        uint32_t n = ranges_count(hd);
         *ret_base = *ret_limit = 0;
-        if (hd->nranges == 0)
+        if (n == 0) {
+                hd->nranges = 0;
                 return;
-        uint64_t *r = hd->ranges[hd->nranges - 1];
-        uint64_t size = r[1] - r[0];
-        if (size > nbytes) {
-                uint64_t new_end = r[1] - nbytes;
+        }
+        uint64_t *r = hd->ranges[n - 1];
+        uint64_t rbase = r[0], rlimit = r[1];
+        if (rlimit <= rbase) {
+                hd->nranges = n - 1; /* empty or upside down: not a range */
+                return;
+        }
+        if (rlimit - rbase > nbytes) {
+                uint64_t new_end = rlimit - nbytes;
                 *ret_base = new_end;
-                *ret_limit = r[1];
+                *ret_limit = rlimit;
                 r[1] = new_end;
                 return;
         }
-        *ret_base = r[0];
-        *ret_limit = r[1];
-        hd->nranges--;
+        *ret_base = rbase;
+        *ret_limit = rlimit;
+        hd->nranges = n - 1;
 }
 
 /* Ports addrRanges.removeGreaterEqual. */
 void heap_scav_ranges_remove_greater_equal(struct heap_hdr *hd, uint64_t addr) {
-        uint32_t pivot = ranges_find_succ(hd, addr);
+        uint32_t n = ranges_count(hd);
+        uint32_t pivot = ranges_find_succ(hd, n, addr);
         if (pivot == 0) {
                 hd->nranges = 0;
                 return;
@@ -465,7 +485,7 @@ static int scavenge_one(heap *h, uint32_t slot, uint64_t *wbase, uint64_t *wlimi
  * searched is unreserved, so every call makes progress.
  */
 int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes) {
-        uint64_t base = 0, limit = 0, gen = 0, released = 0;
+        uint64_t base = 0, limit = 0, gen = 0, released = 0, reserved = 0;
         int r = 0;
 
         if (slot >= h->max_slots)
@@ -475,9 +495,15 @@ int64_t heap_scavenge(heap *h, uint32_t slot, uint64_t nbytes) {
 
         while (released < nbytes) {
                 if (limit <= base) {
+                        /* A generation's ranges cover the grown heap at most: a
+                         * call that reserved more is fed ranges by someone
+                         * writing the scav state, and stops. */
+                        if (reserved > heap_nchunks(h) * h->chunk_bytes)
+                                break;
                         r = heap_scavenge_reserve(h, &base, &limit, &gen);
                         if (r < 0 || limit <= base)
                                 break;
+                        reserved += limit - base;
                 }
                 uint64_t got;
                 r = scavenge_one(h, slot, &base, &limit, nbytes - released, &got);
