@@ -9,8 +9,9 @@
  * An input is a program:
  *
  *   byte 0..1   setup seed: clients in slots 1..3 allocate (page caches,
- *               medium caches, locked path, KEEP) and free some, with the
- *               heap's own client code, before anything is scribbled on
+ *               thread lists, locked path, KEEP), free some, take
+ *               references on others' and publish names, with the heap's
+ *               own client code, before anything is scribbled on
  *   then ops    op byte, then its arguments:
  *     SCRIBBLE  offset (4 bytes, mod meta size), length (1, mod 16), bytes
  *     FIELD     field (1), index (2), value (8): a named field of the layout
@@ -20,7 +21,7 @@
  *     FORCE     bytes (2, pages)  poolwork_force
  *     CHECK                       poolwork_check
  *     STATUS                      poolwork_snapshot, against the last one
- *     CLIENTS                     poolwork_live_slots
+ *     CLIENTS                     poolwork_live_slots, then poolwork_names
  *     CLAIM                       poolwork_claim
  *     REFOR     slot (1)          poolwork_reclaim_for
  *     DIED      which (1)         a lock's holder died (FUTEX_OWNER_DIED)
@@ -116,6 +117,17 @@ static void setup(heap *c, uint64_t seed) {
                 if (k == 0)
                         offs[n++] = off;
         }
+        /* Some are shared: references of other slots, names, handles' tags. */
+        for (unsigned i = 0; i < n; i += 3) {
+                uint64_t r = rnd(&seed), tag;
+                char name[16];
+                (void) heap_ref(c, 1 + (uint32_t) (r % (SLOTS - 2)), offs[i]);
+                snprintf(name, sizeof(name), "f%u", i);
+                if (r & 0x100)
+                        (void) heap_publish(c, 1 + (uint32_t) ((r >> 9) % (SLOTS - 2)), name, offs[i]);
+                if (r & 0x200)
+                        (void) heap_share_tag(c, 1, offs[i], &tag);
+        }
         /* Some go back into their owners' caches, page and medium. */
         for (unsigned i = 0; i < n; i += 2) {
                 uint64_t r = rnd(&seed);
@@ -130,10 +142,13 @@ static uint8_t *field_at(heap *d, unsigned field, uint64_t idx, unsigned *width)
         struct heap_hdr *h = (struct heap_hdr *) meta;
         struct heap_slot *sl = &d->slots[idx % SLOTS];
         unsigned c = (unsigned) (idx >> 3) % HEAP_SLOT_CACHES, b = (unsigned) (idx >> 7) % HEAP_CACHE_BLOCKS;
-        unsigned e = (unsigned) (idx >> 3) % HEAP_MCACHE_ENTRIES, k = (unsigned) (idx >> 3) % HEAP_MCACHE_CLASSES;
+        unsigned e = (unsigned) (idx >> 7) % HEAP_MCACHE_DEPTH, k = (unsigned) (idx >> 3) % HEAP_MCACHE_CLASSES;
+        struct heap_tcache *t = &sl->tc[c];
+        uint32_t share = (uint32_t) (idx >> 2) % d->max_shares, name = (uint32_t) (idx >> 2) % d->max_names;
+        uint8_t *entry = d->shares + (uint64_t) share * d->share_stride;
 
         *width = 8;
-        switch (field % 24) {
+        switch (field % 32) {
         case 0: return (uint8_t *) &h->nchunks;
         case 1: return (uint8_t *) &h->search_page;
         case 2: return (uint8_t *) &h->inuse_pages;
@@ -150,11 +165,22 @@ static uint8_t *field_at(heap *d, unsigned field, uint64_t idx, unsigned *width)
         case 13: *width = 4; return (uint8_t *) &sl->caches[c].key[b];
         case 14: return idx & 1 ? (uint8_t *) &sl->caches[c].owned[b] : (uint8_t *) &sl->caches[c].free_mask[b];
         case 15: return idx & 1 ? (uint8_t *) &sl->caches[c].scav_mask[b] : (uint8_t *) &sl->caches[c].nonempty;
-        case 16: *width = 1; return &sl->medium[c].head[k];
-        case 17: *width = 1; return &sl->medium[c].next[e];
-        case 18: *width = 4; return (uint8_t *) &sl->medium[c].page[e];
-        case 19: return (uint8_t *) &sl->medium[c].used[(idx >> 3) & 1];
-        case 20: *width = 4; return (uint8_t *) &sl->medium[c].pages;
+        case 16: *width = 4; return idx & 1 ? (uint8_t *) &t->seq : (uint8_t *) &t->state;
+        case 17: *width = 1; return idx & 1 ? &t->count[k] : &t->low[k];
+        case 18: *width = 4; return (uint8_t *) &t->page[k][e];
+        case 19: *width = 4; return idx & 1 ? (uint8_t *) &t->norphans : (uint8_t *) &t->orphan[e % HEAP_TC_ORPHANS];
+        case 20: *width = 4; return idx & 1 ? (uint8_t *) &t->pages : (uint8_t *) &t->reap_mode;
+        /* Sharing: the header's state, share entries, the share map, names and their index. */
+        case 24: *width = 4; return idx & 1 ? (uint8_t *) &h->share_hwm : (uint8_t *) &h->share_free;
+        case 25: *width = 4; return idx & 1 ? (uint8_t *) &h->name_hwm : (uint8_t *) &h->name_free;
+        case 26: return idx & 1 ? (uint8_t *) &h->refs_total : (uint8_t *) &h->share_tag;
+        case 27: return entry + ((idx >> 1) & 1) * 8; /* tag, or page and refs */
+        case 28: *width = 4; return idx & 1 ? entry + 16 : entry + 20; /* name_refs, pool_refs and pad */
+        case 29: *width = 2; return entry + sizeof(struct heap_share) + ((idx >> 1) % SLOTS) * 2;
+        case 30: *width = 4; return (uint8_t *) &d->share_map[idx % d->capacity_pages];
+        case 31: *width = 4;
+                return idx & 1 ? (uint8_t *) &d->names[name].share + ((idx >> 1) & 1) * 4
+                               : (uint8_t *) &d->name_index[idx % d->name_index_size];
         case 21: return (uint8_t *) &d->records[idx % d->capacity_pages];
         case 22: return (uint8_t *) &d->chunks[idx % d->nchunks_max].alloc[(idx >> 12) % HEAP_CHUNK_WORDS] +
                         ((idx >> 15) & 1) * sizeof(d->chunks[0].alloc);
@@ -268,8 +294,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 case 8: {
                         struct heap_slot_info live[SLOTS];
                         uint32_t n;
+                        struct heap_name_info names[8];
+                        uint64_t next;
                         if (poolwork_live_slots(d, SLOTS, live, SLOTS, &n, why, sizeof(why)) > (int) SLOTS)
                                 abort();
+                        /* What scavctl names would show: in the pool, NUL-terminated. */
+                        int k = poolwork_names(d, take(&in, 1), names, 8, &next);
+                        for (int i = 0; i < k; i++)
+                                if (names[i].off >= CAPACITY || names[i].bytes > CAPACITY - names[i].off ||
+                                    !memchr(names[i].name, 0, sizeof(names[i].name)))
+                                        abort();
                         break;
                 }
                 case 9:
