@@ -293,9 +293,13 @@ int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, 
         if (base && base_size < want.capacity)
                 return -EBADMSG;
 
+        if (hdr->pool_id == 0)
+                return -EBADMSG; /* never made so: heap_create sets a bit */
+
         heap *h = handle_new(meta, meta_size, base, heap_fd);
         if (!h)
                 return -ENOMEM;
+        want.pool_id = hdr->pool_id; /* not of the layout: random at creation */
         layout_apply_from(h, &want);
         *ret = h;
         return 0;

@@ -256,8 +256,16 @@ static int live_record(heap *h, uint64_t off, uint64_t *ret_page, uint64_t *ret_
         return 0;
 }
 
-int heap_ref(heap *h, uint32_t slot, uint64_t off) {
+/* The entry of the live allocation at off, made if it has none. Called with heap lock held. */
+static int share_of_locked(heap *h, uint32_t slot, uint64_t off, uint32_t *ret_idx) {
         uint64_t page, rec;
+        int r = live_record(h, off, &page, &rec);
+        if (r < 0)
+                return r;
+        return heap_share_get_locked(h, slot, page, rec, ret_idx);
+}
+
+int heap_ref(heap *h, uint32_t slot, uint64_t off) {
         uint32_t idx;
 
         if (slot >= h->max_slots)
@@ -265,9 +273,7 @@ int heap_ref(heap *h, uint32_t slot, uint64_t off) {
         int r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = live_record(h, off, &page, &rec);
-        if (r >= 0)
-                r = heap_share_get_locked(h, slot, page, rec, &idx);
+        r = share_of_locked(h, slot, off, &idx);
         if (r >= 0)
                 r = heap_share_ref_locked(h, slot, idx);
         heap_unlock(h);
@@ -294,8 +300,9 @@ int heap_unref(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
                 return r;
         r = live_record(h, off, &page, &rec);
         if (r >= 0 && !(rec & HEAP_REC_SHARED))
-                r = (rec & HEAP_REC_KEEP) || HEAP_REC_OWNER(rec) != slot + 1 ? -ENOENT
-                                                                          : heap_free_locked(h, slot, cache, page, rec);
+                r = (rec & HEAP_REC_KEEP) || HEAP_REC_OWNER(rec) != slot + 1
+                            ? -ENOENT
+                            : heap_free_other_locked(h, slot, cache, page, rec); /* maybe another thread's */
         else if (r >= 0) {
                 r = heap_share_find_locked(h, page, &idx);
                 if (r >= 0)
@@ -306,7 +313,6 @@ int heap_unref(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
 }
 
 int heap_share_tag(heap *h, uint32_t slot, uint64_t off, uint64_t *ret_tag) {
-        uint64_t page, rec;
         uint32_t idx;
 
         if (slot >= h->max_slots)
@@ -314,9 +320,7 @@ int heap_share_tag(heap *h, uint32_t slot, uint64_t off, uint64_t *ret_tag) {
         int r = heap_lock(h);
         if (r < 0)
                 return r;
-        r = live_record(h, off, &page, &rec);
-        if (r >= 0)
-                r = heap_share_get_locked(h, slot, page, rec, &idx);
+        r = share_of_locked(h, slot, off, &idx);
         if (r >= 0)
                 *ret_tag = heap_share_at(h, idx)->tag;
         heap_unlock(h);

@@ -51,7 +51,8 @@ echo "Makefile VERSION: ${version:-?}"
 asis=()
 if mk -n install DESTDIR="$dest" PREFIX=/usr 2>/dev/null | grep -qE -- ' -MMD | -shared |^ar '; then
         echo "note: $build is older than the sources; installing it as it is"
-        asis=(-o lib -o daemon)
+        pymod=$(ls "$build"/python/scav*.so 2>/dev/null | head -n1)
+        asis=(-o lib -o daemon ${pymod:+-o "$pymod"})
 fi
 echo "\$ make install DESTDIR=$dest PREFIX=/usr"
 if ! mk -s "${asis[@]}" install DESTDIR="$dest" PREFIX=/usr >"$tmp/install.log" 2>&1; then
