@@ -19,7 +19,8 @@
 #include "heap/share.h"
 #include "macro.h"
 
-_printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
+/* The reason a check failed, into buf; returns -EUCLEAN. */
+int heap_fail(char *buf, size_t len, const char *fmt, ...) {
         if (buf && len) {
                 va_list ap;
                 va_start(ap, fmt);
@@ -37,7 +38,7 @@ int heap_check_summaries_locked(heap *h, char *buf, size_t len) {
         for (uint64_t c = 0; c < h->level_entries[h->nlevels - 1]; c++) {
                 struct heap_sum want = c < n ? heap_palloc_summarize(h->chunks[c].alloc) : heap_sum_make(0, 0, 0);
                 if (!heap_sum_eq(leaf[c], want))
-                        return fail(buf, len, "summary of chunk %" PRIu64 " is (%u,%u,%u), bitmap says (%u,%u,%u)",
+                        return heap_fail(buf, len, "summary of chunk %" PRIu64 " is (%u,%u,%u), bitmap says (%u,%u,%u)",
                                     c, leaf[c].start, leaf[c].max, leaf[c].end, want.start, want.max, want.end);
         }
         for (int l = (int) h->nlevels - 2; l >= 0; l--) {
@@ -47,7 +48,7 @@ int heap_check_summaries_locked(heap *h, char *buf, size_t len) {
                                                                   1u << HEAP_LEVEL_BITS, log_child);
                         struct heap_sum got = h->levels[l][i];
                         if (!heap_sum_eq(got, want))
-                                return fail(buf, len, "summary level %d entry %" PRIu64 " is (%u,%u,%u), children say (%u,%u,%u)",
+                                return heap_fail(buf, len, "summary level %d entry %" PRIu64 " is (%u,%u,%u), children say (%u,%u,%u)",
                                             l, i, got.start, got.max, got.end, want.start, want.max, want.end);
                 }
         }
@@ -66,31 +67,31 @@ static int check_tcaches(heap *h, uint32_t s, uint32_t slot_state, char *buf, si
                 struct heap_tcache *t = &sl->tc[c];
                 uint32_t state = atomic_load_explicit(&t->state, memory_order_relaxed);
                 if (state > HEAP_TC_REAP)
-                        return fail(buf, len, "slot %u thread cache %u: bad state %u", s, c, state);
+                        return heap_fail(buf, len, "slot %u thread cache %u: bad state %u", s, c, state);
                 if (state == HEAP_TC_INACTIVE) {
                         if (slot_state == HEAP_SLOT_FREE && atomic_load(&t->seq) != 0)
-                                return fail(buf, len, "free slot %u: thread cache %u was not reset", s, c);
+                                return heap_fail(buf, len, "free slot %u: thread cache %u was not reset", s, c);
                         for (uint32_t b = 0; b < HEAP_CACHE_BLOCKS; b++)
                                 if (atomic_load(&sl->caches[c].owned[b]))
-                                        return fail(buf, len, "slot %u thread cache %u is inactive but its page cache owns pages", s, c);
+                                        return heap_fail(buf, len, "slot %u thread cache %u is inactive but its page cache owns pages", s, c);
                         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                                 if (t->count[k])
-                                        return fail(buf, len, "slot %u thread cache %u is inactive but lists pages", s, c);
+                                        return heap_fail(buf, len, "slot %u thread cache %u is inactive but lists pages", s, c);
                         if (t->norphans || t->orphans_lost)
-                                return fail(buf, len, "slot %u thread cache %u is inactive but keeps orphans", s, c);
+                                return heap_fail(buf, len, "slot %u thread cache %u is inactive but keeps orphans", s, c);
                         continue;
                 }
                 if (slot_state == HEAP_SLOT_FREE)
-                        return fail(buf, len, "free slot %u: thread cache %u is active", s, c);
+                        return heap_fail(buf, len, "free slot %u: thread cache %u is active", s, c);
                 if (!(sl->tc_mask & (UINT32_C(1) << c)))
-                        return fail(buf, len, "slot %u thread cache %u is active but not in the slot's mask", s, c);
+                        return heap_fail(buf, len, "slot %u thread cache %u is active but not in the slot's mask", s, c);
                 for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                         if (t->count[k] > HEAP_MCACHE_DEPTH)
-                                return fail(buf, len, "slot %u thread cache %u: list %u holds %u entries", s, c, k, t->count[k]);
+                                return heap_fail(buf, len, "slot %u thread cache %u: list %u holds %u entries", s, c, k, t->count[k]);
                 if (t->norphans > HEAP_TC_ORPHANS)
-                        return fail(buf, len, "slot %u thread cache %u: %u orphans listed", s, c, t->norphans);
+                        return heap_fail(buf, len, "slot %u thread cache %u: %u orphans listed", s, c, t->norphans);
                 if (t->pages > heap_mcache_cap_pages(h))
-                        return fail(buf, len, "slot %u thread cache %u: lists hold %u pages, bound %" PRIu64, s, c,
+                        return heap_fail(buf, len, "slot %u thread cache %u: lists hold %u pages, bound %" PRIu64, s, c,
                                     t->pages, heap_mcache_cap_pages(h));
         }
         return 0;
@@ -136,7 +137,7 @@ static int check_tcache_lists(heap *h, uint32_t s, const uint32_t *seqs, uint64_
         if (!tcaches_quiet(h, s, now) || memcmp(now, seqs, sizeof(now)) != 0)
                 return 0; /* an owner moved meanwhile: nothing to conclude */
         if (listed != cached)
-                return fail(buf, len, "slot %u: %" PRIu64 " CACHED records, %" PRIu64 " of them in its lists", s, cached,
+                return heap_fail(buf, len, "slot %u: %" PRIu64 " CACHED records, %" PRIu64 " of them in its lists", s, cached,
                             listed);
         return 0;
 }
@@ -148,9 +149,9 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
         int r;
 
         if (raw > h->nchunks_max)
-                return fail(buf, len, "grown chunks %" PRIu64 " > capacity %u chunks", raw, h->nchunks_max);
+                return heap_fail(buf, len, "grown chunks %" PRIu64 " > capacity %u chunks", raw, h->nchunks_max);
         if (hd->intent.op != HEAP_OP_NONE)
-                return fail(buf, len, "intent record %u left behind", hd->intent.op);
+                return heap_fail(buf, len, "intent record %u left behind", hd->intent.op);
         uint64_t n = raw, grown = n * HEAP_CHUNK_PAGES;
 
         uint64_t alloc = 0, scav = 0;
@@ -158,7 +159,7 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++) {
                         const struct heap_chunk *ch = &h->chunks[c];
                         if (ch->alloc[w] & ch->scav[w])
-                                return fail(buf, len, "chunk %" PRIu64 " word %u: pages both allocated and scavenged (%#" PRIx64 ")",
+                                return heap_fail(buf, len, "chunk %" PRIu64 " word %u: pages both allocated and scavenged (%#" PRIx64 ")",
                                             c, w, ch->alloc[w] & ch->scav[w]);
                         alloc += (uint64_t) heap_popcount64(ch->alloc[w]);
                         scav += (uint64_t) heap_popcount64(ch->scav[w]);
@@ -183,7 +184,7 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
         uint64_t search = heap_load(&hd->search_page);
         uint64_t below = MIN(search, grown);
         if (below && heap_bits_popcnt_range(amap, 0, (unsigned) below) != below)
-                return fail(buf, len, "a page below the search address %" PRIu64 " is free", search);
+                return heap_fail(buf, len, "a page below the search address %" PRIu64 " is free", search);
 
         uint64_t intents = 0;
         _cleanup_free_ uint32_t *seqs = calloc((size_t) h->max_slots * HEAP_SLOT_CACHES, sizeof(uint32_t));
@@ -195,7 +196,7 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 struct heap_slot *sl = &h->slots[s];
                 uint32_t state = atomic_load(&sl->state);
                 if (state != HEAP_SLOT_FREE && state != HEAP_SLOT_LIVE)
-                        return fail(buf, len, "slot %u: bad state %u", s, state);
+                        return heap_fail(buf, len, "slot %u: bad state %u", s, state);
                 r = check_tcaches(h, s, state, buf, len);
                 if (r < 0)
                         return r;
@@ -205,10 +206,10 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                         if (!np)
                                 continue;
                         if (b >= grown || np > grown - b)
-                                return fail(buf, len, "slot %u: scavenge intent [%" PRIu64 ", +%" PRIu64 ") outside the heap",
+                                return heap_fail(buf, len, "slot %u: scavenge intent [%" PRIu64 ", +%" PRIu64 ") outside the heap",
                                             s, b, np);
                         if (heap_bits_popcnt_range(held, (unsigned) b, (unsigned) np))
-                                return fail(buf, len, "slot %u: scavenge intent at page %" PRIu64 " overlaps another", s, b);
+                                return heap_fail(buf, len, "slot %u: scavenge intent at page %" PRIu64 " overlaps another", s, b);
                         heap_bits_set_range(held, (unsigned) b, (unsigned) np);
                         intents += np;
                 }
@@ -218,21 +219,21 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                                 uint64_t owned = atomic_load(&c->owned[b]);
                                 uint32_t key = atomic_load(&c->key[b]);
                                 if (!owned != !key)
-                                        return fail(buf, len, "slot %u cache %u block %u: key %u but owned %#" PRIx64,
+                                        return heap_fail(buf, len, "slot %u cache %u block %u: key %u but owned %#" PRIx64,
                                                     s, ci, b, key, owned);
                                 if (!owned)
                                         continue;
                                 uint64_t base = heap_cache_key_base(key);
                                 if (!(sl->cache_mask & (UINT32_C(1) << ci)))
-                                        return fail(buf, len, "slot %u cache %u owns pages but is not in the slot's cache mask", s, ci);
+                                        return heap_fail(buf, len, "slot %u cache %u owns pages but is not in the slot's cache mask", s, ci);
                                 if (state == HEAP_SLOT_FREE)
-                                        return fail(buf, len, "free slot %u holds page cache %u", s, ci);
+                                        return heap_fail(buf, len, "free slot %u holds page cache %u", s, ci);
                                 if (base + HEAP_CACHE_PAGES > grown)
-                                        return fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
+                                        return heap_fail(buf, len, "slot %u cache %u: bad base page %" PRIu64, s, ci, base);
                                 if (atomic_load(&c->free_mask[b]) & ~owned)
-                                        return fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
+                                        return heap_fail(buf, len, "slot %u cache %u: free pages it does not own", s, ci);
                                 if (held[base / 64] & owned)
-                                        return fail(buf, len, "slot %u cache %u: a page at %" PRIu64 " is held twice", s, ci, base);
+                                        return heap_fail(buf, len, "slot %u cache %u: a page at %" PRIu64 " is held twice", s, ci, base);
                                 held[base / 64] |= owned;
                                 in_cache[base / 64] |= owned;
                         }
@@ -244,38 +245,38 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
                 if (!np)
                         continue;
                 if (p + np > grown)
-                        return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
+                        return heap_fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) past the grown heap", p, np);
                 if (HEAP_REC_OWNER(rec) > h->max_slots)
-                        return fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": owner %u out of range", p, HEAP_REC_OWNER(rec));
                 if ((rec & HEAP_REC_SHARED) &&
                     ((rec & HEAP_REC_CACHED) || !h->share_map[p] || !heap_share_live(h, h->share_map[p] - 1)))
-                        return fail(buf, len, "record at page %" PRIu64 ": shared, but no share entry holds it", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": shared, but no share entry holds it", p);
                 if ((rec & HEAP_REC_CACHED) &&
                     (HEAP_REC_OWNER(rec) == 0 || (rec & HEAP_REC_KEEP) || !(rec & HEAP_REC_MEDIUM) ||
                      atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].state) != HEAP_SLOT_LIVE))
-                        return fail(buf, len, "record at page %" PRIu64 ": cached, but not by a live slot's allocation", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": cached, but not by a live slot's allocation", p);
                 if ((rec & HEAP_REC_CACHED) && !heap_mcache_is_class(np))
-                        return fail(buf, len, "record at page %" PRIu64 ": cached, but %" PRIu64 " pages is no size class", p, np);
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": cached, but %" PRIu64 " pages is no size class", p, np);
                 if ((rec & HEAP_REC_ORPHAN) && !(rec & HEAP_REC_CACHED))
-                        return fail(buf, len, "record at page %" PRIu64 ": an orphan, but not cached", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": an orphan, but not cached", p);
                 if ((rec & HEAP_REC_ORPHAN) &&
                     atomic_load(&h->slots[HEAP_REC_OWNER(rec) - 1].tc[(rec & HEAP_REC_CACHE_MASK) >> HEAP_REC_CACHE_SHIFT].state) ==
                             HEAP_TC_INACTIVE)
-                        return fail(buf, len, "record at page %" PRIu64 ": an orphan of an inactive thread cache", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 ": an orphan of an inactive thread cache", p);
                 if ((rec & (HEAP_REC_CACHED | HEAP_REC_ORPHAN)) == HEAP_REC_CACHED)
                         ncached[HEAP_REC_OWNER(rec) - 1]++;
                 unsigned pi = (unsigned) p, ni = (unsigned) np;
                 if (heap_bits_popcnt_range(in_rec, pi, ni))
-                        return fail(buf, len, "record at page %" PRIu64 " overlaps another", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 " overlaps another", p);
                 heap_bits_set_range(in_rec, pi, ni);
                 if (heap_bits_popcnt_range(amap, pi, ni) != np)
-                        return fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) covers free pages", p, np);
+                        return heap_fail(buf, len, "record at page %" PRIu64 " (%" PRIu64 " pages) covers free pages", p, np);
                 unsigned cached = heap_bits_popcnt_range(in_cache, pi, ni);
                 if (cached != 0 && cached != np)
-                        return fail(buf, len, "record at page %" PRIu64 " straddles a page cache", p);
+                        return heap_fail(buf, len, "record at page %" PRIu64 " straddles a page cache", p);
                 if (cached == 0) {
                         if (heap_bits_popcnt_range(held, pi, ni))
-                                return fail(buf, len, "record at page %" PRIu64 ": a page is held twice", p);
+                                return heap_fail(buf, len, "record at page %" PRIu64 ": a page is held twice", p);
                         heap_bits_set_range(held, pi, ni);
                 }
         }
@@ -292,16 +293,16 @@ int heap_check_locked(heap *h, char *buf, size_t len) {
         for (size_t w = 0; w < words; w++)
                 if (amap[w] != held[w]) {
                         uint64_t p = w * 64 + (uint64_t) __builtin_ctzll(amap[w] ^ held[w]);
-                        return fail(buf, len, (amap[w] >> (p % 64)) & 1 ? "page %" PRIu64 " is allocated but nobody holds it"
+                        return heap_fail(buf, len, (amap[w] >> (p % 64)) & 1 ? "page %" PRIu64 " is allocated but nobody holds it"
                                                                          : "page %" PRIu64 " is held but free",
                                     p);
                 }
 
         if (heap_load(&hd->inuse_pages) + intents != alloc)
-                return fail(buf, len, "in use %" PRIu64 " pages + %" PRIu64 " scavenging != %" PRIu64 " allocated",
+                return heap_fail(buf, len, "in use %" PRIu64 " pages + %" PRIu64 " scavenging != %" PRIu64 " allocated",
                             heap_load(&hd->inuse_pages), intents, alloc);
         if (heap_load(&hd->released_pages) != scav)
-                return fail(buf, len, "released %" PRIu64 " pages != %" PRIu64 " scavenged", heap_load(&hd->released_pages), scav);
+                return heap_fail(buf, len, "released %" PRIu64 " pages != %" PRIu64 " scavenged", heap_load(&hd->released_pages), scav);
         return heap_share_check_locked(h, buf, len);
 }
 
@@ -311,7 +312,7 @@ int heap_check(heap *h, char *buf, size_t len) {
                 return r;
         r = heap_lock(h);
         if (r < 0)
-                return fail(buf, len, "heap is marked corrupt");
+                return heap_fail(buf, len, "heap is marked corrupt");
         r = heap_check_locked(h, buf, len);
         heap_unlock(h);
         return r;

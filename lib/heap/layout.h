@@ -418,6 +418,8 @@ static inline int heap_checked(heap *h) {
 int heap_recover_locked(heap *h);
 void heap_scav_state_validate(heap *h);
 
+/* check.c: writes why a check failed into buf (NULL: nowhere); returns -EUCLEAN. */
+int heap_fail(char *buf, size_t len, const char *fmt, ...) _printf_(3, 4);
 /* check.c. Called with heap lock held. */
 int heap_check_locked(heap *h, char *buf, size_t len);
 int heap_check_summaries_locked(heap *h, char *buf, size_t len);

@@ -17,7 +17,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -361,16 +360,6 @@ void heap_names_fixup_locked(heap *h) {
         heap_store(&hd->names_bound, bound);
 }
 
-_printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
-        if (buf && len) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(buf, len, fmt, ap);
-                va_end(ap);
-        }
-        return -EUCLEAN;
-}
-
 /* heap_check's part. counts has an entry per share entry below the share hwm. Called with heap lock held. */
 int heap_names_check_locked(heap *h, uint32_t *counts, char *buf, size_t len) {
         struct heap_hdr *hd = h->hdr;
@@ -378,37 +367,37 @@ int heap_names_check_locked(heap *h, uint32_t *counts, char *buf, size_t len) {
         uint32_t si;
 
         if (hd->name_hwm > h->max_names)
-                return fail(buf, len, "names in use %u > %u", hd->name_hwm, h->max_names);
+                return heap_fail(buf, len, "names in use %u > %u", hd->name_hwm, h->max_names);
         for (uint32_t i = 0; i < hd->name_hwm; i++) {
                 const struct heap_name *n = &h->names[i];
                 if (n->share == 0)
                         continue;
                 bound++;
                 if (!name_bound(n) || !heap_name_valid(n->name))
-                        return fail(buf, len, "name %u is not a valid name", i);
+                        return heap_fail(buf, len, "name %u is not a valid name", i);
                 if (n->hash != name_hash(n->name))
-                        return fail(buf, len, "name \"%s\": wrong hash", n->name);
+                        return heap_fail(buf, len, "name \"%s\": wrong hash", n->name);
                 if (n->share - 1 >= heap_share_hwm(h))
-                        return fail(buf, len, "name \"%s\": share entry %u out of range", n->name, n->share - 1);
+                        return heap_fail(buf, len, "name \"%s\": share entry %u out of range", n->name, n->share - 1);
                 if (n->tag > hd->share_tag)
-                        return fail(buf, len, "name \"%s\": tag not handed out yet", n->name);
+                        return heap_fail(buf, len, "name \"%s\": tag not handed out yet", n->name);
                 /* A name whose entry went stale leads nowhere: counted, not judged (share.c). */
                 if (name_target(h, n, &si) >= 0)
                         counts[si]++;
                 if (name_find(h, n->name, n->hash, NULL) != (int) i)
-                        return fail(buf, len, "name \"%s\": not found through the index (or bound twice)", n->name);
+                        return heap_fail(buf, len, "name \"%s\": not found through the index (or bound twice)", n->name);
         }
         for (uint32_t i = 0; i < h->name_index_size; i++) {
                 uint32_t v = h->name_index[i];
                 if (v == 0)
                         continue;
                 if (v > hd->name_hwm || h->names[v - 1].share == 0)
-                        return fail(buf, len, "name index place %u leads to no bound name", i);
+                        return heap_fail(buf, len, "name index place %u leads to no bound name", i);
                 indexed++;
         }
         if (indexed != bound)
-                return fail(buf, len, "%" PRIu64 " names in the index, %" PRIu64 " bound", indexed, bound);
+                return heap_fail(buf, len, "%" PRIu64 " names in the index, %" PRIu64 " bound", indexed, bound);
         if (heap_load(&hd->names_bound) != bound)
-                return fail(buf, len, "names %" PRIu64 " != %" PRIu64 " bound", heap_load(&hd->names_bound), bound);
+                return heap_fail(buf, len, "names %" PRIu64 " != %" PRIu64 " bound", heap_load(&hd->names_bound), bound);
         return 0;
 }

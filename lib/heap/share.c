@@ -27,7 +27,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,16 +439,6 @@ void heap_share_fixup_locked(heap *h) {
         heap_store(&hd->refs_total, refs);
 }
 
-_printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
-        if (buf && len) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(buf, len, fmt, ap);
-                va_end(ap);
-        }
-        return -EUCLEAN;
-}
-
 /*
  * Entries, names and counters (heap_check). SHARED records are checked
  * against their entries by heap_check's record walk. Stale entries are the
@@ -459,7 +448,7 @@ _printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
 int heap_share_check_locked(heap *h, char *buf, size_t len) {
         struct heap_hdr *hd = h->hdr;
         if (hd->share_hwm > h->max_shares)
-                return fail(buf, len, "share entries in use %u > %u", hd->share_hwm, h->max_shares);
+                return heap_fail(buf, len, "share entries in use %u > %u", hd->share_hwm, h->max_shares);
         uint32_t hwm = hd->share_hwm;
 
         _cleanup_free_ uint32_t *names = calloc(hwm ? hwm : 1, sizeof(uint32_t));
@@ -477,28 +466,28 @@ int heap_share_check_locked(heap *h, char *buf, size_t len) {
                 entries++;
                 refs += e->refs;
                 if (e->tag > hd->share_tag)
-                        return fail(buf, len, "share entry %u: tag %" PRIu64 " not handed out yet", i, e->tag);
+                        return heap_fail(buf, len, "share entry %u: tag %" PRIu64 " not handed out yet", i, e->tag);
                 if (!heap_share_live(h, i))
                         continue;
                 if (e->pool_refs > 1)
-                        return fail(buf, len, "share entry %u: %u references of the pool", i, e->pool_refs);
+                        return heap_fail(buf, len, "share entry %u: %u references of the pool", i, e->pool_refs);
                 if (e->name_refs != names[i])
-                        return fail(buf, len, "share entry %u: %u name references, %u names", i, e->name_refs, names[i]);
+                        return heap_fail(buf, len, "share entry %u: %u name references, %u names", i, e->name_refs, names[i]);
                 uint64_t sum = (uint64_t) e->pool_refs + e->name_refs;
                 for (uint32_t s = 0; s < h->max_slots; s++) {
                         if (e->slot_refs[s] && atomic_load(&h->slots[s].state) != HEAP_SLOT_LIVE)
-                                return fail(buf, len, "share entry %u: references of slot %u, which is not live", i, s);
+                                return heap_fail(buf, len, "share entry %u: references of slot %u, which is not live", i, s);
                         sum += e->slot_refs[s];
                 }
                 if (sum != e->refs || sum == 0)
-                        return fail(buf, len, "share entry %u (page %u): %u references, its holders have %" PRIu64,
+                        return heap_fail(buf, len, "share entry %u (page %u): %u references, its holders have %" PRIu64,
                                     i, e->page, e->refs, sum);
         }
         if (heap_load(&hd->shares_live) != entries)
-                return fail(buf, len, "shared allocations %" PRIu64 " != %" PRIu64 " entries in use",
+                return heap_fail(buf, len, "shared allocations %" PRIu64 " != %" PRIu64 " entries in use",
                             heap_load(&hd->shares_live), entries);
         if (heap_load(&hd->refs_total) != refs)
-                return fail(buf, len, "references %" PRIu64 " != %" PRIu64 " counted in the entries",
+                return heap_fail(buf, len, "references %" PRIu64 " != %" PRIu64 " counted in the entries",
                             heap_load(&hd->refs_total), refs);
         return 0;
 }

@@ -14,23 +14,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "heap/layout.h"
 #include "macro.h"
-
-_printf_(3, 4) static int fail(char *buf, size_t len, const char *fmt, ...) {
-        if (buf && len) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(buf, len, fmt, ap);
-                va_end(ap);
-        }
-        return -EUCLEAN;
-}
 
 /* The header's read-only part: everything before the first field written after creation. */
 #define HDR_FIXED offsetof(struct heap_hdr, corrupt)
@@ -71,7 +60,7 @@ int heap_verify_header(heap *h, char *buf, size_t len) {
 
         r = heap_layout_compute(&p, &want);
         if (r < 0)
-                return fail(buf, len, "this handle's geometry is no valid layout");
+                return heap_fail(buf, len, "this handle's geometry is no valid layout");
         want.pool_id = h->pool_id; /* random at creation, kept by the handle */
         memcpy(&got, h->hdr, HDR_FIXED);
         if (memcmp(&want, &got, HDR_FIXED) == 0)
@@ -83,14 +72,14 @@ int heap_verify_header(heap *h, char *buf, size_t len) {
                 if (memcmp(w, g, hdr_fields[i].size) == 0)
                         continue;
                 if (hdr_fields[i].size <= sizeof(uint64_t))
-                        return fail(buf, len, "header %s changed after creation: %#" PRIx64 ", created as %#" PRIx64,
+                        return heap_fail(buf, len, "header %s changed after creation: %#" PRIx64 ", created as %#" PRIx64,
                                     hdr_fields[i].name, field_value(g, hdr_fields[i].size),
                                     field_value(w, hdr_fields[i].size));
-                return fail(buf, len, "header %s changed after creation", hdr_fields[i].name);
+                return heap_fail(buf, len, "header %s changed after creation", hdr_fields[i].name);
         }
         for (size_t off = 0; off < HDR_FIXED; off++)
                 if (((const uint8_t *) &want)[off] != ((const uint8_t *) &got)[off])
-                        return fail(buf, len, "header byte %zu changed after creation", off);
+                        return heap_fail(buf, len, "header byte %zu changed after creation", off);
         return 0;
 }
 
@@ -163,7 +152,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
          * read after released_total, which they never exceed. */
         r = heap_lock(h);
         if (r < 0)
-                return r == -EUCLEAN ? fail(buf, len, "heap is marked corrupt") : r;
+                return r == -EUCLEAN ? heap_fail(buf, len, "heap is marked corrupt") : r;
         nchunks = heap_load(&hd->nchunks);
         inuse = heap_load(&hd->inuse_pages);
         released = heap_load(&hd->released_pages);
@@ -182,10 +171,10 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
 
         /* Page counts first: shifted into bytes, a huge one would wrap. */
         if (nchunks > h->nchunks_max)
-                return fail(buf, len, "grown chunks %" PRIu64 " > capacity %u chunks", nchunks, h->nchunks_max);
+                return heap_fail(buf, len, "grown chunks %" PRIu64 " > capacity %u chunks", nchunks, h->nchunks_max);
         grown = nchunks * HEAP_CHUNK_PAGES;
         if (inuse > grown || released > grown || peak > grown || inuse + released > grown)
-                return fail(buf, len,
+                return heap_fail(buf, len,
                             "statistics out of bounds: in use %" PRIu64 ", released %" PRIu64 ", peak %" PRIu64
                             " pages of %" PRIu64 " grown",
                             inuse, released, peak, grown);
@@ -250,7 +239,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
                         break;
                 }
                 if (!ok)
-                        return fail(buf, len, "statistic %s out of bounds: %" PRIu64, stat_rules[i].name, v);
+                        return heap_fail(buf, len, "statistic %s out of bounds: %" PRIu64, stat_rules[i].name, v);
         }
         *ret = st;
         return 0;
@@ -274,10 +263,10 @@ int heap_slot_info_checked(heap *h, uint32_t slot, struct heap_slot_info *ret, c
                 return r;
         grown = heap_nchunks(h) * HEAP_CHUNK_PAGES;
         if (info.slot != slot || info.inuse_pages > grown || info.cached_pages > grown)
-                return fail(buf, len, "slot %u: figures out of bounds: %" PRIu64 " pages in use, %" PRIu64 " cached",
+                return heap_fail(buf, len, "slot %u: figures out of bounds: %" PRIu64 " pages in use, %" PRIu64 " cached",
                             slot, info.inuse_pages, info.cached_pages);
         if (info.shared > h->max_shares || info.refs > info.shared * HEAP_SHARE_SLOT_MAX)
-                return fail(buf, len, "slot %u: %" PRIu64 " references on %" PRIu64 " shared allocations",
+                return heap_fail(buf, len, "slot %u: %" PRIu64 " references on %" PRIu64 " shared allocations",
                             slot, info.refs, info.shared);
         *ret = info;
         return 0;
