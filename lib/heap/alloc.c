@@ -144,6 +144,13 @@ int heap_alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, u
         if ((flags & HEAP_ALLOC_BACKED_ONLY) && !heap_pa_range_backed(h, page, npages))
                 return -EAGAIN;
 
+        (void) heap_alloc_commit_locked(h, slot, page, npages, flags, rec_bits, search, zp);
+        *ret_page = page;
+        return 0;
+}
+
+uint64_t heap_alloc_commit_locked(heap *h, uint32_t slot, uint64_t page, uint64_t npages, unsigned flags,
+                                  uint64_t rec_bits, uint64_t search, struct heap_zero_plan *zp) {
         uint64_t rec = HEAP_REC_MAKE(npages, slot + 1, flags & HEAP_ALLOC_KEEP) | rec_bits;
         heap_intent_begin(h, HEAP_OP_ALLOC, slot, 0, page, npages, rec, 0);
         if (flags & HEAP_ALLOC_ZERO)
@@ -154,8 +161,7 @@ int heap_alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, u
         heap_stats_inuse_add(h, (int64_t) npages);
         atomic_store_explicit(&h->records[page], rec, memory_order_release);
         heap_intent_end(h);
-        *ret_page = page;
-        return 0;
+        return scav;
 }
 
 /* heap_alloc with extra record bits (HEAP_REC_MEDIUM). */

@@ -24,6 +24,11 @@ void heap_zero_plan_run(heap *h, const struct heap_zero_plan *zp);
 #define HEAP_ALLOC_BACKED_ONLY (1u << 30)
 int heap_alloc_locked(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits,
                       uint64_t *ret_page, struct heap_zero_plan *zp, uint64_t *grown);
+/* The commit half of heap_alloc_locked: [page, page + npages), free, found by
+ * heap_pa_alloc_find (search: its new search address), becomes an allocation
+ * with its record. Pages that were released. Heap lock. */
+uint64_t heap_alloc_commit_locked(heap *h, uint32_t slot, uint64_t page, uint64_t npages, unsigned flags,
+                                  uint64_t rec_bits, uint64_t search, struct heap_zero_plan *zp);
 int heap_alloc_rec(heap *h, uint32_t slot, uint64_t npages, unsigned flags, uint64_t rec_bits, uint64_t *ret_off);
 int heap_grow_locked(heap *h, uint64_t npages, uint64_t *ret_grown_bytes);
 void heap_growth_scavenge(heap *h, uint32_t slot, uint64_t grown_bytes);

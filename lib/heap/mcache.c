@@ -53,11 +53,14 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "heap/alloc.h"
 #include "heap/fast.h"
 #include "heap/mcache.h"
+#include "heap/pagealloc.h"
 #include "heap/tcache.h"
 #include "macro.h"
 
@@ -159,18 +162,95 @@ uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache) {
         return given;
 }
 
+/* Small classes (below this many pages) refill from one run of their own. */
+#define HEAP_MCACHE_RUN_BELOW 16u
+
+/*
+ * The batch of a small class from one free run of batch * n pages, block
+ * by block (each an ordinary allocation with its intent): the first is the
+ * request, the others CACHED. A thread's small blocks then lie together,
+ * and their records with them: blocks allocated one by one, while another
+ * process or thread refills too (every fill of a fresh pool), interleave
+ * with that one's, and with records eight to a line the two cores then
+ * write the same lines on every operation. Released pages may be in the run: *ret_unbacked
+ * says so; the caller backs the cached blocks' pages after the lock, so that
+ * the pages counted as not released are not. -ENOMEM when no run fits (the
+ * caller goes block by block). Heap lock.
+ */
+static int mcache_refill_run_locked(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n, unsigned batch,
+                                    unsigned flags, uint64_t *ret_page, struct heap_zero_plan *zp,
+                                    bool *ret_unbacked) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        uint64_t run, search;
+
+        /* Blocks the list has room for, besides the one served. */
+        unsigned extras = 0;
+        while (extras + 1 < batch && t->count[k] + extras < HEAP_MCACHE_DEPTH &&
+               t->pages + (extras + 1) * n <= mcache_cap_pages(h))
+                extras++;
+        if (extras == 0)
+                return -ENOMEM;
+        int r = heap_pa_alloc_find(h, (extras + 1) * n, &run, &search);
+        if (r <= 0)
+                return r < 0 ? r : -ENOMEM;
+        (void) heap_alloc_commit_locked(h, slot, run, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), search, zp);
+        *ret_unbacked = false;
+        for (unsigned i = 1; i <= extras; i++) {
+                uint64_t page = run + i * n;
+                /* Recorded, then listed, as every refill: a death in between
+                 * leaves a CACHED record of the dead slot, which reclaim frees. */
+                if (heap_alloc_commit_locked(h, slot, page, n, 0,
+                                             HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache) | HEAP_REC_CACHED, search,
+                                             NULL) > 0)
+                        *ret_unbacked = true;
+                mcache_push(t, k, page, n);
+        }
+        *ret_page = run;
+        return (int) extras;
+}
+
+/*
+ * Backs the pages of the top extras blocks of list k (class of n pages),
+ * which a run refill took with released pages in them: the pages the heap
+ * counts as not released must be. On failure (no memory, an old kernel
+ * with neither way) they go back to the heap. Inside the owner's operation,
+ * without the lock: the blocks are allocated, so no scavenger touches them.
+ */
+static void mcache_back_extras(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n, unsigned extras) {
+        struct heap_tcache *t = heap_tc(h, slot, cache);
+        unsigned count = mcache_count(t, k);
+        int r = 0;
+
+        if (extras > count)
+                return;
+        for (unsigned i = count - extras; i < count && r >= 0; i++) {
+                uint64_t off = (uint64_t) t->page[k][i] << h->page_shift, len = n << h->page_shift;
+                if (h->base)
+                        r = madvise(h->base + off, len, MADV_POPULATE_WRITE) < 0 ? -errno : 0;
+                if ((!h->base || r == -EINVAL) && h->heap_fd >= 0)
+                        r = fallocate(h->heap_fd, FALLOC_FL_KEEP_SIZE, (off_t) off, (off_t) len) < 0 ? -errno : 0;
+        }
+        if (r >= 0 || heap_lock(h) < 0)
+                return;
+        for (unsigned i = 0; i < extras; i++)
+                mcache_release_newest_locked(h, slot, cache, k);
+        heap_unlock(h);
+}
+
 /*
  * A miss of class k (n pages): one lock hold allocates the request and up
  * to HEAP_MCACHE_BATCH - 1 more blocks of the class, CACHED for the next
- * allocations (those never grow the heap). Falls back to
- * heap_alloc_flushing_mcache when the heap is full.
+ * allocations (those never grow the heap): small classes from one run
+ * (mcache_refill_run_locked), others block by block from backed pages.
+ * Falls back to heap_alloc_flushing_mcache when the heap is full.
  */
 static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsigned k, uint64_t n, unsigned flags,
                                     uint64_t *ret_off) {
         struct heap_tcache *t = heap_tc(h, slot, cache);
         struct heap_zero_plan zp = {};
         uint64_t page, grown = 0;
-        int r;
+        bool unbacked = false;
+        int r, extras = 0;
 
         if (n > UINT32_MAX || h->capacity_pages > UINT32_MAX) /* entries hold 32-bit pages */
                 return heap_alloc_flushing_mcache(h, slot, cache, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache),
@@ -186,9 +266,16 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
                         return HEAP_MCACHE_RETRY;
                 }
         }
-        r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), &page, &zp, &grown);
         unsigned batch = (unsigned) MAX(HEAP_MCACHE_BATCH, MIN(HEAP_MCACHE_BATCH_MAX, HEAP_MCACHE_BATCH_PAGES / n));
-        for (unsigned i = 1; r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
+        r = -ENOMEM;
+        if (n < HEAP_MCACHE_RUN_BELOW)
+                r = extras = mcache_refill_run_locked(h, slot, cache, k, n, batch, flags, &page, &zp, &unbacked);
+        if (r == -ENOMEM) {
+                extras = 0;
+                r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), &page, &zp,
+                                      &grown);
+        }
+        for (unsigned i = 1 + (unsigned) MAX(extras, 0); r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
                 struct heap_zero_plan unused;
                 uint64_t extra;
                 /* Only backed pages: a cache hides what it holds from the
@@ -200,6 +287,8 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
                 mcache_push(t, k, extra, n);
         }
         heap_unlock(h);
+        if (unbacked)
+                mcache_back_extras(h, slot, cache, k, n, (unsigned) extras);
         if (grown)
                 heap_growth_scavenge(h, slot, grown);
         if (r == -ENOMEM)

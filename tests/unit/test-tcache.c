@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +84,76 @@ static void test_lifo(void) {
         CHECK(heap_free(h, s, 0, c) == 0);
         CHECK(heap_slot_reclaim(h, s) >= 0);
         CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/* Maximal runs of consecutive blocks of pages each among n offsets (sorted in place). */
+static unsigned count_runs(uint64_t *offs, unsigned n, uint64_t pages) {
+        unsigned runs = 0;
+        for (unsigned i = 1; i < n; i++)
+                for (unsigned j = i; j > 0 && offs[j - 1] > offs[j]; j--) {
+                        uint64_t x = offs[j];
+                        offs[j] = offs[j - 1];
+                        offs[j - 1] = x;
+                }
+        for (unsigned i = 0; i < n; i++)
+                runs += i == 0 || offs[i] != offs[i - 1] + pages * PAGE;
+        return runs;
+}
+
+/*
+ * Two clients that refill a small class at once, on a fresh heap (all of
+ * it released): each gets its blocks in runs of its own (a batch from one
+ * free run), not interleaved with the other's block by block, so that
+ * their records do not share lines. The cached blocks' pages are backed
+ * (what the heap counts as not released is not), the heap checks, and
+ * everything goes back and is released again.
+ */
+static void test_run_refill(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        enum { N = 64 };
+        uint64_t a[N], b[N];
+        uint32_t sa, sb;
+        struct stat st;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &sa) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &sb) == 0);
+        for (unsigned i = 0; i < N; i++) {
+                CHECK(heap_cache_alloc(h, sa, 0, 2, 0, &a[i]) == 0);
+                CHECK(heap_cache_alloc(h, sb, 0, 2, 0, &b[i]) == 0);
+        }
+        check_heap(h, "run refill");
+        /* Held: N blocks each, plus what the lists still cache, all backed but
+         * the blocks served first (never written here). */
+        uint64_t cached = tc(h, sa, 0)->pages + tc(h, sb, 0)->pages;
+        CHECK(fstat(t.heap_fd, &st) == 0);
+        uint64_t batches = N / (HEAP_MCACHE_BATCH_PAGES / 2) + 2;
+        CHECKF((uint64_t) st.st_blocks * 512 >= (2 * (N - batches) * 2 + cached) * PAGE,
+               "backed %llu bytes, cached pages %llu", (unsigned long long) st.st_blocks * 512,
+               (unsigned long long) cached);
+        unsigned ra = count_runs(a, N, 2), rb = count_runs(b, N, 2);
+        CHECKF(ra <= batches && rb <= batches, "runs of blocks: %u and %u (batches %llu)", ra, rb,
+               (unsigned long long) batches);
+
+        for (unsigned i = 0; i < N; i++) {
+                CHECK(heap_free(h, sa, 0, a[i]) == 0);
+                CHECK(heap_free(h, sb, 0, b[i]) == 0);
+        }
+        CHECK(heap_slot_reclaim(h, sa) >= 0);
+        CHECK(heap_slot_reclaim(h, sb) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        struct heap_gen_report rep;
+        CHECK(heap_scavenge_start_gen(h, &rep) == 0);
+        CHECK(heap_scavenge(h, 0, UINT64_MAX) >= 0);
+        struct heap_stats hs;
+        CHECK(heap_get_stats(h, &hs) == 0);
+        CHECK_EQ_U64(hs.released, hs.heap_sys);
+        CHECK(fstat(t.heap_fd, &st) == 0);
+        CHECK_EQ_U64((uint64_t) st.st_blocks, 0);
+        check_heap(h, "run refill, all back");
         heap_test_free(&t);
 }
 
@@ -591,6 +662,7 @@ static void test_check_detects(void) {
 
 int main(void) {
         test_lifo();
+        test_run_refill();
         test_reap();
         test_reap_deferred();
         storm_against_reaper(false);
