@@ -55,6 +55,8 @@ def main():
         blocks = np.array_split(a, WORKERS)  # views: no copies
         with mp.get_context(args.start_method).Pool(WORKERS) as workers:
             done = workers.map(transform, [(b, 3.0) for b in blocks], chunksize=1)
+            workers.close()
+            workers.join()
         t = time.monotonic() - t0
         for pid, rows in done:
             print(f"worker {pid}: transformed {rows} rows in place")
@@ -67,6 +69,12 @@ def main():
               f"({args.start_method}, {t * 1000:.0f} ms)")
 
         del a, blocks
+        # A worker that exits without dropping its references (multiprocessing
+        # ends them with os._exit) loses them when the daemon reclaims its slot,
+        # a moment after it exits.
+        deadline = time.monotonic() + 5
+        while pool.stats()["inuse"] > base and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(f"parent: array dropped, in use {pool.stats()['inuse'] >> 10} KiB")
 
 
