@@ -294,9 +294,14 @@ static int get_stats(struct model *m, struct heap_stats *st) {
         return r;
 }
 
-/* Pages of the model's free and backed pages that the kernel no longer has. */
-static int64_t learn_releases(struct model *m) {
+/*
+ * Pages of the model's free pages that are `from` (PAGE_BACKED or
+ * PAGE_RELEASED) and that the kernel says are the other: they become so in
+ * the model. Their number, or -errno.
+ */
+static int64_t learn_pages(struct model *m, int from) {
         uint64_t npages = m->heap_sys / m->ps, n = 0;
+        bool resident = from == PAGE_RELEASED;
 
         if (npages == 0)
                 return 0;
@@ -305,38 +310,34 @@ static int64_t learn_releases(struct model *m) {
                 return -errno;
         }
         for (uint64_t p = 0; p < npages; p++)
-                if (m->page[p] == PAGE_BACKED && !(m->mincore_vec[p] & 1)) {
-                        m->page[p] = PAGE_RELEASED;
+                if (m->page[p] == from && (bool) (m->mincore_vec[p] & 1) == resident) {
+                        m->page[p] = resident ? PAGE_BACKED : PAGE_RELEASED;
                         n++;
                 }
-        m->released_pages += n;
+        if (resident)
+                m->released_pages -= n;
+        else
+                m->released_pages += n;
         return (int64_t) n;
+}
+
+/* Pages of the model's free and backed pages that the kernel no longer has. */
+static int64_t learn_releases(struct model *m) {
+        return learn_pages(m, PAGE_BACKED);
 }
 
 /*
  * Pages of the model's released ones that the kernel has: a small class's
  * refill takes its cached blocks from one run, released pages included, and
  * backs them (mcache.c), out of the model's sight. Learned before every
- * step and at checkpoints, after which the heap's released count must
- * agree with the model's exactly.
+ * step that may release and at checkpoints, after which the heap's
+ * released count must agree with the model's exactly.
  */
 static int64_t learn_cached_backings(struct model *m) {
-        uint64_t npages = m->heap_sys / m->ps, n = 0;
-
-        if (npages == 0)
-                return 0;
-        if (mincore(m->base, m->heap_sys, m->mincore_vec) < 0) {
-                FAILF(m, "mincore: %m");
-                return -errno;
-        }
-        for (uint64_t p = 0; p < npages; p++)
-                if (m->page[p] == PAGE_RELEASED && (m->mincore_vec[p] & 1)) {
-                        m->page[p] = PAGE_BACKED;
-                        n++;
-                }
-        m->released_pages -= n;
-        m->n_cached_backed += n;
-        return (int64_t) n;
+        int64_t n = learn_pages(m, PAGE_RELEASED);
+        if (n > 0)
+                m->n_cached_backed += (uint64_t) n;
+        return n;
 }
 
 /* Before a step that may release pages (a scavenge, an allocation's growth scavenging). */
