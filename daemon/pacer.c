@@ -152,19 +152,19 @@ bool pacer_take_reset(struct pacer *p) {
 }
 
 /*
- * Ports scavengerState.run. Works in quanta of PACER_QUANTUM (latency over
- * throughput: ~10 µs of release each) until PACER_MIN_WORK_NS of work is
+ * Ports scavengerState.run. Works in quanta of PACER_QUANTUM (the daemon's
+ * pacer_run_for in bigger ones: pacer.h says why) until PACER_MIN_WORK_NS of work is
  * done or nothing is left. When the clock saw no time pass, assume the
  * empirical 10 µs per physical page rather than nothing, so that a coarse
  * clock cannot make the scavenger think it is free.
  */
 void pacer_run(struct pacer_burst *b, pacer_scavenge_fn scavenge, void *userdata,
                uint64_t phys_page_size) {
-        pacer_run_for(b, PACER_MIN_WORK_NS, scavenge, userdata, phys_page_size);
+        pacer_run_for(b, PACER_MIN_WORK_NS, PACER_QUANTUM, scavenge, userdata, phys_page_size);
 }
 
-void pacer_run_for(struct pacer_burst *b, double budget_ns, pacer_scavenge_fn scavenge, void *userdata,
-                   uint64_t phys_page_size) {
+void pacer_run_for(struct pacer_burst *b, double budget_ns, uint64_t quantum, pacer_scavenge_fn scavenge,
+                   void *userdata, uint64_t phys_page_size) {
         assert(b);
         assert(scavenge);
         assert(phys_page_size > 0);
@@ -173,7 +173,7 @@ void pacer_run_for(struct pacer_burst *b, double budget_ns, pacer_scavenge_fn sc
         while (b->worked < budget_ns) {
                 int64_t r, ns = 0;
 
-                r = scavenge(userdata, PACER_QUANTUM, &ns);
+                r = scavenge(userdata, quantum, &ns);
                 if (r < 0) {
                         b->error = (int) r;
                         break;

@@ -137,7 +137,7 @@ void poolwork_burst(heap *h, struct poolwork_burst *w) {
         struct burst_ctx ctx = { .h = h, .w = w };
 
         w->exhausted = false;
-        pacer_run_for(&w->b, w->budget_ns, burst_quantum, &ctx, w->phys_page_size ?: 4096);
+        pacer_run_for(&w->b, w->budget_ns, PACER_DAEMON_QUANTUM, burst_quantum, &ctx, w->phys_page_size ?: 4096);
         if (w->b.error)
                 w->exhausted = true;
 }

@@ -41,7 +41,7 @@ int64_t poolwork_reclaim(heap *h, uint32_t slot);
 int poolwork_live_slots(heap *h, uint32_t n_slots, struct heap_slot_info *ret, uint32_t max, uint32_t *ret_live,
                         char *why, size_t len);
 
-/* One pool's part of a background burst: quanta of PACER_QUANTUM while the
+/* One pool's part of a background burst: quanta of PACER_DAEMON_QUANTUM while the
  * worker thread's CPU time is under budget_ns and retained is over goal. */
 struct poolwork_burst {
         double budget_ns;

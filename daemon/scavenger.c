@@ -5,7 +5,7 @@
  * Per pool, a generation timer (generation_interval) ends a generation
  * (scavengeStartGen), traces it, and sets the next goal. One background
  * scavenger serves every pool: it wakes when a generation finds a pool over
- * its goal, works a burst (>= 1 ms in 64 KiB quanta, bgscavenge's run), sleeps
+ * its goal, works a burst (>= 1 ms in 2 MiB quanta, bgscavenge's run), sleeps
  * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
  * when no pool has work. The seed's goroutine park/ready/sleep becomes the
  * states of that one timer.
