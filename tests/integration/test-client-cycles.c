@@ -148,9 +148,6 @@ int main(void) {
         CHECK_EQ_U64(st.inuse, 0);
         CHECK(test_pool_check(&d, "cycle"));
         scav_close(watch);
-        CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
-        if (test_failures)
-                test_daemon_dump_log(&d);
-        test_daemon_cleanup(&d);
+        test_daemon_finish(&d);
         return TEST_END();
 }

@@ -88,9 +88,6 @@ int main(void) {
         CHECK(scav_alloc(q, 4096, 0, &off) == 0 && scav_free(q, off) == 0);
         scav_close(q);
         CHECK(test_pool_check(&d, "rs"));
-        CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
-        if (test_failures)
-                test_daemon_dump_log(&d);
-        test_daemon_cleanup(&d);
+        test_daemon_finish(&d);
         return TEST_END();
 }

@@ -133,9 +133,6 @@ int main(void) {
         CHECK(test_pool_check(&d, "fill"));
 
         scav_close(p);
-        CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
-        if (test_failures)
-                test_daemon_dump_log(&d);
-        test_daemon_cleanup(&d);
+        test_daemon_finish(&d);
         return TEST_END();
 }

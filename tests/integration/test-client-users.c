@@ -107,9 +107,6 @@ int main(void) {
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
                 CHECK(test_pool_check(&d, cases[i].pool));
-        CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
-        if (test_failures)
-                test_daemon_dump_log(&d);
-        test_daemon_cleanup(&d);
+        test_daemon_finish(&d);
         return TEST_END();
 }

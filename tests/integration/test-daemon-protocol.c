@@ -401,9 +401,6 @@ int main(void) {
         test_malformed();
 
         CHECK(kill(d.pid, 0) == 0);
-        CHECKF(test_daemon_stop(&d) == 0, "daemon did not stop cleanly");
-        if (test_failures)
-                test_daemon_dump_log(&d);
-        test_daemon_cleanup(&d);
+        test_daemon_finish(&d);
         return TEST_END();
 }

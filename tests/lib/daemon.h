@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "test.h"
+
 struct test_daemon {
         pid_t pid;
         char dir[64];       /* private directory: config, socket, log */
@@ -46,6 +48,15 @@ void test_daemon_kill(struct test_daemon *d);
 void test_daemon_cleanup(struct test_daemon *d);
 /* Prints the last lines of the daemon's log to stderr. */
 void test_daemon_dump_log(const struct test_daemon *d);
+/* The end of a test with a daemon: it must stop cleanly (a check); its log
+ * is printed if any check failed; its directory is removed. Inline: only a
+ * test (with test.h's globals) calls it, not the helpers that link this. */
+static inline void test_daemon_finish(struct test_daemon *d) {
+        CHECKF(test_daemon_stop(d) == 0, "daemon did not stop cleanly");
+        if (test_failures)
+                test_daemon_dump_log(d);
+        test_daemon_cleanup(d);
+}
 
 /*
  * Runs scavctl --socket <d's socket> with the NULL-terminated arguments;
