@@ -526,86 +526,6 @@ static void test_orphans(void) {
         heap_test_free(&t);
 }
 
-/* The racing-frees test of test-heap-basic for list sizes: the owner's
- * plain store against another thread's locked free: never both refused,
- * the pages freed once. */
-struct race {
-        heap *h;
-        uint32_t slot;
-        _Atomic uint64_t off;
-        _Atomic unsigned arrived, round, wins;
-};
-
-static void race_spin_until(_Atomic unsigned *v, unsigned want) {
-        for (unsigned spins = 0; atomic_load(v) < want; spins++)
-                if (spins > 1000)
-                        sched_yield();
-}
-
-static void race_wait(struct race *rc, unsigned want) {
-        atomic_fetch_add(&rc->arrived, 1);
-        race_spin_until(&rc->arrived, want);
-}
-
-static void *race_other(void *arg) {
-        struct race *rc = arg;
-        for (unsigned round = 1;; round++) {
-                race_spin_until(&rc->round, round);
-                uint64_t off = atomic_load(&rc->off);
-                if (off == UINT64_MAX)
-                        return NULL;
-                race_wait(rc, 4 * round - 2);
-                if (heap_free(rc->h, rc->slot, 1, off) == 0)
-                        atomic_fetch_add(&rc->wins, 1);
-                race_wait(rc, 4 * round);
-        }
-}
-
-static void test_racing_list_frees(void) {
-        struct heap_test t;
-        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
-        struct race rc = {};
-        uint32_t s;
-        unsigned both = 0, rounds = 20000;
-
-        CHECK(heap_test_new(&p, &t) == 0);
-        heap *h = t.h;
-        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
-        rc.h = h;
-        rc.slot = s;
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, race_other, &rc) == 0);
-        for (unsigned round = 1; round <= rounds; round++) {
-                uint64_t off;
-                CHECK(heap_cache_alloc(h, s, 0, 2 + round % 30, 0, &off) == 0);
-                atomic_store(&rc.off, off);
-                atomic_store(&rc.wins, 0);
-                atomic_store(&rc.round, round);
-                race_wait(&rc, 4 * round - 2);
-                if (heap_free(h, s, 0, off) == 0)
-                        atomic_fetch_add(&rc.wins, 1);
-                race_wait(&rc, 4 * round);
-                unsigned w = atomic_load(&rc.wins);
-                CHECKF(w >= 1, "round %u: neither free succeeded", round);
-                both += w == 2;
-                CHECK(heap_free(h, s, 0, off) == -EINVAL);
-                if (round % 2000 == 0)
-                        check_heap(h, "racing list frees");
-        }
-        atomic_store(&rc.off, UINT64_MAX);
-        atomic_store(&rc.round, rounds + 1);
-        pthread_join(th, NULL);
-        struct heap_slot_info info;
-        CHECK(heap_slot_info(h, s, &info) == 0);
-        CHECK_EQ_U64(info.inuse_pages, 0);
-        CHECK(heap_cache_flush(h, s, 0) == 0);
-        CHECK_EQ_U64(inuse_pages(h), 0);
-        check_heap(h, "after racing list frees");
-        printf("racing list frees: %u rounds, both succeeded in %u\n", rounds, both);
-        CHECK(heap_slot_reclaim(h, s) >= 0);
-        heap_test_free(&t);
-}
-
 /* heap_check names each broken thread-cache invariant, and passes again once repaired. */
 static void test_check_detects(void) {
         struct heap_test t;
@@ -670,7 +590,6 @@ int main(void) {
         test_killed_with_full_lists();
         test_check_detects();
         test_orphans();
-        test_racing_list_frees();
         if (test_failures) {
                 fprintf(stderr, "%d check(s) failed\n", test_failures);
                 return 1;
