@@ -27,12 +27,12 @@ int poolwork_check(heap *h, char *why, size_t len) {
         return heap_check(h, why, len);
 }
 
-int poolwork_claim(heap *h, uint32_t n_slots, uint32_t pid, uint32_t uid, uint32_t *ret_slot, char *why,
-                   size_t len) {
+int poolwork_claim(heap *h, uint32_t n_slots, const uint64_t *busy, uint32_t pid, uint32_t uid, uint32_t *ret_slot,
+                   char *why, size_t len) {
         uint32_t slot;
         int r;
 
-        r = heap_slot_claim(h, pid, uid, &slot);
+        r = heap_slot_claim_except(h, pid, uid, busy, busy ? n_slots : 0, &slot);
         if (r < 0)
                 return r;
         if (slot == 0 || slot >= n_slots) {

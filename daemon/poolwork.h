@@ -30,9 +30,10 @@ int poolwork_snapshot(heap *h, const struct heap_stats *prev, struct heap_stats 
 /* heap_check, header included. */
 int poolwork_check(heap *h, char *why, size_t len);
 
-/* A new client's slot, below n_slots (what the daemon was told at attach). */
-int poolwork_claim(heap *h, uint32_t n_slots, uint32_t pid, uint32_t uid, uint32_t *ret_slot, char *why,
-                   size_t len);
+/* A new client's slot, below n_slots (what the daemon was told at attach),
+ * and none whose bit is set in busy (n_slots bits; NULL: none). */
+int poolwork_claim(heap *h, uint32_t n_slots, const uint64_t *busy, uint32_t pid, uint32_t uid, uint32_t *ret_slot,
+                   char *why, size_t len);
 /* Re-claiming slot after a daemon restart: still live, of uid and pid. -ESTALE if not. */
 int poolwork_reclaim_for(heap *h, uint32_t slot, uint32_t pid, uint32_t uid, char *why, size_t len);
 /* Gives slot back (heap_slot_reclaim): pages given back, -ESTALE, or an error. */

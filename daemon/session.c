@@ -336,13 +336,18 @@ struct hello_job {
         struct conn *c;
         bool reconnect;
         uint32_t slot, pid, uid;
+        /* Slots not FREE here when the HELLO came (a claim only): the heap
+         * may already have one of them free -- its client's scav_close()
+         * gave it back itself -- while its hang-up, and with it a reclaim
+         * of that slot number, is still on the way to us. */
+        uint64_t busy[];
 };
 
 static void claim_run(struct pool_job *pj) {
         struct hello_job *j = (struct hello_job *) pj;
 
-        pj->error = poolwork_claim(pj->pool->heap, pj->pool->n_slots, j->pid, j->uid, &j->slot, pj->problem,
-                                   sizeof(pj->problem));
+        pj->error = poolwork_claim(pj->pool->heap, pj->pool->n_slots, j->busy, j->pid, j->uid, &j->slot,
+                                   pj->problem, sizeof(pj->problem));
 }
 
 /* Re-claiming a slot after a daemon restart: still live, and the caller's. */
@@ -462,9 +467,13 @@ int session_hello(struct conn *c, const struct scav_msg_hello *m) {
         }
 #undef REFUSE
 
-        j = pool_job_new(p, sizeof(*j), reconnect ? reclaim_for_run : claim_run, hello_done);
+        j = pool_job_new(p, sizeof(*j) + (reconnect ? 0 : DIV_ROUND_UP(p->n_slots, 64) * sizeof(uint64_t)),
+                         reconnect ? reclaim_for_run : claim_run, hello_done);
         if (!j)
                 return hello_refuse(c, -ENOMEM);
+        for (uint32_t s = 0; !reconnect && s < p->n_slots; s++)
+                if (p->slots[s].state != POOL_SLOT_FREE)
+                        j->busy[s / 64] |= UINT64_C(1) << (s % 64);
         j->c = conn_ref(c);
         j->reconnect = reconnect;
         j->slot = reconnect ? m->slot : 0;

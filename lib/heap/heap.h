@@ -160,6 +160,12 @@ uint32_t heap_page_size(heap *h);
  */
 /* -EUSERS when every slot is taken. */
 int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot);
+/* The same, but never a slot whose bit is set in busy (nbusy bits): one the
+ * caller still counts as taken although the heap has it free. A client's
+ * scav_close() frees its slot in the heap before its hang-up reaches the
+ * daemon, and the daemon's reclaim of that slot must not meet a new owner. */
+int heap_slot_claim_except(heap *h, uint32_t pid, uint32_t uid, const uint64_t *busy, uint32_t nbusy,
+                           uint32_t *ret_slot);
 /* The slot's owner is known to be gone (or closed): gives back its page
  * caches and every allocation it owns but those marked KEEP (which become
  * ownerless), completes its in-flight scavenge, and frees the slot.

@@ -16,12 +16,19 @@
 #include "heap/tcache.h"
 
 int heap_slot_claim(heap *h, uint32_t pid, uint32_t uid, uint32_t *ret_slot) {
+        return heap_slot_claim_except(h, pid, uid, NULL, 0, ret_slot);
+}
+
+int heap_slot_claim_except(heap *h, uint32_t pid, uint32_t uid, const uint64_t *busy, uint32_t nbusy,
+                           uint32_t *ret_slot) {
         int r = heap_lock(h);
         if (r < 0)
                 return r;
         for (uint32_t s = 1; s < h->max_slots; s++) {
                 struct heap_slot *sl = &h->slots[s];
                 if (atomic_load(&sl->state) != HEAP_SLOT_FREE)
+                        continue;
+                if (s < nbusy && (busy[s / 64] >> (s % 64)) & 1)
                         continue;
                 sl->pid = pid;
                 sl->uid = uid;

@@ -23,6 +23,9 @@ from conftest import wait_until
 np = pytest.importorskip("numpy")
 MIB = 1 << 20
 METHODS = ["fork", "spawn", "forkserver"]
+# A multiprocessing pool waits forever for a task whose worker died: a
+# failure, not a hang of the whole suite.
+MP_TIMEOUT = 120
 
 
 @pytest.fixture
@@ -213,8 +216,8 @@ def test_pool_map(pool, method):
     arr = pool.ndarray(4000, np.float64)
     arr[:] = np.arange(4000)
     with mp.get_context(method).Pool(2) as workers:
-        sums = workers.map(_double_slice, [(arr, i) for i in range(4)])
-        made = workers.map(_make_array, range(4))
+        sums = workers.map_async(_double_slice, [(arr, i) for i in range(4)]).get(MP_TIMEOUT)
+        made = workers.map_async(_make_array, range(4)).get(MP_TIMEOUT)
     # The workers wrote into the parent's array: it was passed by reference.
     assert (arr == np.arange(4000) * 2).all()
     assert sums == [float((np.arange(4000)[i * 1000:(i + 1) * 1000] * 2).sum()) for i in range(4)]
@@ -233,7 +236,8 @@ def test_process_pool_executor(pool):
     arr = pool.ndarray((50, 20), np.float32)
     arr[:] = 1
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
-        views = list(ex.map(_executor_worker, [arr[i * 10:(i + 1) * 10] for i in range(5)]))
+        views = list(ex.map(_executor_worker, [arr[i * 10:(i + 1) * 10] for i in range(5)],
+                            timeout=MP_TIMEOUT))
     assert (arr == 2).all()
     for v in views:
         assert (v == 2).all() and isinstance(v.base, scav.Buffer)

@@ -307,7 +307,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         break;
                 }
                 case 9:
-                        if (poolwork_claim(d, SLOTS, 7, 7, &slot, why, sizeof(why)) == 0 && (slot == 0 || slot >= SLOTS))
+                        if (poolwork_claim(d, SLOTS, NULL, 7, 7, &slot, why, sizeof(why)) == 0 && (slot == 0 || slot >= SLOTS))
                                 abort();
                         break;
                 case 10:

@@ -4,6 +4,9 @@
  * descriptors (/proc/PID/fd) and memory (VmRSS) where they started, and
  * the client's own descriptors too. Half the cycles close properly
  * (scav_close), half are child processes that just exit (hang-up).
+ *
+ * And a client that opens while another one's close is on its way to the
+ * daemon gets a slot of its own (test_open_during_close).
  */
 
 #include <errno.h>
@@ -13,6 +16,8 @@
 
 #include "../lib/daemon.h"
 #include "../lib/test.h"
+#include "heap/heap.h"
+#include "scav-internal.h"
 #include "scav.h"
 
 TEST_DEFINE_GLOBALS;
@@ -82,6 +87,42 @@ static int quiet_fds(pid_t pid) {
         return a;
 }
 
+/*
+ * scav_close() gives its slot back in the heap, then hangs up; the daemon
+ * reclaims the slot number when it sees the hang-up. A scav_open() whose
+ * HELLO the daemon takes in between must not get that slot: the reclaim
+ * would take it, and the new client's allocations, from under it (two
+ * processes of a multiprocessing pool once ended up sharing one slot this
+ * way, and the pool hung). Here the close is cut in two, as a busy daemon
+ * sees it.
+ */
+static void test_open_during_close(const struct test_daemon *d) {
+        scav_pool *a, *b, *c;
+        uint32_t slot_a, slot_b;
+        size_t size;
+        uint64_t off;
+        char line[64];
+
+        CHECK(scav_open("cycle", &a) == 0);
+        slot_a = atomic_load(&a->slot);
+        CHECK(heap_slot_reclaim(a->heap, slot_a) >= 0); /* scav_close's first half */
+        CHECK(scav_open("cycle", &b) == 0);
+        slot_b = atomic_load(&b->slot);
+        CHECKF(slot_b != slot_a, "slot %u given to a new client before the daemon saw its owner close it",
+               slot_a);
+        CHECK(scav_alloc(b, 5 * 4096, 0, &off) == 0);
+        scav_close(a); /* the rest: the hang-up, and a reclaim of slot_a by the daemon */
+        snprintf(line, sizeof(line), "(slot %u) hung up", slot_a);
+        CHECKF(test_daemon_wait_log(d, line, 20), "the daemon did not see slot %u hang up", slot_a);
+        /* b's slot and allocation are b's still. */
+        CHECK(scav_size(b, off, &size) == 0 && size == 5 * 4096);
+        CHECK(scav_open("cycle", &c) == 0);
+        CHECKF(atomic_load(&c->slot) != slot_b, "slot %u of a live client given out again", slot_b);
+        scav_close(c);
+        CHECK(scav_free(b, off) == 0);
+        scav_close(b);
+}
+
 int main(void) {
         struct test_daemon d;
         struct scav_stats st;
@@ -143,6 +184,8 @@ int main(void) {
                 printf("scav_open (connect, HELLO, map, MAPPED): median %" PRIu64 " us, 90th %" PRIu64
                        " us\n", us[50], us[90]);
         }
+
+        test_open_during_close(&d);
 
         CHECK(scav_stats(watch, &st) == 0);
         CHECK_EQ_U64(st.inuse, 0);

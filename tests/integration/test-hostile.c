@@ -266,19 +266,6 @@ static void act_hold_scav_lock(scav_pool *p) {
 
 /* ---- what the daemon says about pool a ---- */
 
-static bool log_has(const char *needle) {
-        char line[2048];
-        bool found = false;
-        FILE *f = fopen(d.log, "re");
-
-        if (!f)
-                return false;
-        while (!found && fgets(line, sizeof(line), f))
-                found = strstr(line, needle) != NULL;
-        fclose(f);
-        return found;
-}
-
 /* Waits (at most 10 s) until `scavctl check a` fails; returns its output. */
 static bool check_a_fails(char *out, size_t len) {
         for (int i = 0; i < 100; i++) {
@@ -321,7 +308,7 @@ static void a_quarantined(const char *name, bool stuck, const char *want) {
                 nl = strchr(logline, '\n');
                 if (nl)
                         *nl = 0;
-                CHECKF(log_has(logline), "%s: the log lacks \"%s\"", name, logline);
+                CHECKF(test_daemon_log_has(&d, logline), "%s: the log lacks \"%s\"", name, logline);
         }
         /* Every request on a quarantined pool: -EUCLEAN. */
         {
@@ -376,9 +363,8 @@ static void case_slot_garbage(void) {
 static void case_mcache_garbage(void) {
         pid_t pid = hostile(act_mcache_garbage);
         reap(pid); /* its reclaim flushes medium caches of noise */
-        for (int i = 0; i < 200 && !log_has("(slot 1) hung up: reclaimed"); i++)
-                usleep(10000);
-        CHECKF(log_has("(slot 1) hung up: reclaimed"), "mcache garbage: the slot was not reclaimed");
+        CHECKF(test_daemon_wait_log(&d, "(slot 1) hung up: reclaimed", 2),
+               "mcache garbage: the slot was not reclaimed");
         scavctl_quiet("scavenge", "a");
         b_serves("medium-cache garbage");
         /* A thread cache's state and bracket are no hints (its lists are): noise in
@@ -432,7 +418,7 @@ static void stuck_case(const char *name, void (*act)(scav_pool *p), const char *
         snprintf(want, sizeof(want), "stuck: %s lock held by pid %d (slot", lock, (int) pid);
         a_quarantined(name, true, want);
         snprintf(want, sizeof(want), "disconnecting pid %d, which holds the pool's lock", (int) pid);
-        CHECKF(log_has(want), "%s: the holder was not disconnected", name);
+        CHECKF(test_daemon_log_has(&d, want), "%s: the holder was not disconnected", name);
         b_serves(name);
         reap(pid);
 }
@@ -610,12 +596,12 @@ static void case_slots(void) {
         n = open_as(65534, A_SLOTS + 1, nobody, &last);
         CHECKF(n == A_PER_USER && last == -EDQUOT, "uid 65534 got %d slots, then %d (%s); want %d, then -EDQUOT", n,
                last, strerror(-last), A_PER_USER);
-        CHECK(log_has("uid 65534 holds its 12 client slots (max_clients_per_user)"));
+        CHECK(test_daemon_log_has(&d, "uid 65534 holds its 12 client slots (max_clients_per_user)"));
         n = open_as(65533, A_SLOTS + 1, other, &last);
         CHECKF(n == A_SLOTS - A_RESERVED - A_PER_USER && last == -EUSERS,
                "uid 65533 got %d slots, then %d (%s); want %d, then -EUSERS", n, last, strerror(-last),
                A_SLOTS - A_RESERVED - A_PER_USER);
-        CHECK(log_has("taken (1 more kept for root)"));
+        CHECK(test_daemon_log_has(&d, "taken (1 more kept for root)"));
         n = open_as(0, 2, root, &last);
         CHECKF(n == A_RESERVED && last == -EUSERS, "root got %d slots, then %d; want %d, then -EUSERS", n, last,
                A_RESERVED);
@@ -687,7 +673,7 @@ static void case_wake_flood(void) {
                (double) (cpu1 - cpu0) / 1e9);
         /* Unthrottled, reading them took a whole core. */
         CHECKF(cpu1 - cpu0 < 300000000, "the daemon ran %.3f s of 3 s during a WAKE flood", (double) (cpu1 - cpu0) / 1e9);
-        CHECK(log_has("more than 64 messages a second, the rest waits"));
+        CHECK(test_daemon_log_has(&d, "more than 64 messages a second, the rest waits"));
         b_serves("WAKE flood");
         close(fd);
         a_consistent("WAKE flood");

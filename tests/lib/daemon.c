@@ -83,6 +83,30 @@ void test_daemon_dump_log(const struct test_daemon *d) {
         fclose(f);
 }
 
+bool test_daemon_log_has(const struct test_daemon *d, const char *needle) {
+        char line[2048];
+        bool found = false;
+        FILE *f = fopen(d->log, "re");
+
+        if (!f)
+                return false;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, needle) != NULL;
+        fclose(f);
+        return found;
+}
+
+bool test_daemon_wait_log(const struct test_daemon *d, const char *needle, unsigned seconds) {
+        uint64_t deadline = test_now_usec() + (uint64_t) seconds * 1000000;
+
+        while (!test_daemon_log_has(d, needle)) {
+                if (test_now_usec() >= deadline)
+                        return false;
+                usleep(10000);
+        }
+        return true;
+}
+
 static int spawn(struct test_daemon *d) {
         const char *scavd = test_scavd_path();
         uint64_t deadline;

@@ -48,6 +48,9 @@ void test_daemon_kill(struct test_daemon *d);
 void test_daemon_cleanup(struct test_daemon *d);
 /* Prints the last lines of the daemon's log to stderr. */
 void test_daemon_dump_log(const struct test_daemon *d);
+/* A line of the daemon's log contains needle; now, or within seconds. */
+bool test_daemon_log_has(const struct test_daemon *d, const char *needle);
+bool test_daemon_wait_log(const struct test_daemon *d, const char *needle, unsigned seconds);
 /* The end of a test with a daemon: it must stop cleanly (a check); its log
  * is printed if any check failed; its directory is removed. Inline: only a
  * test (with test.h's globals) calls it, not the helpers that link this. */
