@@ -336,10 +336,11 @@ struct hello_job {
         struct conn *c;
         bool reconnect;
         uint32_t slot, pid, uid;
-        /* Slots not FREE here when the HELLO came (a claim only): the heap
-         * may already have one of them free -- its client's scav_close()
-         * gave it back itself -- while its hang-up, and with it a reclaim
-         * of that slot number, is still on the way to us. */
+        /* Slots LIVE here when the HELLO came (a claim only): the heap may
+         * already have one of them free -- its client's scav_close() gave
+         * it back itself -- while its hang-up, and with it a reclaim of
+         * that slot number, is still on the way to us. (A RECLAIMING slot's
+         * reclaim is already queued ahead of this claim.) */
         uint64_t busy[];
 };
 
@@ -472,7 +473,7 @@ int session_hello(struct conn *c, const struct scav_msg_hello *m) {
         if (!j)
                 return hello_refuse(c, -ENOMEM);
         for (uint32_t s = 0; !reconnect && s < p->n_slots; s++)
-                if (p->slots[s].state != POOL_SLOT_FREE)
+                if (p->slots[s].state == POOL_SLOT_LIVE)
                         j->busy[s / 64] |= UINT64_C(1) << (s % 64);
         j->c = conn_ref(c);
         j->reconnect = reconnect;
