@@ -164,6 +164,10 @@ int poolwork_start_gen(heap *h, uint64_t memory_limit, struct heap_gen_report *r
         return heap_scavenge_start_gen(h, ret);
 }
 
+int poolwork_reap_caches(heap *h, bool *ret_tc_held) {
+        return reap_caches(h, HEAP_REAP_GEN, ret_tc_held);
+}
+
 int poolwork_force(heap *h, struct poolwork_force *f, const _Atomic bool *stop, char *why, size_t len) {
         uint64_t want = f->bytes ? f->bytes : UINT64_MAX;
         int64_t t0, r;

@@ -3,7 +3,11 @@
  * The background scavenger on sd-event: carries out what pacer.c decides.
  *
  * Per pool, a generation timer (generation_interval) ends a generation
- * (scavengeStartGen), traces it, and sets the next goal. One background
+ * (scavengeStartGen), traces it, and sets the next goal; while client
+ * threads' caches hold pages it also fires half-way through, for a reap of
+ * them alone, so that a thread's cache comes back within one generation of
+ * the thread going idle (reap.c: idle is "no operation since the last
+ * reap"; with reaps every half generation, two of them see it). One background
  * scavenger serves every pool: it wakes when a generation finds a pool over
  * its goal, works a burst (>= 1 ms in 2 MiB quanta, bgscavenge's run), sleeps
  * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
@@ -66,6 +70,8 @@ struct pool_scav {
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
         struct pacer_refault rf;
         bool tc_held;              /* thread caches held free pages at the last reap (issue 13) */
+        bool half_next;            /* the timer is armed for the half-generation reap... */
+        uint64_t gen_at;           /* ...and then for the generation, at this CLOCK_MONOTONIC usec */
 };
 
 
@@ -394,6 +400,20 @@ static void gen_arm(struct pool_scav *ps) {
         (void) sd_event_source_set_time_relative(ps->gen_timer, ps->s->gen_interval_usec);
         (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
         ps->gen_parked = false;
+        ps->half_next = false;
+}
+
+/* The next generation an interval from now, and while thread caches hold
+ * pages, their reap half-way there. */
+static void gen_arm_after(struct pool_scav *ps) {
+        uint64_t now;
+
+        gen_arm(ps);
+        if (!ps->tc_held || sd_event_now(ps->s->event, CLOCK_MONOTONIC, &now) < 0)
+                return;
+        ps->gen_at = now + ps->s->gen_interval_usec;
+        ps->half_next = true;
+        (void) sd_event_source_set_time(ps->gen_timer, now + ps->s->gen_interval_usec / 2);
 }
 
 /* A parked pool's generations start again, one interval from now. */
@@ -443,12 +463,61 @@ static struct gen_job *gen_job_new(struct pool_scav *ps) {
         return j;
 }
 
+/* The half-generation reap: a job of its own, in the generation's place
+ * (gen_running), which then arms the generation's own time. */
+struct reap_job {
+        struct pool_job pj;
+        bool tc_held;
+};
+
+static void reap_run(struct pool_job *pj) {
+        struct reap_job *j = (struct reap_job *) pj;
+
+        pj->error = poolwork_reap_caches(pj->pool->heap, &j->tc_held);
+}
+
+static void reap_done(struct pool_job *pj) {
+        struct reap_job *j = (struct reap_job *) pj;
+        struct pool_scav *ps = pj->pool->scav;
+
+        if (!ps)
+                return;
+        ps->gen_running = false;
+        if (pj->cancelled || pj->pool->quarantined || ps->s->stopping)
+                return;
+        if (pj->error >= 0)
+                ps->tc_held = j->tc_held;
+        if (ps->half_next) { /* not re-armed meanwhile (gen_arm) */
+                ps->half_next = false;
+                (void) sd_event_source_set_time(ps->gen_timer, ps->gen_at);
+                (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
+        }
+        if (ps->s->status_changed)
+                ps->s->status_changed(ps->s->status_userdata);
+}
+
+static int half_reap(struct pool_scav *ps) {
+        struct reap_job *j = pool_job_new(ps->pool, sizeof(*j), reap_run, reap_done);
+
+        if (!j)
+                return -ENOMEM;
+        j->pj.check_on_error = true;
+        ps->gen_running = true;
+        pool_post(&j->pj);
+        return 0;
+}
+
 static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
         struct pool_scav *ps = userdata;
         struct gen_job *j;
 
         if (ps->gen_running || ps->s->stopping)
                 return 0;
+        if (ps->half_next) {
+                if (half_reap(ps) < 0)
+                        gen_arm(ps);
+                return 0;
+        }
         j = gen_job_new(ps);
         if (!j) {
                 gen_arm(ps);
@@ -474,7 +543,7 @@ static void gen_after(struct pool_scav *ps, const struct heap_gen_report *rep, c
                 log_debug("pool %s: idle at generation %" PRIu64 ", generations parked", ps->pool->cfg.name,
                           st->gen);
         } else
-                gen_arm(ps);
+                gen_arm_after(ps);
         ps->last = now;
         if (changed && s->status_changed)
                 s->status_changed(s->status_userdata);
