@@ -3,11 +3,13 @@
  * The background scavenger on sd-event: carries out what pacer.c decides.
  *
  * Per pool, a generation timer (generation_interval) ends a generation
- * (scavengeStartGen), traces it, and sets the next goal; while client
- * threads' caches hold pages it also fires half-way through, for a reap of
- * them alone, so that a thread's cache comes back within one generation of
- * the thread going idle (reap.c: idle is "no operation since the last
- * reap"; with reaps every half generation, two of them see it). One background
+ * (scavengeStartGen), traces it, and sets the next goal; it also fires a
+ * third and two thirds of the way, for a reap of client threads' caches
+ * alone, so that a thread's cache comes back within one generation of the
+ * thread going idle (reap.c: idle is "no operation since the last reap",
+ * so the second reap after its last operation takes it: at most two thirds
+ * of a generation later). A reap that finds no cache active costs a lock
+ * hold and no barrier; a parked pool has no timer at all. One background
  * scavenger serves every pool: it wakes when a generation finds a pool over
  * its goal, works a burst (>= 1 ms in 2 MiB quanta, bgscavenge's run), sleeps
  * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
@@ -55,6 +57,11 @@ struct gen_snapshot {
         uint64_t inuse, heap_sys, released;
 };
 
+/* Reaps of client threads' caches alone between two generations: an idle
+ * thread's caches are back two reaps after its last operation, within 2/3
+ * of a generation. */
+#define REAPS_BETWEEN_GENS 2u
+
 struct pool_scav {
         scavenger *s;
         struct pool *pool;
@@ -70,8 +77,8 @@ struct pool_scav {
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
         struct pacer_refault rf;
         bool tc_held;              /* thread caches held free pages at the last reap (issue 13) */
-        bool half_next;            /* the timer is armed for the half-generation reap... */
-        uint64_t gen_at;           /* ...and then for the generation, at this CLOCK_MONOTONIC usec */
+        unsigned reaps_left;       /* reaps of thread caches alone before the next generation... */
+        uint64_t gen_at;           /* ...which starts at this CLOCK_MONOTONIC usec */
 };
 
 
@@ -396,24 +403,28 @@ static void generation_ended(struct pool_scav *ps, const struct heap_gen_report 
                 bg_wake(s);
 }
 
-static void gen_arm(struct pool_scav *ps) {
-        (void) sd_event_source_set_time_relative(ps->gen_timer, ps->s->gen_interval_usec);
+/* The timer for what comes next: the reap reaps_left before the generation, or the generation. */
+static void gen_arm_next(struct pool_scav *ps) {
+        uint64_t step = ps->s->gen_interval_usec / (REAPS_BETWEEN_GENS + 1);
+
+        (void) sd_event_source_set_time(ps->gen_timer, ps->gen_at - ps->reaps_left * step);
         (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
-        ps->gen_parked = false;
-        ps->half_next = false;
 }
 
-/* The next generation an interval from now, and while thread caches hold
- * pages, their reap half-way there. */
-static void gen_arm_after(struct pool_scav *ps) {
+/* The next generation an interval from now, and the reaps before it. */
+static void gen_arm(struct pool_scav *ps) {
         uint64_t now;
 
-        gen_arm(ps);
-        if (!ps->tc_held || sd_event_now(ps->s->event, CLOCK_MONOTONIC, &now) < 0)
+        ps->gen_parked = false;
+        ps->reaps_left = 0;
+        if (sd_event_now(ps->s->event, CLOCK_MONOTONIC, &now) >= 0) {
+                ps->gen_at = now + ps->s->gen_interval_usec;
+                ps->reaps_left = REAPS_BETWEEN_GENS;
+                gen_arm_next(ps);
                 return;
-        ps->gen_at = now + ps->s->gen_interval_usec;
-        ps->half_next = true;
-        (void) sd_event_source_set_time(ps->gen_timer, now + ps->s->gen_interval_usec / 2);
+        }
+        (void) sd_event_source_set_time_relative(ps->gen_timer, ps->s->gen_interval_usec);
+        (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
 }
 
 /* A parked pool's generations start again, one interval from now. */
@@ -463,8 +474,8 @@ static struct gen_job *gen_job_new(struct pool_scav *ps) {
         return j;
 }
 
-/* The half-generation reap: a job of its own, in the generation's place
- * (gen_running), which then arms the generation's own time. */
+/* A reap between generations: a job of its own, in the generation's place
+ * (gen_running), which then arms the next reap or the generation. */
 struct reap_job {
         struct pool_job pj;
         bool tc_held;
@@ -487,16 +498,15 @@ static void reap_done(struct pool_job *pj) {
                 return;
         if (pj->error >= 0)
                 ps->tc_held = j->tc_held;
-        if (ps->half_next) { /* not re-armed meanwhile (gen_arm) */
-                ps->half_next = false;
-                (void) sd_event_source_set_time(ps->gen_timer, ps->gen_at);
-                (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
+        if (ps->reaps_left > 0) { /* not re-armed meanwhile (gen_arm) */
+                ps->reaps_left--;
+                gen_arm_next(ps);
         }
         if (ps->s->status_changed)
                 ps->s->status_changed(ps->s->status_userdata);
 }
 
-static int half_reap(struct pool_scav *ps) {
+static int reap_between(struct pool_scav *ps) {
         struct reap_job *j = pool_job_new(ps->pool, sizeof(*j), reap_run, reap_done);
 
         if (!j)
@@ -513,8 +523,8 @@ static int gen_timer_cb(sd_event_source *src, uint64_t usec, void *userdata) {
 
         if (ps->gen_running || ps->s->stopping)
                 return 0;
-        if (ps->half_next) {
-                if (half_reap(ps) < 0)
+        if (ps->reaps_left > 0) {
+                if (reap_between(ps) < 0)
                         gen_arm(ps);
                 return 0;
         }
@@ -543,7 +553,7 @@ static void gen_after(struct pool_scav *ps, const struct heap_gen_report *rep, c
                 log_debug("pool %s: idle at generation %" PRIu64 ", generations parked", ps->pool->cfg.name,
                           st->gen);
         } else
-                gen_arm_after(ps);
+                gen_arm(ps);
         ps->last = now;
         if (changed && s->status_changed)
                 s->status_changed(s->status_userdata);
@@ -729,6 +739,7 @@ int scavenger_add_pool(scavenger *s, struct pool *p) {
         if (r < 0)
                 return log_error_errno(r, "pool %s: failed to add the generation timer: %m", p->cfg.name);
         (void) sd_event_source_set_description(ps->gen_timer, "scavenger-generation");
+        gen_arm(ps); /* the same time, and the reaps before it */
 
         s->pools[s->n_pools] = ps;
         s->pps[s->n_pools] = &ps->pp;

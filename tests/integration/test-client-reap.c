@@ -88,15 +88,16 @@ static void filler_stop(struct filler *f, pthread_t t) {
         }
 }
 
-/* Waits until in-use is want: the generation it was seen at, or 0 after 30 s. */
-static uint64_t wait_inuse(scav_pool *p, uint64_t want, struct scav_stats *st) {
+/* Waits until in-use is want (st: the figures then, st->gen the generation
+ * it was seen at); false after 30 s. */
+static bool wait_inuse(scav_pool *p, uint64_t want, struct scav_stats *st) {
         uint64_t deadline = test_now_usec() + 30 * 1000000ull;
         do {
                 if (scav_stats(p, st) == 0 && st->inuse == want)
-                        return st->gen;
+                        return true;
                 usleep(5000);
         } while (test_now_usec() < deadline);
-        return 0;
+        return false;
 }
 
 int main(void) {
@@ -118,13 +119,14 @@ int main(void) {
         uint64_t g0 = st.gen;
         CHECKF(st.inuse > (BLOCKS * 16 + 3) * PAGE, "in use %" PRIu64 ": the cache counts as in use", st.inuse);
         printf("idle thread holds %" PRIu64 " KiB (3 pages live) at generation %" PRIu64 "\n", st.inuse >> 10, g0);
-        uint64_t g = wait_inuse(p, 3 * PAGE, &st);
-        CHECKF(g != 0, "in use still %" PRIu64 " at generation %" PRIu64 ": the idle thread's cache never came back",
+        bool back = wait_inuse(p, 3 * PAGE, &st);
+        uint64_t g = st.gen;
+        CHECKF(back, "in use still %" PRIu64 " at generation %" PRIu64 ": the idle thread's cache never came back",
                st.inuse, st.gen);
-        /* Within one generation: reaps come every half generation while
-         * caches hold pages, and the second one after the thread's last
-         * operation finds it idle. At the latest that is half-way through
-         * the generation after the one it went idle in. */
+        /* Within one generation: reaps come every third of a generation,
+         * and the second one after the thread's last operation finds it
+         * idle. At the latest that is in the generation after the one it
+         * went idle in. */
         CHECKF(g <= g0 + 1, "came back at generation %" PRIu64 ", went idle at %" PRIu64, g, g0);
         printf("given back at generation %" PRIu64 "\n", g);
         CHECK(test_pool_check(&d, "reap"));
@@ -177,7 +179,7 @@ int main(void) {
         CHECK(kill(pid, SIGKILL) == 0);
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
-        CHECKF(wait_inuse(p, 0, &st) != 0, "in use %" PRIu64 " after the client was killed", st.inuse);
+        CHECKF(wait_inuse(p, 0, &st), "in use %" PRIu64 " after the client was killed", st.inuse);
         CHECK(test_pool_check(&d, "reap"));
 
         scav_close(p);
