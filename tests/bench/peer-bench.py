@@ -464,6 +464,26 @@ def row_share(args, bindir, daemon, res):
 
 
 
+def row_tcache(args, bindir, daemon, res):
+    """Row 7 (issue 13): thread caches after a burst, and their way back."""
+    log("row 7: thread caches after a burst")
+    out = []
+    err = None
+    for i in range(args.runs):
+        if daemon is None:
+            err = "no daemon"
+            break
+        txt, e = run([os.path.join(bindir, "tcache-scav"), "--threads", "2", "--seconds", "0.5",
+                      "--window", "10"], daemon.env("bench"), timeout=60)
+        if e:
+            err = e
+            daemon.restart()
+            continue
+        out.append(kv(txt.strip().splitlines()[-1]))
+    res["tcache"] = out
+    res["tcache_err"] = err
+
+
 def row_release(args, bindir, daemon, res):
     log("row 3: releasing memory (forced scavenge vs raw punch-hole)")
     runs = {"raw-64K": [], "raw-2M": [], "scavenge": [], "ratio": [], "scav_cpu": []}
@@ -1225,6 +1245,31 @@ def write_report(args, res, path):
             A(f"- failed: `{res['share_err']}`")
             A("")
 
+    # Row 7
+    tc = res.get("tcache")
+    if tc is not None:
+        A("## 7. Thread caches after a burst")
+        A("")
+        A("What client threads keep in their caches (issue 13; `tests/bench/peer-tcache-scav.c`): two "
+          "threads of one client allocate and free for 0.5 s (1 to 128 pages, 256 live each, the first "
+          "byte written), free everything and go idle (blocked, not exited); the pool's in use is then "
+          "what their caches keep, read every 5 ms until it is 0. Daemon as above "
+          "(`generation_interval = 1s`); median of "
+          f"{args.runs} runs. The design's bound per thread: 16 MiB of page cache and 32 MiB of lists "
+          "(docs/design-heap.md).")
+        A("")
+        A("| run | held, both threads | held per thread | back after idle | generations started meanwhile |")
+        A("|---|---|---|---|---|")
+        for i, d in enumerate(tc):
+            back, gens = d.get("back_s"), d.get("back_gens")
+            A(f"| {i + 1} | {fmt_bytes(d.get('held_bytes'))} | {fmt_bytes(d.get('held_per_thread_bytes'))} | "
+              f"{'never (10 s)' if back is None or back < 0 else f'{back:.2f} s'} | "
+              f"{'—' if gens is None else f'{gens:.0f}'} |")
+        A("")
+        if res.get("tcache_err"):
+            A(f"- failed: `{res['tcache_err']}`")
+            A("")
+
     # Commands
     A("## Commands")
     A("")
@@ -1370,6 +1415,20 @@ def compute(args, res):
                      f"{cpg / floor:.2f}× (bar ≤ 1.3×)"))
     else:
         B.append(bar(None, "scavd CPU per GiB released ÷ floor"))
+    # Issue 13: thread caches bounded, and back within one generation of going idle.
+    tc = res.get("tcache") or []
+    held = median([d.get("held_per_thread_bytes") for d in tc])
+    if held is None:
+        B.append(bar(None, "thread caches after a burst (issue 13): no figure"))
+    else:
+        B.append(bar(held <= 48 * MIB, f"held per thread after a burst (issue 13): {fmt_bytes(held)} "
+                     "(bar ≤ 48 MiB: 16 MiB page cache + 32 MiB lists)"))
+        # A bound, so the slowest run.
+        backs = [d.get("back_s") for d in tc]
+        back = max([b if b is not None and b >= 0 else float("inf") for b in backs])
+        B.append(bar(back <= 1.0, "thread caches back after the threads go idle, slowest run (issue 13): " +
+                     ("never" if back == float("inf") else f"{back:.2f} s") +
+                     " (bar ≤ 1 generation, 1 s)"))
     res["bars"] = B
 
 
@@ -1388,7 +1447,7 @@ def main():
     ap.add_argument("--burst", default="1G")
     ap.add_argument("--keep", default="64M")
     ap.add_argument("--release-bytes", default="1G")
-    ap.add_argument("--rows", default="1,2,3,4,5,6")
+    ap.add_argument("--rows", default="1,2,3,4,5,6,7")
     ap.add_argument("--trace-systems", default="", help="comma list: only these row-4 systems")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the report from the last run's saved results, measuring nothing")
@@ -1448,6 +1507,8 @@ def main():
             row_scale(args, build, bindir, daemon, res)
         if "6" in rows:
             row_share(args, bindir, daemon, res)
+        if "7" in rows:
+            row_tcache(args, bindir, daemon, res)
     finally:
         if daemon:
             res["daemon_restarts"] = daemon.restarts
