@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Row 7 driver (issue 13): what client threads' caches keep after a burst,
+ * Row 8 driver (issue 13): what client threads' caches keep after a burst,
  * and how soon the daemon takes it back once the threads go idle. Through
  * libscav and a real scavd ($SCAVD_SOCKET, pool $PEER_POOL or "bench",
  * nothing else live in it).

@@ -1,4 +1,4 @@
-# Row 7 (issue 13): what client threads' caches keep after a burst, and how
+# Row 8 (issue 13): what client threads' caches keep after a burst, and how
 # soon the daemon takes it back once they go idle. peer-bench.py runs it
 # against its daemon.
 
