@@ -2,6 +2,10 @@
 # The Python module's tests (python/tests, pytest) against the real daemon of
 # this build, which python/tests/conftest.py starts on a private socket.
 #
+# A test still running after 180 s has every thread's stack printed
+# (faulthandler), so that a hang says where it waits before run.sh's
+# timeout kills it.
+#
 # For the ASan+UBSan build the module is instrumented but /usr/bin/python3
 # is not: ASan's runtime has to be the first library loaded (LD_PRELOAD),
 # and leak detection is off because the interpreter deliberately leaves
@@ -34,4 +38,4 @@ cd "$top"
 exec env ${preload:+LD_PRELOAD="$preload"} ${preload:+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"} \
         PYTHONPATH="$build/python" PYTHONDONTWRITEBYTECODE=1 BUILD="$build" \
         "$python" -m pytest -q -p no:cacheprovider -W error::pytest.PytestUnraisableExceptionWarning \
-        python/tests
+        -o faulthandler_timeout=180 python/tests
