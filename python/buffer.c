@@ -176,6 +176,50 @@ static PySequenceMethods buffer_as_sequence = {
         .sq_length = (lenfunc) buffer_length,
 };
 
+/*
+ * Indexing as mmap.mmap does it: buf[i] is an int, buf[a:b] a bytes copy,
+ * and assignment writes in place (an int, or as many bytes as the slice
+ * covers). Done through a memoryview of the Buffer, which checks the index
+ * and the value and is released before returning, so no export outlives
+ * the call.
+ */
+static PyObject *buffer_subscript(ScavBuffer *b, PyObject *key) {
+        PyObject *mv, *item, *r;
+
+        mv = PyMemoryView_FromObject((PyObject *) b);
+        if (!mv)
+                return NULL;
+        item = PyObject_GetItem(mv, key);
+        Py_DECREF(mv);
+        if (!item || !PyMemoryView_Check(item))
+                return item;
+        r = PyBytes_FromObject(item);
+        Py_DECREF(item);
+        return r;
+}
+
+static int buffer_ass_subscript(ScavBuffer *b, PyObject *key, PyObject *value) {
+        PyObject *mv;
+        int r;
+
+        if (!value) {
+                PyErr_SetString(PyExc_TypeError, "scav.Buffer has a fixed size: its bytes cannot be deleted");
+                return -1;
+        }
+        mv = PyMemoryView_FromObject((PyObject *) b);
+        if (!mv)
+                return -1;
+        r = PyObject_SetItem(mv, key, value);
+        Py_DECREF(mv);
+        return r;
+}
+
+static PyMappingMethods buffer_as_mapping = {
+        .mp_length = (lenfunc) buffer_length,
+        .mp_subscript = (binaryfunc) buffer_subscript,
+        .mp_ass_subscript = (objobjargproc) buffer_ass_subscript,
+};
+
 static PyObject *buffer_release_method(ScavBuffer *b, PyObject *unused) {
         if (scavpy_buffer_release(b) < 0)
                 return NULL;
@@ -422,10 +466,12 @@ PyTypeObject ScavBuffer_Type = {
         .tp_dealloc = (destructor) buffer_dealloc,
         .tp_repr = (reprfunc) buffer_repr,
         .tp_as_sequence = &buffer_as_sequence,
+        .tp_as_mapping = &buffer_as_mapping,
         .tp_as_buffer = &buffer_as_buffer,
         .tp_flags = Py_TPFLAGS_DEFAULT,
         .tp_doc = "One reference to an allocation of a scavd pool; made by Pool.alloc(), Pool.lookup(), "
-                  "Pool.from_handle() or unpickling. Exports a writable buffer.",
+                  "Pool.from_handle() or unpickling. Exports a writable buffer; buf[i] and buf[a:b] read "
+                  "and write it as mmap.mmap does.",
         .tp_weaklistoffset = offsetof(ScavBuffer, weakreflist),
         .tp_methods = buffer_methods,
         .tp_getset = buffer_getset,

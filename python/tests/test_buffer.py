@@ -44,6 +44,34 @@ def test_views_are_the_shared_memory(pool):
     b.release()
 
 
+def test_indexing_as_mmap(pool):
+    """buf[i] an int, buf[a:b] a copy; assignment writes the shared memory
+    in place, never resizes, and leaves no export behind."""
+    b = pool.alloc(16, zero=True)
+    b[0:5] = b"hello"
+    b[5] = ord("!")
+    b[-1] = 7
+    assert b[0:6] == b"hello!" and isinstance(b[0:6], bytes)
+    assert b[0] == ord("h") and b[-1] == 7 and b[::5] == b"h!\x00\x07"
+    assert bytes(memoryview(b)[:6]) == b"hello!"  # the same memory
+    with pytest.raises(ValueError):
+        b[0:3] = b"too long"
+    with pytest.raises(ValueError):
+        b[0] = 256
+    with pytest.raises(TypeError):
+        b[0] = "h"
+    with pytest.raises(IndexError):
+        b[16]
+    with pytest.raises(TypeError):
+        del b[0]
+    assert b[0:6] == b"hello!", "a refused assignment changed nothing"
+    b.release()  # no export left by any of the above
+    with pytest.raises(ValueError, match="released"):
+        b[0]
+    with pytest.raises(ValueError, match="released"):
+        b[0] = 1
+
+
 def test_zero(pool):
     n = 3 * MIB  # no page cache: the next allocation gets the same pages
     b = pool.alloc(n)
