@@ -56,6 +56,30 @@ static inline int kd_fill_free(scav_pool *p) {
         return 0;
 }
 
+/*
+ * kd_fill_free until all of KD_FREE is backed: the daemon's pressure
+ * source is system-wide, so the machine's own memory stalls (another
+ * test's writeback settling, a loaded machine) may make it release some
+ * of it while we fill. A few tries, half a second apart. *ret_backed: the
+ * bytes backed then. 0, -EIO if it never held, or kd_fill_free's error.
+ */
+static inline int kd_fill_free_backed(scav_pool *p, uint64_t *ret_backed) {
+        for (int tries = 0;; tries++) {
+                int r = kd_fill_free(p);
+
+                if (r < 0)
+                        return r;
+                *ret_backed = kd_backed(p);
+                if (*ret_backed >= KD_FREE)
+                        return 0;
+                fprintf(stderr, "only %" PRIu64 " MiB backed after filling%s\n", *ret_backed / MiB,
+                        tries < 4 ? ": pressure from elsewhere, filling again" : "");
+                if (tries == 4)
+                        return -EIO;
+                usleep(500000);
+        }
+}
+
 /* Lines of the daemon's log containing both a and b (b may be NULL). */
 static inline unsigned kd_log_lines(const struct test_daemon *d, const char *a, const char *b) {
         char line[2048];
