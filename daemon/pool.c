@@ -352,6 +352,9 @@ static void pool_job_run(struct job *jb) {
         if (j->check_on_error && j->error < 0 && j->error != -EUCLEAN && j->error != -ESTALE && j->error != -EIO &&
             poolwork_check(p->heap, j->problem, sizeof(j->problem)) < 0)
                 j->error = -EUCLEAN;
+        if (j->error == -EUCLEAN && !j->problem[0] && heap_recover_problem(p->heap)[0])
+                /* This worker found a dead holder and could not recover: say why. */
+                snprintf(j->problem, sizeof(j->problem), "recovery failed: %s", heap_recover_problem(p->heap));
         if (j->error == -EUCLEAN && !j->problem[0] && poolwork_check(p->heap, j->problem, sizeof(j->problem)) >= 0)
                 snprintf(j->problem, sizeof(j->problem), "the heap is marked corrupt");
         if (j->error == -EUCLEAN || j->no_stats)

@@ -148,6 +148,9 @@ struct heap_lock_wait {
         _Atomic uint32_t holder;   /* thread id in the lock word when the wait began; 0: none */
 };
 void heap_set_untrusted(heap *h, struct heap_lock_wait *wait);
+/* Why this process's last recovery after a dead lock holder failed (the
+ * pool is then marked corrupt), or "" if none did. */
+const char *heap_recover_problem(heap *h);
 
 /* Heap geometry as this process sees it. */
 void *heap_base(heap *h);

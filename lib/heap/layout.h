@@ -370,6 +370,9 @@ struct heap {
         bool tc_fenced;
         /* heap_set_untrusted(): locks on the lock word alone (lock.c), waits published here. */
         struct heap_lock_wait *untrusted;
+        /* Why this process's last recovery after a dead lock holder failed
+         * (heap_recover_problem): the caller says it, not the library. */
+        char recover_problem[256];
 };
 
 static inline uint64_t heap_load(const uint64_t *p) {

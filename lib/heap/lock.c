@@ -271,6 +271,10 @@ static void guarded_unlock(heap *h, pthread_mutex_t *m, unsigned which, bool kee
         guard.held &= ~which;
 }
 
+const char *heap_recover_problem(heap *h) {
+        return h->recover_problem;
+}
+
 void heap_set_untrusted(heap *h, struct heap_lock_wait *wait) {
         static struct heap_lock_wait unwatched;
         h->untrusted = wait ?: &unwatched;

@@ -190,21 +190,22 @@ static void recount(heap *h) {
 
 int heap_recover_locked(heap *h) {
         struct heap_intent it = h->hdr->intent;
-        char buf[256];
         int r;
 
         r = roll_forward(h, &it);
-        if (r < 0)
+        if (r < 0) {
+                snprintf(h->recover_problem, sizeof(h->recover_problem),
+                         "recovery after a dead lock holder: its intent record cannot be completed");
                 return r;
+        }
         heap_intent_end(h);
         heap_share_fixup_locked(h);
         heap_summary_rebuild(h);
         recount(h);
-        r = heap_check_locked(h, buf, sizeof(buf));
-        if (r < 0) {
-                fprintf(stderr, "heap: recovery failed: %s\n", buf);
+        r = heap_check_locked(h, h->recover_problem, sizeof(h->recover_problem));
+        if (r < 0)
                 return r;
-        }
+        h->recover_problem[0] = '\0';
         heap_store(&h->hdr->recoveries, h->hdr->recoveries + 1);
         return 0;
 }

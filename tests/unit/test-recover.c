@@ -370,6 +370,8 @@ static void run(const struct scenario *sc, void (*cleanup)(heap *h, uint64_t *of
         CHECK(heap_get_stats(h, &st) == 0);
         CHECKF(st.recoveries == (sc->op == HEAP_OP_NONE ? 0u : 1u), "%s: %" PRIu64 " recoveries", sc->name,
                st.recoveries);
+        CHECKF(heap_recover_problem(h)[0] == '\0', "%s: a recovery that worked says \"%s\"", sc->name,
+               heap_recover_problem(h));
 
         CHECKF(heap_slot_reclaim(h, child) >= 0, "%s: reclaim", sc->name);
         if (sc->after) {
@@ -454,6 +456,9 @@ int main(void) {
         waitpid(pid, &status, 0);
         uint64_t a;
         CHECK(heap_alloc(t.h, 0, 1, 0, &a) == -EUCLEAN);
+        /* Said to the caller (the daemon logs it), not printed by the library. */
+        CHECKF(strstr(heap_recover_problem(t.h), "intent record cannot be completed"), "why: \"%s\"",
+               heap_recover_problem(t.h));
         CHECK(heap_free(t.h, 0, 0, 0) == -EUCLEAN);
         char buf[128];
         CHECK(heap_check(t.h, buf, sizeof(buf)) == -EUCLEAN);
