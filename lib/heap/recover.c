@@ -195,7 +195,7 @@ int heap_recover_locked(heap *h) {
         r = roll_forward(h, &it);
         if (r < 0) {
                 snprintf(h->recover_problem, sizeof(h->recover_problem),
-                         "recovery after a dead lock holder: its intent record cannot be completed");
+                         "the dead lock holder's intent record cannot be completed");
                 return r;
         }
         heap_intent_end(h);
