@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -114,10 +115,15 @@ static int spawn(struct test_daemon *d) {
 
         if (!scavd)
                 TEST_SKIP("no scavd binary (set SCAVD or BUILD)");
+        pid_t parent = getpid();
         pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
+                /* A test that crashes or is killed by run.sh's timeout takes
+                 * its daemon with it (a clean stop: SIGTERM). */
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(127);
                 int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
                 if (fd >= 0) {
                         dup2(fd, 1);
