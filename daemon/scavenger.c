@@ -8,12 +8,13 @@
  * alone, so that a thread's cache comes back within one generation of the
  * thread going idle (reap.c: idle is "no operation since the last reap",
  * so the second reap after its last operation takes it: at most two thirds
- * of a generation later). A reap that finds no cache active costs a lock
- * hold and no barrier; a parked pool has no timer at all. One background
- * scavenger serves every pool: it wakes when a generation finds a pool over
- * its goal, works a burst (>= 1 ms in 2 MiB quanta, bgscavenge's run), sleeps
- * worked / sleepRatio on a one-shot timer, and parks -- no timer armed --
- * when no pool has work. The seed's goroutine park/ready/sleep becomes the
+ * of a generation later). A reap that finds no cache active costs two
+ * short lock holds (the reap, the job's figures) and no barrier; a parked
+ * pool has no timer at all. One background scavenger serves every pool:
+ * it wakes when a generation finds a pool over its goal, works a burst
+ * (>= 1 ms in 2 MiB quanta, bgscavenge's run), sleeps worked / sleepRatio
+ * on a one-shot timer, and parks -- no timer armed -- when no pool has
+ * work. The seed's goroutine park/ready/sleep becomes the
  * states of that one timer.
  *
  * The work itself runs on the pools' workers (pool_post): a generation is
@@ -413,18 +414,10 @@ static void gen_arm_next(struct pool_scav *ps) {
 
 /* The next generation an interval from now, and the reaps before it. */
 static void gen_arm(struct pool_scav *ps) {
-        uint64_t now;
-
         ps->gen_parked = false;
-        ps->reaps_left = 0;
-        if (sd_event_now(ps->s->event, CLOCK_MONOTONIC, &now) >= 0) {
-                ps->gen_at = now + ps->s->gen_interval_usec;
-                ps->reaps_left = REAPS_BETWEEN_GENS;
-                gen_arm_next(ps);
-                return;
-        }
-        (void) sd_event_source_set_time_relative(ps->gen_timer, ps->s->gen_interval_usec);
-        (void) sd_event_source_set_enabled(ps->gen_timer, SD_EVENT_ONESHOT);
+        ps->gen_at = ns_to_usec_up(clock_ns(CLOCK_MONOTONIC)) + ps->s->gen_interval_usec;
+        ps->reaps_left = REAPS_BETWEEN_GENS;
+        gen_arm_next(ps);
 }
 
 /* A parked pool's generations start again, one interval from now. */
