@@ -168,6 +168,8 @@ static int parse_duration(const char *s, uint64_t *ret_usec) {
                 mult = 1;
         else if (strcmp(e, "min") == 0)
                 mult = 60e6;
+        else if (strcmp(e, "h") == 0)
+                mult = 3600e6;
         else
                 return -EINVAL;
         v *= mult;
@@ -377,7 +379,7 @@ static int daemon_key(struct parse_state *s, const char *key, const char *value)
                 r = parse_duration(value, &c->generation_interval_usec);
                 if (r < 0)
                         return fail(s, s->line, r,
-                                    "generation_interval: %s value '%s' (want seconds or ms, 1ms-1h)",
+                                    "generation_interval: %s value '%s' (want seconds or us, ms, s, min, h; 1ms-1h)",
                                     error_word(r), value);
         } else if (strcmp(key, "bpf") == 0) {
                 bool b;
@@ -408,7 +410,7 @@ static int daemon_key(struct parse_state *s, const char *key, const char *value)
         } else if (strcmp(key, "lock_timeout") == 0) {
                 r = parse_duration(value, &c->lock_timeout_usec);
                 if (r < 0)
-                        return fail(s, s->line, r, "lock_timeout: %s value '%s' (want seconds or ms, 1ms-1h)",
+                        return fail(s, s->line, r, "lock_timeout: %s value '%s' (want seconds or us, ms, s, min, h; 1ms-1h)",
                                     error_word(r), value);
         } else
                 return fail(s, s->line, -EINVAL, "%s: unknown key in [daemon]", key);
