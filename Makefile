@@ -45,7 +45,7 @@ SO_MINOR := 0.1
 # Debian packages a build and `make check` need (binary -> package pairs are in deps).
 DEB_BUILD := gcc make pkg-config clang bpftool libsystemd-dev libinih-dev libbpf-dev \
 	libclang-rt-14-dev systemd libcap2-bin util-linux procps python3 zsh
-DEB_BENCH := libjemalloc-dev libgoogle-perftools-dev libboost-dev golang-go gnuplot-nox
+DEB_BENCH := libjemalloc-dev libgoogle-perftools-dev libboost-dev golang-go gnuplot-nox valgrind linux-perf
 
 PKGS := libsystemd inih libbpf
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)

@@ -437,6 +437,47 @@ def profile_libscav(bindir, daemon, outdir, res):
     res["profile"] = prof
 
 
+INSTR_ALLOCATORS = ["libscav", "tcmalloc", "jemalloc", "glibc"]
+INSTR_SIZES = ["8k", "64k", "mixed"]
+INSTR_PAIRS = (20000, 100000)
+
+
+def count_instructions(bindir, daemon, res):
+    """User-space instructions per alloc+free pair under callgrind: the
+    marginal count between two runs of --pairs, so that filling, warm-up and
+    start-up cancel. Unlike the wall clock (which swings by 2x between runs
+    on this kind of machine), it is the same from run to run, and it says
+    how much of a gap is work rather than waiting for memory."""
+    out_res = {}
+    if shutil.which("valgrind") is None:
+        res["instr"] = {"err": "valgrind not installed"}
+        return
+    log("row 1: instructions per pair (callgrind)")
+    for a in INSTR_ALLOCATORS:
+        if a == "libscav" and daemon is None:
+            continue
+        for size in INSTR_SIZES:
+            counts = []
+            for pairs in INSTR_PAIRS:
+                cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                       alloc_driver(bindir, a), size, "--pairs", str(pairs)]
+                env = daemon.env("bench") if a == "libscav" else None
+                p = subprocess.run(cmd, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                                   timeout=300)
+                m = re.search(r"Collected : (\d+)", p.stderr)
+                done = kv(p.stdout.strip().splitlines()[-1]).get("pairs") if p.stdout.strip() else None
+                if p.returncode != 0 or not m or not done:
+                    counts = None
+                    if a == "libscav":
+                        daemon.restart()
+                    break
+                counts.append((int(m.group(1)), int(done)))
+            if counts:
+                (i1, p1), (i2, p2) = counts
+                out_res[(a, size)] = (i2 - i1) / (p2 - p1)
+    res["instr"] = out_res
+
+
 # --------------------------------------------------------------------------
 # Row 3: releasing memory
 
@@ -1037,6 +1078,25 @@ def write_report(args, res, path):
                 A(f"- {size}: " + "; ".join(f"{k} {v:.0f}%" for k, v in d["cats"].items()) + " of the samples.")
         A("")
 
+    instr = res.get("instr", {})
+    if instr.get("err"):
+        A(f"(No instruction counts: {instr['err']}.)")
+        A("")
+    elif instr:
+        A("User-space instructions per alloc+free pair, benchmark loop included (the same loop for "
+          "every allocator): `valgrind --tool=callgrind` of each driver with `--pairs "
+          f"{INSTR_PAIRS[0]}` and `--pairs {INSTR_PAIRS[1]}`, the difference divided by the difference "
+          "in pairs. These counts repeat exactly from run to run; the times above do not.")
+        A("")
+        A("| size | " + " | ".join(INSTR_ALLOCATORS) + " | libscav ÷ tcmalloc |")
+        A("|---|" + "---|" * (len(INSTR_ALLOCATORS) + 1))
+        for size in INSTR_SIZES:
+            cells = [f"{instr[(a, size)]:,.0f}" if (a, size) in instr else "—" for a in INSTR_ALLOCATORS]
+            ratio = (f"{instr[('libscav', size)] / instr[('tcmalloc', size)]:.2f}×"
+                     if ("libscav", size) in instr and ("tcmalloc", size) in instr else "—")
+            A(f"| {size} | " + " | ".join(cells) + f" | {ratio} |")
+        A("")
+
     # Row 2
     A("## 2. Two client processes on the two cores, one pool")
     A("")
@@ -1499,6 +1559,7 @@ def main():
         if "1" in rows:
             row_daemon_stopped(args, bindir, daemon, res)
             profile_libscav(bindir, daemon, outdir, res)
+            count_instructions(bindir, daemon, res)
         if "2" in rows:
             row_two(args, bindir, daemon, res)
         if "3" in rows:
