@@ -1088,7 +1088,7 @@ def write_report(args, res, path):
           f"{INSTR_PAIRS[0]}` and `--pairs {INSTR_PAIRS[1]}`, the difference divided by the difference "
           "in pairs. These counts repeat exactly from run to run; the times above do not.")
         A("")
-        A("| size | " + " | ".join(INSTR_ALLOCATORS) + " | libscav ÷ tcmalloc |")
+        A("| size | " + " | ".join(INSTR_ALLOCATORS) + " | libscav's count ÷ tcmalloc's |")
         A("|---|" + "---|" * (len(INSTR_ALLOCATORS) + 1))
         for size in INSTR_SIZES:
             cells = [f"{instr[(a, size)]:,.0f}" if (a, size) in instr else "—" for a in INSTR_ALLOCATORS]
