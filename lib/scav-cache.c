@@ -73,14 +73,33 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         c = cache_claim(p);
         if (c == SCAV_SHARED_CACHE)
                 atomic_fetch_add(&p->shared_users, 1);
-        else
-                heap_tctx_init_table(p->heap, atomic_load(&p->slot), c, &p->tctx[c]);
+        /* Unarmed (key 0): the caller arms it (scav_thread_cache_arm). */
         *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c,
                                        .x = c == SCAV_SHARED_CACHE ? NULL : &p->tctx[c] };
         /* Any non-NULL value makes the destructor run at thread exit. */
         (void) pthread_setspecific(tls_key, (void *) 1);
         *shared = c == SCAV_SHARED_CACHE;
         return c;
+}
+
+void scav_thread_cache_arm(scav_pool *p) {
+        struct scav_tls_entry *e = scav_tls_find(p);
+        uint64_t key;
+        uint32_t slot;
+
+        if (!e || e->cache == SCAV_SHARED_CACHE)
+                return;
+        /* The key first: the registry stores the slot, or the loss, before a
+         * new key, so a key read here comes with that slot and that loss. */
+        key = atomic_load_explicit(&p->fast_key, memory_order_acquire);
+        slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
+        if (atomic_load_explicit(&p->lost, memory_order_relaxed)) {
+                e->key = 0;
+                return;
+        }
+        if (p->tctx[e->cache].slot != slot) /* a new claim, or a reconnect took another slot */
+                heap_tctx_init_table(p->heap, slot, e->cache, &p->tctx[e->cache]);
+        e->key = key;
 }
 
 void scav_thread_caches_forget(void) {

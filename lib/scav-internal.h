@@ -44,6 +44,11 @@ struct scav_pool {
         ino_t heap_ino;
 
         _Atomic uint32_t slot;        /* changes only if a reconnect had to take a new slot */
+        /* What a thread's TLS entry must hold for the fast paths to use its
+         * cache: unique in the process, renewed (registry lock) after a
+         * reconnect stored the slot, and when the pool is lost. One compare
+         * then says pool, incarnation, slot and not lost (scav_tls_fast). */
+        _Atomic uint64_t fast_key;
         uint64_t token;
         int sock;                     /* session; -1 while the daemon is away */
         atomic_bool lost;             /* the daemon came back with another heap */
@@ -95,6 +100,7 @@ scav_pool *scav_registry_find_locked(uint64_t id);
  * stale). Read inline on the allocation path. */
 #define SCAV_TLS_POOLS 8 /* pools one thread holds caches in; more share one */
 struct scav_tls_entry {
+        uint64_t key;           /* the pool's fast_key when this thread last armed its cache; 0: not armed */
         const scav_pool *pool;  /* compared, never dereferenced */
         uint64_t id;
         const struct heap_tctx *x; /* &pool->tctx[cache] (the fast paths), NULL for the shared cache */
@@ -111,6 +117,25 @@ static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
                         return &scav_tls_entries[i];
         return NULL;
 }
+
+/* The fast paths' lookup: this thread's entry armed for p as it is now
+ * (p->fast_key; only the slow paths arm one, scav_thread_cache_arm), or
+ * NULL. Keys are never 0 and never reused, so an entry of a closed pool,
+ * of the slot before a reconnect, or of a pool since lost never matches. */
+static inline const struct scav_tls_entry *scav_tls_fast(const scav_pool *p) {
+        uint64_t key = atomic_load_explicit(&p->fast_key, memory_order_relaxed);
+
+        if (_likely_(scav_tls_entries[0].key == key))
+                return &scav_tls_entries[0];
+        for (unsigned i = 1; i < SCAV_TLS_POOLS; i++)
+                if (scav_tls_entries[i].key == key)
+                        return &scav_tls_entries[i];
+        return NULL;
+}
+
+/* Arms this thread's entry for p, if it has a cache of its own: its
+ * context for the current slot, and the current key (slow paths). */
+void scav_thread_cache_arm(scav_pool *p);
 
 /* Claims a page cache for this thread (its first allocation from p). */
 uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared);

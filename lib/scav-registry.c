@@ -208,11 +208,15 @@ static void *watcher(void *unused) {
                                 scav_session_close(&s);
                 } else if (r >= 0) {
                         atomic_store(&target->slot, s.slot);
+                        /* After the slot: a thread that sees the new key
+                         * arms its cache for the new slot (scav_thread_cache_arm). */
+                        atomic_store_explicit(&target->fast_key, next_id++, memory_order_release);
                         target->token = s.token;
                         target->sock = s.sock;
                         target->disconnected = false;
                 } else if (r == -ESTALE) {
                         atomic_store(&target->lost, true);
+                        atomic_store_explicit(&target->fast_key, next_id++, memory_order_release);
                         target->disconnected = false;
                 } else {
                         target->retry_at_ms = now_ms() + target->backoff_ms;
@@ -255,6 +259,7 @@ int scav_registry_add(scav_pool *p) {
         pthread_once(&atfork_once, atfork_init);
         scav_registry_lock();
         p->id = next_id++;
+        atomic_store_explicit(&p->fast_key, next_id++, memory_order_release);
         p->fork_gen = atomic_load(&scav_fork_gen);
         p->next = registry;
         registry = p;

@@ -171,8 +171,8 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
 
         cache = scav_thread_cache(p, &shared);
         if (_likely_(!shared)) {
-                if (p->tctx[cache].slot != slot) /* a reconnect took another slot */
-                        heap_tctx_init_table(p->heap, slot, cache, &p->tctx[cache]);
+                /* The next calls take the fast path (a first call, a reconnect). */
+                scav_thread_cache_arm(p);
                 return heap_cache_alloc(p->heap, slot, cache, npages, heap_flags(flags), off);
         }
         pthread_mutex_lock(&p->shared_lock);
@@ -182,20 +182,18 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
 }
 
 /*
- * The common case inline (heap/fast.h): a thread with its own cache in p,
- * no flags, at most HEAP_MCACHE_MAX_PAGES pages. A thread's entry exists
- * only in the process that made it (a fork's child forgets them), so the
- * fork check is the slow path's; everything else goes there too, by a tail
- * call, so that the fast path needs no frame.
+ * The common case inline (heap/fast.h): a thread whose cache in p is armed
+ * (scav_tls_fast: one compare says the pool, its slot and that it is not
+ * lost), no flags, at most HEAP_MCACHE_MAX_PAGES pages. A thread's entry
+ * exists only in the process that made it (a fork's child forgets them), so
+ * the fork check is the slow path's; everything else goes there too, by a
+ * tail call, so that the fast path needs no frame.
  */
 _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
         const struct scav_tls_entry *e;
-        const struct heap_tctx *x;
 
-        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_find(p)) && (x = e->x) &&
-                     x->slot == atomic_load_explicit(&p->slot, memory_order_relaxed) &&
-                     !atomic_load_explicit(&p->lost, memory_order_relaxed)) &&
-            _likely_(heap_fast_alloc(x, ((uint64_t) size + p->page_size - 1) >> p->page_shift, off, true) == 0))
+        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_fast(p))) &&
+            _likely_(heap_fast_alloc(e->x, (((uint64_t) size - 1) >> e->x->page_shift) + 1, off, true) == 0))
                 return 0;
         return scav_alloc_slow(p, size, flags, off);
 }
@@ -229,9 +227,10 @@ static _noinline_ int scav_free_slow(scav_pool *p, uint64_t off) {
 
         slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
         cache = scav_thread_cache_peek(p, &shared);
-        if (_likely_(!shared))
+        if (_likely_(!shared)) {
+                scav_thread_cache_arm(p); /* a thread that only frees gets its fast path back after a reconnect */
                 r = heap_free(p->heap, slot, cache, off);
-        else {
+        } else {
                 pthread_mutex_lock(&p->shared_lock);
                 r = heap_free(p->heap, slot, cache, off);
                 pthread_mutex_unlock(&p->shared_lock);
@@ -262,13 +261,11 @@ static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, uint32_t cache,
 /* The common case inline, as scav_alloc: this thread's own allocation. */
 _public_ int scav_free(scav_pool *p, uint64_t off) {
         const struct scav_tls_entry *e;
-        const struct heap_tctx *x;
         int r;
 
-        if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_find(p)) ||
-                       !(x = e->x) || x->slot != atomic_load_explicit(&p->slot, memory_order_relaxed)))
+        if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_fast(p))))
                 return scav_free_slow(p, off);
-        r = heap_fast_free(x, off);
+        r = heap_fast_free(e->x, off);
         if (_likely_(r == 0)) {
                 if (_likely_(tls_frees++ % SCAV_WAKE_EVERY != 0))
                         return 0;
