@@ -198,18 +198,28 @@ _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off
         return scav_alloc_slow(p, size, flags, off);
 }
 
-/* Frees by this thread; every SCAV_WAKE_EVERY-th looks at the clock. */
-static __thread unsigned tls_frees __attribute__((tls_model("initial-exec")));
-#define SCAV_WAKE_EVERY 64u
+/* Frees this thread has left before it looks at the clock again, minus
+ * one: a countdown that goes negative on the first free and then on every
+ * SCAV_WAKE_EVERY-th, so that the hot path is one decrement of TLS memory
+ * and a branch on its sign. */
+static __thread int tls_frees_left __attribute__((tls_model("initial-exec")));
+#define SCAV_WAKE_EVERY 64
+
+static inline bool free_tick(void) {
+        if (_likely_(--tls_frees_left >= 0))
+                return false;
+        tls_frees_left = SCAV_WAKE_EVERY - 1;
+        return true;
+}
 
 /*
  * A free may give the daemon work while its pool is parked. Telling it costs
- * the hot path one thread-local increment: the first free of a thread and
+ * the hot path one thread-local decrement: the first free of a thread and
  * then every 64th read the coarse clock, and at most one WAKE per pool per
  * 250 ms is sent (scav_wake_daemon).
  */
 static inline void free_note(scav_pool *p) {
-        if (_unlikely_(tls_frees++ % SCAV_WAKE_EVERY == 0))
+        if (_unlikely_(free_tick()))
                 scav_wake_daemon(p);
 }
 
@@ -267,7 +277,7 @@ _public_ int scav_free(scav_pool *p, uint64_t off) {
                 return scav_free_slow(p, off);
         r = heap_fast_free(e->x, off);
         if (_likely_(r == 0)) {
-                if (_likely_(tls_frees++ % SCAV_WAKE_EVERY != 0))
+                if (_likely_(!free_tick()))
                         return 0;
                 return scav_free_wake(p);
         }
