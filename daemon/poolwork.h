@@ -60,7 +60,7 @@ int poolwork_names(heap *h, uint64_t from, struct heap_name_info *ret, uint32_t 
 
 /* ret_tc_held: client threads' caches still hold pages after the reap that goes first. */
 int poolwork_start_gen(heap *h, uint64_t memory_limit, struct heap_gen_report *ret, bool *ret_tc_held);
-/* The same reap alone, half a generation later (scavenger.c). */
+/* The same reap alone, a third and two thirds of the way to the next generation (scavenger.c). */
 int poolwork_reap_caches(heap *h, bool *ret_tc_held);
 
 /* Ports mheap.scavengeAll: a generation, then release of bytes (0: all), unpaced. */

@@ -471,6 +471,7 @@ static struct gen_job *gen_job_new(struct pool_scav *ps) {
  * (gen_running), which then arms the next reap or the generation. */
 struct reap_job {
         struct pool_job pj;
+        uint64_t gen_at;        /* the schedule it belongs to (ps->gen_at when posted) */
         bool tc_held;
 };
 
@@ -491,10 +492,12 @@ static void reap_done(struct pool_job *pj) {
                 return;
         if (pj->error >= 0)
                 ps->tc_held = j->tc_held;
-        if (ps->reaps_left > 0) { /* not re-armed meanwhile (gen_arm) */
+        /* A reload may have re-armed the schedule meanwhile (gen_arm): then
+         * its reaps are all still to come. Either way the timer is set
+         * again, in case it fired while this job ran (gen_timer_cb skips). */
+        if (ps->gen_at == j->gen_at)
                 ps->reaps_left--;
-                gen_arm_next(ps);
-        }
+        gen_arm_next(ps);
         if (ps->s->status_changed)
                 ps->s->status_changed(ps->s->status_userdata);
 }
@@ -505,6 +508,7 @@ static int reap_between(struct pool_scav *ps) {
         if (!j)
                 return -ENOMEM;
         j->pj.check_on_error = true;
+        j->gen_at = ps->gen_at;
         ps->gen_running = true;
         pool_post(&j->pj);
         return 0;
