@@ -174,9 +174,9 @@ int main(void) {
                 CHECKF(pressure != UINT64_MAX && pressure >= n, "pressure events %" PRIu64, pressure);
         }
 
-        CHECKF(kd_log_lines(&d, "scav " KD_POOL " ", "(forced") >= n, "%u forced trace lines for %u rounds",
-               kd_log_lines(&d, "scav " KD_POOL " ", "(forced"), n);
-        if (!kd_log_lines(&d, "scav " KD_POOL " ", "memcg reclaim"))
+        CHECKF(test_daemon_log_count(&d, "scav " KD_POOL " ", "(forced") >= n, "%u forced trace lines for %u rounds",
+               test_daemon_log_count(&d, "scav " KD_POOL " ", "(forced"), n);
+        if (!test_daemon_log_count(&d, "scav " KD_POOL " ", "memcg reclaim"))
                 printf("NOTE: the forced trace lines do not say why (\"memcg reclaim\"): "
                        "trace_gen has no reason field yet\n");
 

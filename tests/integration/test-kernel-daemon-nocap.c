@@ -87,10 +87,10 @@ int main(void) {
                 }
                 r = test_daemon_stop(&d);
                 CHECKF(r == 0, "daemon exit status %d", r);
-                CHECKF(kd_log_lines(&d, "BPF unavailable", NULL) == 1, "%u \"BPF unavailable\" lines",
-                       kd_log_lines(&d, "BPF unavailable", NULL));
+                CHECKF(test_daemon_log_count(&d, "BPF unavailable", NULL) == 1, "%u \"BPF unavailable\" lines",
+                       test_daemon_log_count(&d, "BPF unavailable", NULL));
                 if (have_psi)
-                        CHECK(kd_log_lines(&d, "BPF unavailable", "pressure comes from PSI") == 1);
+                        CHECK(test_daemon_log_count(&d, "BPF unavailable", "pressure comes from PSI") == 1);
                 if (test_failures)
                         test_daemon_dump_log(&d);
                 test_daemon_cleanup(&d);
@@ -101,7 +101,7 @@ int main(void) {
         CHECKF(r < 0, "the daemon started with bpf = on and no CAP_BPF");
         if (r == 0)
                 (void) test_daemon_stop(&d);
-        CHECKF(kd_log_lines(&d, "bpf=on", "CAP_BPF") >= 1, "no line saying bpf=on needs CAP_BPF");
+        CHECKF(test_daemon_log_count(&d, "bpf=on", "CAP_BPF") >= 1, "no line saying bpf=on needs CAP_BPF");
         if (test_failures)
                 test_daemon_dump_log(&d);
         test_daemon_cleanup(&d);

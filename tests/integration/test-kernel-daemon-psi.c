@@ -86,8 +86,8 @@ int main(void) {
                 CHECKF(pressure != UINT64_MAX && pressure >= 1, "pressure events %" PRIu64, pressure);
                 CHECK_EQ_U64(faults, 0);
         }
-        CHECKF(kd_log_lines(&d, "scav " KD_POOL " ", "(forced") >= 1, "no forced trace line");
-        if (!kd_log_lines(&d, "scav " KD_POOL " ", "psi"))
+        CHECKF(test_daemon_log_count(&d, "scav " KD_POOL " ", "(forced") >= 1, "no forced trace line");
+        if (!test_daemon_log_count(&d, "scav " KD_POOL " ", "psi"))
                 printf("NOTE: the forced trace line does not say why (\"psi memory some\"): "
                        "trace_gen has no reason field yet\n");
 

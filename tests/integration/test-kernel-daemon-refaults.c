@@ -87,7 +87,7 @@ int main(void) {
         usleep(300000);
 
         CHECK(scav_stats(p, &st) == 0);
-        raised = kd_log_lines(&d, "pacing:", "goal +");
+        raised = test_daemon_log_count(&d, "pacing:", "goal +");
         printf("%d rounds of %d MiB: released %" PRIu64 " MiB, faults %" PRIu64 ", refaults %" PRIu64
                " pages (%.1f MiB), %u pacing lines with a raised goal\n", ROUNDS, CYCLE_MIB,
                (st.released_total - released_before) / MiB, st.faults, st.refaults,

@@ -80,21 +80,6 @@ static inline int kd_fill_free_backed(scav_pool *p, uint64_t *ret_backed) {
         }
 }
 
-/* Lines of the daemon's log containing both a and b (b may be NULL). */
-static inline unsigned kd_log_lines(const struct test_daemon *d, const char *a, const char *b) {
-        char line[2048];
-        unsigned n = 0;
-        FILE *f = fopen(d->log, "re");
-
-        if (!f)
-                return 0;
-        while (fgets(line, sizeof(line), f))
-                if (strstr(line, a) && (!b || strstr(line, b)))
-                        n++;
-        fclose(f);
-        return n;
-}
-
 static inline int kd_cmp_u64(const void *a, const void *b) {
         uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
 

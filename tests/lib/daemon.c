@@ -84,17 +84,22 @@ void test_daemon_dump_log(const struct test_daemon *d) {
         fclose(f);
 }
 
-bool test_daemon_log_has(const struct test_daemon *d, const char *needle) {
+unsigned test_daemon_log_count(const struct test_daemon *d, const char *a, const char *b) {
         char line[2048];
-        bool found = false;
+        unsigned n = 0;
         FILE *f = fopen(d->log, "re");
 
         if (!f)
-                return false;
-        while (!found && fgets(line, sizeof(line), f))
-                found = strstr(line, needle) != NULL;
+                return 0;
+        while (fgets(line, sizeof(line), f))
+                if (strstr(line, a) && (!b || strstr(line, b)))
+                        n++;
         fclose(f);
-        return found;
+        return n;
+}
+
+bool test_daemon_log_has(const struct test_daemon *d, const char *needle) {
+        return test_daemon_log_count(d, needle, NULL) > 0;
 }
 
 bool test_daemon_wait_log(const struct test_daemon *d, const char *needle, unsigned seconds) {

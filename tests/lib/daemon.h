@@ -48,6 +48,8 @@ void test_daemon_kill(struct test_daemon *d);
 void test_daemon_cleanup(struct test_daemon *d);
 /* Prints the last lines of the daemon's log to stderr. */
 void test_daemon_dump_log(const struct test_daemon *d);
+/* Lines of the daemon's log containing both a and b (b may be NULL). */
+unsigned test_daemon_log_count(const struct test_daemon *d, const char *a, const char *b);
 /* A line of the daemon's log contains needle; now, or within seconds. */
 bool test_daemon_log_has(const struct test_daemon *d, const char *needle);
 bool test_daemon_wait_log(const struct test_daemon *d, const char *needle, unsigned seconds);
