@@ -92,6 +92,8 @@ void scav_thread_cache_arm(scav_pool *p) {
         /* The key first: the registry stores the slot, or the loss, before a
          * new key, so a key read here comes with that slot and that loss. */
         key = atomic_load_explicit(&p->fast_key, memory_order_acquire);
+        if (e->key == key)
+                return; /* armed already: a slow free of a shared allocation, say */
         slot = atomic_load_explicit(&p->slot, memory_order_relaxed);
         if (atomic_load_explicit(&p->lost, memory_order_relaxed)) {
                 e->key = 0;

@@ -178,7 +178,8 @@ uint64_t heap_mcache_trim_locked(heap *h, uint32_t slot, uint32_t cache) {
  * starts on a record line and, where the batch allows, ends on one: a run
  * that merely follows another thread's shares a line with it at the seam
  * (two threads of a benchmark driver filling one fresh pool at once had
- * 55-114 of 500 record lines shared; runs with 2 shared went fastest). The up to 7
+ * 55-120 of 500 record lines shared in 9 runs of 10; the run with 2 shared
+ * went fastest). The up to 7
  * pages skipped below the run stay free; the search address found is still
  * the first free page. The heap grows (*grown) rather than give up the
  * alignment, as heap_alloc_locked would for the request alone: a run that
@@ -300,10 +301,11 @@ static _noinline_ int mcache_refill(heap *h, uint32_t slot, uint32_t cache, unsi
                 r = heap_alloc_locked(h, slot, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), &page, &zp,
                                       &grown);
         }
-        /* A run is the whole batch (its length may have cut it to whole record
-         * lines): blocks added here would sit above the run's on the list,
-         * where mcache_back_extras looks for those. */
-        for (unsigned i = extras > 0 ? batch : 1; r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
+        /* Block by block only without a run. A run is the whole batch (its
+         * length may have cut it to whole record lines): blocks added here
+         * would sit above the run's on the list, where mcache_back_extras
+         * looks for those. */
+        for (unsigned i = 1; extras == 0 && r >= 0 && i < batch && mcache_room(h, t, k, n); i++) {
                 struct heap_zero_plan unused;
                 uint64_t extra;
                 /* Only backed pages: a cache hides what it holds from the
