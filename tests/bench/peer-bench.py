@@ -442,7 +442,7 @@ INSTR_SIZES = ["8k", "64k", "mixed"]
 INSTR_PAIRS = (20000, 100000)
 
 
-def count_instructions(bindir, daemon, res):
+def count_instructions(bindir, daemon, outdir, res):
     """User-space instructions per alloc+free pair under callgrind: the
     marginal count between two runs of --pairs, so that filling, warm-up and
     start-up cancel. Unlike the wall clock (which swings by 2x between runs
@@ -453,20 +453,22 @@ def count_instructions(bindir, daemon, res):
         res["instr"] = {"err": "valgrind not installed"}
         return
     log("row 1: instructions per pair (callgrind)")
+    vlog = os.path.join(outdir, "callgrind.log")
     for a in INSTR_ALLOCATORS:
         if a == "libscav" and daemon is None:
             continue
         for size in INSTR_SIZES:
             counts = []
             for pairs in INSTR_PAIRS:
-                cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                       alloc_driver(bindir, a), size, "--pairs", str(pairs)]
-                env = daemon.env("bench") if a == "libscav" else None
-                p = subprocess.run(cmd, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
-                                   timeout=300)
-                m = re.search(r"Collected : (\d+)", p.stderr)
-                done = kv(p.stdout.strip().splitlines()[-1]).get("pairs") if p.stdout.strip() else None
-                if p.returncode != 0 or not m or not done:
+                out, err = run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                f"--log-file={vlog}", alloc_driver(bindir, a), size, "--pairs", str(pairs)],
+                               daemon.env("bench") if a == "libscav" else None, timeout=300)
+                m = None
+                if not err:
+                    with open(vlog) as f:
+                        m = re.search(r"Collected : (\d+)", f.read())
+                done = kv(out.strip().splitlines()[-1]).get("pairs") if m and out.strip() else None
+                if not done:
                     counts = None
                     if a == "libscav":
                         daemon.restart()
@@ -1559,7 +1561,7 @@ def main():
         if "1" in rows:
             row_daemon_stopped(args, bindir, daemon, res)
             profile_libscav(bindir, daemon, outdir, res)
-            count_instructions(bindir, daemon, res)
+            count_instructions(bindir, daemon, outdir, res)
         if "2" in rows:
             row_two(args, bindir, daemon, res)
         if "3" in rows:
