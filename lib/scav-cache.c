@@ -61,7 +61,7 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         scav_registry_lock();
         for (unsigned i = 0; i < SCAV_TLS_POOLS && !e; i++) {
                 struct scav_tls_entry *t = &scav_tls_entries[i];
-                if (!t->pool || !scav_registry_find_locked(t->id))
+                if (!t->id || !scav_registry_find_locked(t->id))
                         e = t;
         }
         scav_registry_unlock();
@@ -74,7 +74,7 @@ uint32_t scav_thread_cache_claim(scav_pool *p, bool *shared) {
         if (c == SCAV_SHARED_CACHE)
                 atomic_fetch_add(&p->shared_users, 1);
         /* Unarmed (key 0): the caller arms it (scav_thread_cache_arm). */
-        *e = (struct scav_tls_entry) { .pool = p, .id = p->id, .cache = c,
+        *e = (struct scav_tls_entry) { .id = p->id, .cache = c,
                                        .x = c == SCAV_SHARED_CACHE ? NULL : &p->tctx[c] };
         /* Any non-NULL value makes the destructor run at thread exit. */
         (void) pthread_setspecific(tls_key, (void *) 1);
@@ -121,7 +121,7 @@ void scav_thread_caches_release_locked(void) {
                 struct scav_tls_entry *e = &scav_tls_entries[i];
                 scav_pool *p;
 
-                if (!e->pool)
+                if (!e->id)
                         continue;
                 p = scav_registry_find_locked(e->id);
                 if (p && !scav_pool_forked(p)) {

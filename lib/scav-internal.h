@@ -101,8 +101,7 @@ scav_pool *scav_registry_find_locked(uint64_t id);
 #define SCAV_TLS_POOLS 8 /* pools one thread holds caches in; more share one */
 struct scav_tls_entry {
         uint64_t key;           /* the pool's fast_key when this thread last armed its cache; 0: not armed */
-        const scav_pool *pool;  /* compared, never dereferenced */
-        uint64_t id;
+        uint64_t id;            /* the pool's id (never reused); 0: a free entry */
         const struct heap_tctx *x; /* &pool->tctx[cache] (the fast paths), NULL for the shared cache */
         uint32_t cache;
 };
@@ -110,10 +109,10 @@ extern _hidden_ __thread struct scav_tls_entry scav_tls_entries[SCAV_TLS_POOLS] 
 
 static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
         /* Most threads use one pool: its entry is the first, one compare. */
-        if (_likely_(scav_tls_entries[0].pool == p && scav_tls_entries[0].id == p->id))
+        if (_likely_(scav_tls_entries[0].id == p->id))
                 return &scav_tls_entries[0];
         for (unsigned i = 1; i < SCAV_TLS_POOLS; i++)
-                if (scav_tls_entries[i].pool == p && scav_tls_entries[i].id == p->id)
+                if (scav_tls_entries[i].id == p->id)
                         return &scav_tls_entries[i];
         return NULL;
 }
