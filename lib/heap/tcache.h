@@ -29,6 +29,22 @@ static inline struct heap_tcache *heap_tc(heap *h, uint32_t slot, uint32_t cache
 }
 
 /*
+ * seq is written by its owner alone, so a bump needs no locked instruction:
+ * on x86 one add to memory, which other threads see whole (an aligned
+ * 32-bit store) and which, as any x86 store, is a release store. The
+ * compiler keeps it where it is (volatile) but may move other memory
+ * accesses across it: the callers say which must not.
+ */
+static inline void tc_seq_bump(struct heap_tcache *t) {
+#if defined(__x86_64__) || defined(__i386__)
+        __asm__ volatile("addl $1, %0" : "+m"(*(uint32_t *) &t->seq));
+#else
+        atomic_store_explicit(&t->seq, atomic_load_explicit(&t->seq, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+#endif
+}
+
+/*
  * Enters an operation of t's owner (the only thread that uses t's page
  * cache and lists without the lock). True when t is active: the operation
  * may go on without the lock. Else the caller, still inside, calls
@@ -43,8 +59,7 @@ static inline struct heap_tcache *heap_tc(heap *h, uint32_t slot, uint32_t cache
  * could not register fences here instead (t->fenced tells the reaper).
  */
 static inline bool heap_tc_enter_fenced(struct heap_tcache *t, bool fenced) {
-        uint32_t s = atomic_load_explicit(&t->seq, memory_order_relaxed);
-        atomic_store_explicit(&t->seq, s + 1, memory_order_relaxed);
+        tc_seq_bump(t);
         if (_unlikely_(fenced))
                 atomic_thread_fence(memory_order_seq_cst);
         /* The compiler keeps the store above before the load below, and
@@ -62,8 +77,14 @@ static inline bool heap_tc_enter(heap *h, struct heap_tcache *t) {
 
 /* Leaves the operation: what it wrote is visible to whoever then reads seq even. */
 static inline void heap_tc_leave(struct heap_tcache *t) {
+#if defined(__x86_64__) || defined(__i386__)
+        /* A compiler barrier before it; x86 keeps stores in order. */
+        __asm__ volatile("" ::: "memory");
+        tc_seq_bump(t);
+#else
         atomic_store_explicit(&t->seq, atomic_load_explicit(&t->seq, memory_order_relaxed) + 1,
                               memory_order_release);
+#endif
 }
 
 /* The owner, inside an operation that found t not active: activates it, or
