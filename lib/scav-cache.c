@@ -87,7 +87,9 @@ void scav_thread_cache_arm(scav_pool *p) {
         uint64_t key;
         uint32_t slot;
 
-        if (!e || e->cache == SCAV_SHARED_CACHE)
+        /* A process that must fence its operations (no membarrier) keeps
+         * to the full paths: the inline ones are built without the fence. */
+        if (!e || e->cache == SCAV_SHARED_CACHE || p->heap->tc_fenced)
                 return;
         /* The key first: the registry stores the slot, or the loss, before a
          * new key, so a key read here comes with that slot and that loss. */

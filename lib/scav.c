@@ -192,10 +192,13 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
 _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
         const struct scav_tls_entry *e;
 
-        if (_likely_(p && off && !flags && size - 1 < p->fast_max && (e = scav_tls_fast(p))) &&
+        if (_unlikely_(!p || !off || flags))
+                return scav_alloc_slow(p, size, flags, off);
+        if (_likely_(size - 1 < p->fast_max && (e = scav_tls_fast(p))) &&
             _likely_(heap_fast_alloc(e->x, (((uint64_t) size - 1) >> e->x->page_shift) + 1, off, true) == 0))
                 return 0;
-        return scav_alloc_slow(p, size, flags, off);
+        /* No flags here: the tail call has three arguments to keep, not four. */
+        return scav_alloc_slow(p, size, 0, off);
 }
 
 /* Frees this thread has left before it looks at the clock again, minus
@@ -275,7 +278,7 @@ _public_ int scav_free(scav_pool *p, uint64_t off) {
 
         if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_fast(p))))
                 return scav_free_slow(p, off);
-        r = heap_fast_free(e->x, off);
+        r = heap_fast_free(e->x, off, true);
         if (_likely_(r == 0)) {
                 if (_likely_(!free_tick()))
                         return 0;

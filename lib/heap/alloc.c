@@ -288,7 +288,7 @@ int heap_free(heap *h, uint32_t slot, uint32_t cache, uint64_t off) {
         if (valid_slot(h, slot) && cache < HEAP_SLOT_CACHES && !(off & (h->page_size - 1)) && off < h->capacity) {
                 struct heap_tctx x;
                 heap_tctx_init(h, slot, cache, &x);
-                r = heap_fast_free(&x, off);
+                r = heap_fast_free(&x, off, false);
                 if (r >= HEAP_FAST_GIVEBACK) {
                         heap_cache_block_giveback(h, slot, cache, (uint32_t) (r - HEAP_FAST_GIVEBACK));
                         return 0;

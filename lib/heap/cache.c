@@ -201,7 +201,7 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         uint64_t scav = ch->scav[w] & owned;
         if (!owned) {
                 /* The first free page is in this block: the bitmaps changed under the lock. */
-                atomic_store(&h->hdr->corrupt, 1);
+                heap_mark_corrupt(h);
                 return -EUCLEAN;
         }
 

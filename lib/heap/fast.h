@@ -21,6 +21,7 @@
  * than the heap handle, the slot's geometry and the header.
  */
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,7 +46,6 @@ struct heap_tctx {
         struct heap_tcache *t;
         struct heap_cache *c;
         _Atomic uint64_t *records;
-        const _Atomic uint32_t *corrupt;
         uint8_t *base;          /* the heap mapping, or NULL */
         uint64_t owner;         /* HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache) */
         uint64_t cap_pages;     /* the heap's capacity in pages */
@@ -65,7 +65,6 @@ static inline void heap_tctx_init(heap *h, uint32_t slot, uint32_t cache, struct
                 .t = &h->slots[slot].tc[cache],
                 .c = &h->slots[slot].caches[cache],
                 .records = h->records,
-                .corrupt = &h->hdr->corrupt,
                 .base = h->base,
                 .owner = HEAP_REC_MAKE(0, slot + 1, 0) | HEAP_REC_CACHE(cache),
                 .cap_pages = h->capacity_pages,
@@ -77,16 +76,22 @@ static inline void heap_tctx_init(heap *h, uint32_t slot, uint32_t cache, struct
         };
 }
 
-/* heap_tctx_init, and the table of CACHED records: for a context kept. */
+/*
+ * heap_tctx_init, and the table of CACHED records: for a context kept, which
+ * the fast paths then take as "kept" (a constant). Only a process that
+ * needs no fence (h->tc_fenced false) keeps one, so that those fast paths
+ * need not test for it; a fenced process always takes the full paths.
+ */
 static inline void heap_tctx_init_table(heap *h, uint32_t slot, uint32_t cache, struct heap_tctx *x) {
+        assert(!h->tc_fenced);
         heap_tctx_init(h, slot, cache, x);
         for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                 x->cached[k] = heap_mcache_cached_record(heap_mcache_class_pages(k), slot, cache);
 }
 
-/* The CACHED record of a block of class k of this thread cache (table: x has it). */
-static inline uint64_t heap_tctx_cached(const struct heap_tctx *x, unsigned k, bool table) {
-        return table ? x->cached[k] : x->owner | heap_mcache_pages_of[k] | HEAP_REC_MEDIUM | HEAP_REC_CACHED;
+/* The CACHED record of a block of class k of this thread cache (kept: x has it). */
+static inline uint64_t heap_tctx_cached(const struct heap_tctx *x, unsigned k, bool kept) {
+        return kept ? x->cached[k] : x->owner | heap_mcache_pages_of[k] | HEAP_REC_MEDIUM | HEAP_REC_CACHED;
 }
 
 /*
@@ -105,19 +110,19 @@ _Static_assert(HEAP_MCACHE_MIN_PAGES == 2, "heap_fast_alloc takes single pages f
 
 /*
  * Allocation of npages (1 to HEAP_MCACHE_MAX_PAGES), no flags: 0 and
- * *ret_off, or HEAP_FAST_SLOW. table (a constant): x was made by
+ * *ret_off, or HEAP_FAST_SLOW. kept (a constant): x was made by
  * heap_tctx_init_table.
  */
-static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, uint64_t *ret_off, bool table) {
+static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, uint64_t *ret_off, bool kept) {
         struct heap_tcache *t = x->t;
         uint64_t page;
 
-        if (_unlikely_(!heap_tc_enter_fenced(t, x->fenced) ||
-                       atomic_load_explicit(x->corrupt, memory_order_relaxed)))
+        /* Not active: a reap asked, or the heap is marked corrupt (heap_mark_corrupt). */
+        if (_unlikely_(!heap_tc_enter_fenced(t, !kept && x->fenced)))
                 goto slow;
         if (_likely_(npages >= HEAP_MCACHE_MIN_PAGES)) {
                 unsigned k = heap_mcache_class_of[npages], top = t->count[k];
-                uint64_t want = heap_tctx_cached(x, k, table);
+                uint64_t want = heap_tctx_cached(x, k, kept);
                 if (_unlikely_(top - 1 >= HEAP_MCACHE_DEPTH))
                         goto slow; /* empty: the full path refills */
                 page = t->page[k][top - 1];
@@ -167,9 +172,10 @@ slow:
  * capacity): 0, HEAP_FAST_GIVEBACK + a block, or HEAP_FAST_SLOW for
  * anything else (a bad free included: the full path says why). Records
  * are read only for allocations the thread caches hand out, whose pages
- * lie in the grown heap; the capacity bounds the read of any other.
+ * lie in the grown heap; the capacity bounds the read of any other. kept
+ * as for heap_fast_alloc.
  */
-static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off) {
+static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off, bool kept) {
         struct heap_tcache *t = x->t;
         uint64_t page = off >> x->page_shift;
         int r = 0;
@@ -181,8 +187,8 @@ static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off) {
                        n - 1 >= HEAP_MCACHE_MAX_PAGES || page + n > x->cap_pages))
                 return HEAP_FAST_SLOW;
 
-        if (_unlikely_(!heap_tc_enter_fenced(t, x->fenced) ||
-                       atomic_load_explicit(x->corrupt, memory_order_relaxed)))
+        /* Not active: a reap asked, or the heap is marked corrupt (heap_mark_corrupt). */
+        if (_unlikely_(!heap_tc_enter_fenced(t, !kept && x->fenced)))
                 goto slow;
         if (_likely_(rec & HEAP_REC_MEDIUM)) {
                 unsigned k = heap_mcache_class_of[n], top = t->count[k];

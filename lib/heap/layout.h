@@ -191,6 +191,7 @@ enum {
         HEAP_TC_INACTIVE = 0, /* no owner: nothing cached, no blocks; its first operation activates it */
         HEAP_TC_ACTIVE = 1,
         HEAP_TC_REAP = 2,     /* the reaper asks for reap_mode: its owner's next operation does it */
+        HEAP_TC_CORRUPT = 3,  /* the heap is marked corrupt (heap_mark_corrupt): nothing goes on without the lock */
 };
 
 _Static_assert(HEAP_SLOT_CACHES <= 16, "a record names its thread cache in 4 bits");
@@ -412,6 +413,9 @@ int heap_lock(heap *h);
 void heap_unlock(heap *h);
 int heap_scav_lock(heap *h);
 void heap_scav_unlock(heap *h);
+/* Marks the heap corrupt (lock.c): heap_lock and every thread cache's
+ * lock-free path refuse from then on. */
+void heap_mark_corrupt(heap *h);
 /* -EUCLEAN once the heap is marked corrupt, else 0. */
 static inline int heap_checked(heap *h) {
         return atomic_load_explicit(&h->hdr->corrupt, memory_order_relaxed) ? -EUCLEAN : 0;

@@ -298,25 +298,43 @@ static void unlock_raw(heap *h, pthread_mutex_t *m, unsigned which) {
                 pthread_mutex_unlock(m);
 }
 
+/*
+ * Every locked operation refuses a heap marked corrupt (heap_lock), and a
+ * thread cache's owner, whose operations take no lock, refuses a cache
+ * that is not HEAP_TC_ACTIVE (tcache.h): one test on its path instead of
+ * two. So marking the heap makes every cache HEAP_TC_CORRUPT too. Called
+ * with the lock held, or with the lock unusable (ENOTRECOVERABLE), so that
+ * no cache is activated in between (heap_tc_settle locks). A flag set
+ * without it, by a client, takes effect for the caches at the next
+ * heap_lock, which repeats this (the daemon's checks lock every generation).
+ */
+void heap_mark_corrupt(heap *h) {
+        atomic_store(&h->hdr->corrupt, 1);
+        for (uint32_t s = 0; s < h->max_slots; s++)
+                for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                        atomic_store(&h->slots[s].tc[c].state, HEAP_TC_CORRUPT);
+}
+
 int heap_lock(heap *h) {
         int r = lock_raw(h, &h->hdr->heap_lock, HEAP_LOCK_HEAP);
         if (r == EOWNERDEAD) {
                 r = heap_recover_locked(h);
                 if (r < 0) {
-                        atomic_store(&h->hdr->corrupt, 1);
+                        heap_mark_corrupt(h);
                         consistent_raw(h, &h->hdr->heap_lock);
                         unlock_raw(h, &h->hdr->heap_lock, HEAP_LOCK_HEAP);
                         return -EUCLEAN;
                 }
                 consistent_raw(h, &h->hdr->heap_lock);
         } else if (r == ENOTRECOVERABLE) {
-                atomic_store(&h->hdr->corrupt, 1);
+                heap_mark_corrupt(h);
                 if (h->untrusted) /* glibc gives the word back itself */
                         guarded_unlock(h, &h->hdr->heap_lock, HEAP_LOCK_HEAP, true);
                 return -EUCLEAN;
         } else if (r != 0)
                 return -r;
         if (heap_checked(h) < 0) {
+                heap_mark_corrupt(h); /* the flag may have come alone, from a client */
                 unlock_raw(h, &h->hdr->heap_lock, HEAP_LOCK_HEAP);
                 return -EUCLEAN;
         }

@@ -14,7 +14,7 @@
 #include "heap/palloc.h"
 
 static void mark_corrupt(heap *h, const char *why) {
-        atomic_store(&h->hdr->corrupt, 1);
+        heap_mark_corrupt(h);
         (void) why;
 }
 

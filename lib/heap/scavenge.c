@@ -342,7 +342,7 @@ static int scavenge_range_locked(heap *h, uint32_t slot, uint64_t ci, unsigned b
         heap_intent_begin(h, HEAP_OP_SCAV_MARK, slot, 0, page, npages, 0, 0);
         if (heap_pa_alloc_range(h, page, npages) != 0) {
                 /* Go throws "double scavenge": the bitmaps lie. */
-                atomic_store(&h->hdr->corrupt, 1);
+                heap_mark_corrupt(h);
                 heap_intent_end(h);
                 heap_unlock(h);
                 return -EUCLEAN;

@@ -619,6 +619,57 @@ static void test_check_detects(void) {
         heap_test_free(&t);
 }
 
+/*
+ * A heap marked corrupt stops every thread cache's lock-free path, which
+ * tests the cache's state rather than the flag: marked by the library
+ * (heap_mark_corrupt), or by a client that wrote only the flag, at the
+ * next heap_lock (here the daemon's check). A list pop, a list push and a
+ * page from the page cache are refused, and the full paths say -EUCLEAN.
+ */
+static void corrupt_stops_caches(bool flag_alone) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct heap_tctx x0, x1;
+        char buf[256];
+        uint64_t a, one, off;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        fill_lists(h, s, 0, 2, 16);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &a) == 0); /* live, a list's */
+        CHECK(heap_cache_alloc(h, s, 1, 1, 0, &one) == 0); /* live, the page cache's */
+        heap_tctx_init(h, s, 0, &x0);
+        heap_tctx_init(h, s, 1, &x1);
+        /* The fast paths serve before. */
+        CHECK(heap_fast_alloc(&x0, 16, &off, false) == 0);
+        CHECK(heap_fast_free(&x0, off, false) == 0);
+        CHECK(heap_fast_alloc(&x1, 1, &off, false) == 0);
+        CHECK(heap_fast_free(&x1, off, false) == 0);
+
+        if (flag_alone) {
+                atomic_store(&h->hdr->corrupt, 1);
+                CHECK(heap_check(h, buf, sizeof(buf)) == -EUCLEAN);
+        } else {
+                CHECK(heap_lock(h) == 0);
+                heap_mark_corrupt(h);
+                heap_unlock(h);
+        }
+        for (uint32_t c = 0; c < HEAP_SLOT_CACHES; c++)
+                CHECKF(atomic_load(&tc(h, s, c)->state) == HEAP_TC_CORRUPT, "cache %u: state %u", c,
+                       atomic_load(&tc(h, s, c)->state));
+        CHECK(heap_fast_alloc(&x0, 16, &off, false) == HEAP_FAST_SLOW);
+        CHECK(heap_fast_free(&x0, a, false) == HEAP_FAST_SLOW);
+        CHECK(heap_fast_alloc(&x1, 1, &off, false) == HEAP_FAST_SLOW);
+        CHECK(heap_fast_free(&x1, one, false) == HEAP_FAST_SLOW);
+        CHECK(heap_cache_alloc(h, s, 0, 16, 0, &off) == -EUCLEAN);
+        CHECK(heap_cache_alloc(h, s, 1, 1, 0, &off) == -EUCLEAN);
+        CHECK(heap_free(h, s, 0, a) == -EUCLEAN);
+        CHECK(heap_free(h, s, 1, one) == -EUCLEAN);
+        heap_test_free(&t);
+}
+
 int main(void) {
         test_lifo();
         test_run_refill();
@@ -630,6 +681,8 @@ int main(void) {
         test_killed_with_full_lists();
         test_check_detects();
         test_orphans();
+        corrupt_stops_caches(false);
+        corrupt_stops_caches(true);
         if (test_failures) {
                 fprintf(stderr, "%d check(s) failed\n", test_failures);
                 return 1;
