@@ -117,18 +117,24 @@ static inline struct scav_tls_entry *scav_tls_find(const scav_pool *p) {
         return NULL;
 }
 
-/* The fast paths' lookup: this thread's entry armed for p as it is now
- * (p->fast_key; only the slow paths arm one, scav_thread_cache_arm), or
- * NULL. Keys are never 0 and never reused, so an entry of a closed pool,
- * of the slot before a reconnect, or of a pool since lost never matches. */
-static inline const struct scav_tls_entry *scav_tls_fast(const scav_pool *p) {
+/* The fast paths' lookup: the context of this thread's cache in p, if its
+ * entry is armed for p as it is now (p->fast_key; only the slow paths arm
+ * one, scav_thread_cache_arm, and never the shared cache's), or NULL. Keys
+ * are never 0 and never reused, so an entry of a closed pool, of the slot
+ * before a reconnect, or of a pool since lost never matches. The context,
+ * not the entry: its load then addresses TLS directly. */
+static inline const struct heap_tctx *scav_tls_fast(const scav_pool *p) {
         uint64_t key = atomic_load_explicit(&p->fast_key, memory_order_relaxed);
 
-        if (_likely_(scav_tls_entries[0].key == key))
-                return &scav_tls_entries[0];
+        if (_likely_(scav_tls_entries[0].key == key)) {
+                const struct heap_tctx *x = scav_tls_entries[0].x;
+                if (!x) /* an armed entry has its context: no test for it */
+                        __builtin_unreachable();
+                return x;
+        }
         for (unsigned i = 1; i < SCAV_TLS_POOLS; i++)
                 if (scav_tls_entries[i].key == key)
-                        return &scav_tls_entries[i];
+                        return scav_tls_entries[i].x;
         return NULL;
 }
 

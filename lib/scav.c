@@ -190,12 +190,17 @@ static _noinline_ int scav_alloc_slow(scav_pool *p, size_t size, unsigned flags,
  * tail call, so that the fast path needs no frame.
  */
 _public_ int scav_alloc(scav_pool *p, size_t size, unsigned flags, uint64_t *off) {
-        const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
 
-        if (_unlikely_(!p || !off || flags))
+        /* One test each: combined, they cost a flag computation each. */
+        if (_unlikely_(!p))
                 return scav_alloc_slow(p, size, flags, off);
-        if (_likely_(size - 1 < p->fast_max && (e = scav_tls_fast(p))) &&
-            _likely_(heap_fast_alloc(e->x, (((uint64_t) size - 1) >> e->x->page_shift) + 1, off, true) == 0))
+        if (_unlikely_(flags))
+                return scav_alloc_slow(p, size, flags, off);
+        if (_unlikely_(!off))
+                return scav_alloc_slow(p, size, flags, off);
+        if (_likely_(size - 1 < p->fast_max && (x = scav_tls_fast(p))) &&
+            _likely_(heap_fast_alloc(x, (((uint64_t) size - 1) >> x->page_shift) + 1, off, true) == 0))
                 return 0;
         /* No flags here: the tail call has three arguments to keep, not four. */
         return scav_alloc_slow(p, size, 0, off);
@@ -258,14 +263,19 @@ static _noinline_ int scav_free_wake(scav_pool *p) {
         return 0;
 }
 
-/* What a fast free leaves to do: give a block back, tell the daemon, or the whole path. */
-static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, uint32_t cache, int r) {
+/* What a fast free leaves to do: give a block back, tell the daemon, or the
+ * whole path. The cache is looked up again (by the pool's id, which a
+ * reconnect meanwhile does not change) rather than passed, so that the
+ * fast path keeps one value less for the call. */
+static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, int r) {
+        const struct scav_tls_entry *e;
+
         if (r == HEAP_FAST_SLOW)
                 return scav_free_slow(p, off);
         if (r < 0)
                 return r;
-        if (r >= HEAP_FAST_GIVEBACK)
-                heap_cache_block_giveback(p->heap, atomic_load_explicit(&p->slot, memory_order_relaxed), cache,
+        if (r >= HEAP_FAST_GIVEBACK && (e = scav_tls_find(p)))
+                heap_cache_block_giveback(p->heap, atomic_load_explicit(&p->slot, memory_order_relaxed), e->cache,
                                           (uint32_t) (r - HEAP_FAST_GIVEBACK));
         free_note(p);
         return 0;
@@ -273,18 +283,18 @@ static _noinline_ int scav_free_rest(scav_pool *p, uint64_t off, uint32_t cache,
 
 /* The common case inline, as scav_alloc: this thread's own allocation. */
 _public_ int scav_free(scav_pool *p, uint64_t off) {
-        const struct scav_tls_entry *e;
+        const struct heap_tctx *x;
         int r;
 
-        if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(e = scav_tls_fast(p))))
+        if (_unlikely_(!p || off >= p->capacity || (off & (p->page_size - 1)) || !(x = scav_tls_fast(p))))
                 return scav_free_slow(p, off);
-        r = heap_fast_free(e->x, off, true);
+        r = heap_fast_free(x, off, true);
         if (_likely_(r == 0)) {
                 if (_likely_(!free_tick()))
                         return 0;
                 return scav_free_wake(p);
         }
-        return scav_free_rest(p, off, e->cache, r);
+        return scav_free_rest(p, off, r);
 }
 
 _public_ void *scav_ptr(scav_pool *p, uint64_t off) {

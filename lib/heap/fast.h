@@ -37,8 +37,10 @@
  * (heap_cache_block_giveback, after the operation: it takes the lock). */
 #define HEAP_FAST_GIVEBACK 0x100
 
-/* Size class of a medium request, by pages, and pages of a class (mcache.c). */
+/* Size class of a medium request, by pages; the class of exactly n pages
+ * (HEAP_MCACHE_CLASSES if none); pages of a class (mcache.c). */
 extern uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
+extern uint8_t heap_mcache_class_exact[HEAP_MCACHE_MAX_PAGES + 1];
 extern uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
 
 /* One thread cache as its operations see it. Process-local. */
@@ -132,13 +134,15 @@ static inline int heap_fast_alloc(const struct heap_tctx *x, uint64_t npages, ui
                 if (_unlikely_(page >= x->cap_pages ||
                                atomic_load_explicit(&x->records[page], memory_order_relaxed) != want))
                         goto slow; /* a stale entry: the full path drops it */
+                /* A plain store: nobody else changes a CACHED record while
+                 * its list's owner is inside an operation (mcache.c). The
+                 * record first, the list after: a byte store may alias
+                 * anything, and the compiler would load x again after it. */
+                atomic_store_explicit(&x->records[page], want & ~HEAP_REC_CACHED, memory_order_release);
                 t->count[k] = (uint8_t) (top - 1);
                 if (_unlikely_(top - 1 < t->low[k]))
                         t->low[k] = (uint8_t) (top - 1);
                 t->pages -= HEAP_REC_NPAGES(want);
-                /* A plain store: nobody else changes a CACHED record while
-                 * its list's owner is inside an operation (mcache.c). */
-                atomic_store_explicit(&x->records[page], want & ~HEAP_REC_CACHED, memory_order_release);
         } else {
                 struct heap_cache *c = x->c;
                 uint32_t b = c->cur % HEAP_CACHE_BLOCKS;
@@ -191,10 +195,12 @@ static inline int heap_fast_free(const struct heap_tctx *x, uint64_t off, bool k
         if (_unlikely_(!heap_tc_enter_fenced(t, !kept && x->fenced)))
                 goto slow;
         if (_likely_(rec & HEAP_REC_MEDIUM)) {
-                unsigned k = heap_mcache_class_of[n], top = t->count[k];
-                if (_unlikely_(heap_mcache_pages_of[k] != n || top >= HEAP_MCACHE_DEPTH ||
-                               t->pages + n > x->list_cap))
-                        goto slow; /* not of a class, or full: the full path */
+                unsigned k = heap_mcache_class_exact[n];
+                if (_unlikely_(k >= HEAP_MCACHE_CLASSES))
+                        goto slow; /* not of a class: the full path says why */
+                unsigned top = t->count[k];
+                if (_unlikely_(top >= HEAP_MCACHE_DEPTH || t->pages + n > x->list_cap))
+                        goto slow; /* full: the full path */
                 /* A plain store: another thread's free of this allocation,
                  * racing this one, makes it an orphan kept for this cache
                  * (mcache.c), which this store may overwrite; both frees then

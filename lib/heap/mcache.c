@@ -65,14 +65,20 @@
 #include "macro.h"
 
 uint8_t heap_mcache_class_of[HEAP_MCACHE_MAX_PAGES + 1];
+uint8_t heap_mcache_class_exact[HEAP_MCACHE_MAX_PAGES + 1];
 uint8_t heap_mcache_pages_of[HEAP_MCACHE_CLASSES];
+
+_Static_assert(HEAP_MCACHE_CLASSES < 256, "class numbers are bytes, HEAP_MCACHE_CLASSES included");
 
 /* The fast paths' tables, from heap_mcache_class (the definition). */
 static void __attribute__((constructor)) mcache_tables(void) {
+        memset(heap_mcache_class_exact, HEAP_MCACHE_CLASSES, sizeof(heap_mcache_class_exact));
         for (uint64_t n = HEAP_MCACHE_MIN_PAGES, c; n <= HEAP_MCACHE_MAX_PAGES; n++)
                 heap_mcache_class_of[n] = (uint8_t) heap_mcache_class(n, &c);
-        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
+        for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++) {
                 heap_mcache_pages_of[k] = (uint8_t) heap_mcache_class_pages(k);
+                heap_mcache_class_exact[heap_mcache_class_pages(k)] = (uint8_t) k;
+        }
 }
 
 #define mcache_cap_pages heap_mcache_cap_pages
