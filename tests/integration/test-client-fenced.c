@@ -151,16 +151,6 @@ static int client(int filled_fd, int go_fd) {
         return 0;
 }
 
-static bool wait_inuse(scav_pool *p, uint64_t want, struct scav_stats *st) {
-        uint64_t deadline = test_now_usec() + 30 * 1000000ull;
-        do {
-                if (scav_stats(p, st) == 0 && st->inuse == want)
-                        return true;
-                usleep(5000);
-        } while (test_now_usec() < deadline);
-        return false;
-}
-
 int main(void) {
         struct test_daemon d;
         struct scav_stats st;
@@ -198,13 +188,13 @@ int main(void) {
                 CHECKF(st.inuse > (BLOCKS * 16 + 3) * PAGE, "in use %" PRIu64 ": the fenced thread's lists count",
                        st.inuse);
                 /* The daemon takes the idle, fenced thread's cache back. */
-                CHECKF(wait_inuse(p, 3 * PAGE, &st), "in use still %" PRIu64 ": the fenced idle cache never came back",
-                       st.inuse);
+                CHECKF(test_wait_inuse(p, 3 * PAGE, &st),
+                       "in use still %" PRIu64 ": the fenced idle cache never came back", st.inuse);
                 CHECK(write(go[1], "g", 1) == 1);
                 CHECK(waitpid(pid, &status, 0) == pid);
                 CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fenced client: %s %d",
                        WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-                CHECKF(wait_inuse(p, 0, &st), "in use %" PRIu64 " after the fenced client exited", st.inuse);
+                CHECKF(test_wait_inuse(p, 0, &st), "in use %" PRIu64 " after the fenced client exited", st.inuse);
         }
         CHECK(test_pool_check(&d, "fenced"));
         scav_close(p);

@@ -88,18 +88,6 @@ static void filler_stop(struct filler *f, pthread_t t) {
         }
 }
 
-/* Waits until in-use is want (st: the figures then, st->gen the generation
- * it was seen at); false after 30 s. */
-static bool wait_inuse(scav_pool *p, uint64_t want, struct scav_stats *st) {
-        uint64_t deadline = test_now_usec() + 30 * 1000000ull;
-        do {
-                if (scav_stats(p, st) == 0 && st->inuse == want)
-                        return true;
-                usleep(5000);
-        } while (test_now_usec() < deadline);
-        return false;
-}
-
 int main(void) {
         struct test_daemon d;
         struct scav_stats st;
@@ -119,7 +107,7 @@ int main(void) {
         uint64_t g0 = st.gen;
         CHECKF(st.inuse > (BLOCKS * 16 + 3) * PAGE, "in use %" PRIu64 ": the cache counts as in use", st.inuse);
         printf("idle thread holds %" PRIu64 " KiB (3 pages live) at generation %" PRIu64 "\n", st.inuse >> 10, g0);
-        bool back = wait_inuse(p, 3 * PAGE, &st);
+        bool back = test_wait_inuse(p, 3 * PAGE, &st);
         uint64_t g = st.gen;
         CHECKF(back, "in use still %" PRIu64 " at generation %" PRIu64 ": the idle thread's cache never came back",
                st.inuse, st.gen);
@@ -179,7 +167,7 @@ int main(void) {
         CHECK(kill(pid, SIGKILL) == 0);
         int status;
         CHECK(waitpid(pid, &status, 0) == pid);
-        CHECKF(wait_inuse(p, 0, &st), "in use %" PRIu64 " after the client was killed", st.inuse);
+        CHECKF(test_wait_inuse(p, 0, &st), "in use %" PRIu64 " after the client was killed", st.inuse);
         CHECK(test_pool_check(&d, "reap"));
 
         scav_close(p);

@@ -23,6 +23,7 @@
 
 #include "daemon.h"
 #include "macro.h"
+#include "scav.h"
 #include "test.h"
 
 uint64_t test_now_usec(void) {
@@ -313,6 +314,17 @@ bool test_pool_check(const struct test_daemon *d, const char *pool) {
         if (r != 0)
                 fprintf(stderr, "scavctl check %s: exit %d: %s", pool, r, out);
         return r == 0;
+}
+
+bool test_wait_inuse(scav_pool *p, uint64_t want, struct scav_stats *st) {
+        uint64_t deadline = test_now_usec() + 30 * 1000000ull;
+
+        do {
+                if (scav_stats(p, st) == 0 && st->inuse == want)
+                        return true;
+                usleep(5000);
+        } while (test_now_usec() < deadline);
+        return false;
 }
 
 int test_proc_fd_count(pid_t pid) {

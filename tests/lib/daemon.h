@@ -72,6 +72,12 @@ int test_scavctl(const struct test_daemon *d, char *out, size_t outlen, ...) __a
 /* `scavctl check POOL` passes. */
 bool test_pool_check(const struct test_daemon *d, const char *pool);
 
+/* Waits until p's in-use figure is want; *st holds the figures seen last
+ * (st->gen: the generation then). False after 30 s. */
+struct scav_pool;
+struct scav_stats;
+bool test_wait_inuse(struct scav_pool *p, uint64_t want, struct scav_stats *st);
+
 /* Open descriptors of a process (/proc/PID/fd), or a negative errno. */
 int test_proc_fd_count(pid_t pid);
 /* VmRSS of a process in KiB, or a negative errno. */
