@@ -306,7 +306,9 @@ static void unlock_raw(heap *h, pthread_mutex_t *m, unsigned which) {
  * with the lock held, or with the lock unusable (ENOTRECOVERABLE), so that
  * no cache is activated in between (heap_tc_settle locks). A flag set
  * without it, by a client, takes effect for the caches at the next
- * heap_lock, which repeats this (the daemon's checks lock every generation).
+ * heap_lock, which repeats this: the daemon's generation work locks once a
+ * generation while the pool is not parked; a parked pool waits for any
+ * client's next locked operation or the daemon's next wake-up.
  */
 void heap_mark_corrupt(heap *h) {
         atomic_store(&h->hdr->corrupt, 1);
