@@ -274,6 +274,10 @@ static bool range_free(heap *h, uint64_t page, uint64_t npages) {
         return bits_clear(h, page, npages, false);
 }
 
+bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages) {
+        return range_free(h, page, npages);
+}
+
 /* Whether no page of [page, page+npages), in the grown heap, is released. Called with heap lock held. */
 bool heap_pa_range_backed(heap *h, uint64_t page, uint64_t npages) {
         return bits_clear(h, page, npages, true);

@@ -21,6 +21,8 @@ void heap_summary_rebuild(heap *h);
 int heap_pa_find(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *ret_search);
 int heap_pa_alloc(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *ret_scav);
 bool heap_pa_range_backed(heap *h, uint64_t page, uint64_t npages);
+/* Whether [page, page+npages) lies in the grown heap and is free. */
+bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages);
 int heap_pa_alloc_find(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *ret_search);
 uint64_t heap_pa_alloc_commit(heap *h, uint64_t page, uint64_t npages, uint64_t new_search);
 uint64_t heap_pa_alloc_range(heap *h, uint64_t base, uint64_t npages);

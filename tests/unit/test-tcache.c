@@ -170,7 +170,8 @@ static void test_run_lines(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
         static const uint64_t sizes[] = { 2, 3, 5, 6, 7 };
-        enum { N = 24, LINE = 32, LINES = 64 * MiB / PAGE / LINE }; /* LINE: four record lines */
+        enum { N = 24, LINE = 32, LINES = 64 * MiB / PAGE / LINE, /* LINE: four record lines */
+               CHUNK_LINES = HEAP_CHUNK_PAGES / LINE };
         static uint8_t owners[LINES];
         uint64_t first, off;
         uint32_t s[2];
@@ -191,7 +192,104 @@ static void test_run_lines(void) {
         for (unsigned l = 0; l < LINES; l++)
                 shared += owners[l] == 3;
         CHECKF(shared == 0, "%u groups of four record lines hold blocks of both slots", shared);
+        /* Nor a chunk: its records are one 4 KiB page. */
+        shared = 0;
+        for (unsigned c = 0; c < LINES; c += CHUNK_LINES) {
+                uint8_t o = 0;
+                for (unsigned l = c; l < c + CHUNK_LINES; l++)
+                        o |= owners[l];
+                shared += o == 3;
+        }
+        CHECKF(shared == 0, "%u chunks hold blocks of both slots", shared);
         check_heap(h, "run lines");
+        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
+        CHECK(heap_slot_reclaim(h, s[1]) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/*
+ * A thread cache's small-class runs follow each other in a chunk of its
+ * own: the next run starts where the last one ended (run_next). The hint
+ * lies in shared memory, so one past the heap, off the alignment or over
+ * allocated pages is ignored: the run goes elsewhere, over free pages.
+ */
+static void test_run_hint(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        uint64_t off, first;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        struct heap_tcache *c = tc(h, s, 0);
+        CHECK(heap_cache_alloc(h, s, 0, 2, 0, &first) == 0);
+        uint32_t next = c->run_next;
+        CHECKF(next > first / PAGE && next % 32 == 0, "run_next %u after a run at page %" PRIu64, next,
+               first / PAGE);
+        CHECK(heap_cache_alloc(h, s, 0, 3, 0, &off) == 0);
+        CHECK_EQ_U64(off / PAGE, next);
+
+        const uint32_t grown = (uint32_t) (heap_nchunks(h) * HEAP_CHUNK_PAGES);
+        const struct {
+                uint32_t next;
+                bool unusable; /* else it may become free pages after the heap grows */
+                const char *what;
+        } hostile[] = {
+                { UINT32_MAX, true, "past the capacity" },
+                { grown, false, "past the grown heap" },
+                { next + 1, true, "off the alignment" },
+                { (uint32_t) (first / PAGE), true, "over the first run" },
+                { next, true, "over the second run" },
+        };
+        for (unsigned i = 0; i < ELEMENTSOF(hostile); i++) {
+                uint64_t n = 4 + i; /* a class without blocks: a refill */
+                c->run_next = hostile[i].next;
+                CHECK(heap_cache_alloc(h, s, 0, n, 0, &off) == 0);
+                CHECKF(!hostile[i].unusable || off / PAGE != hostile[i].next, "run_next %s was followed",
+                       hostile[i].what);
+                CHECKF(off / PAGE + n <= heap_nchunks(h) * HEAP_CHUNK_PAGES, "run_next %s: block past the heap",
+                       hostile[i].what);
+                CHECKF(c->run_next % 32 == 0 && c->run_next > off / PAGE, "run_next %s: then %u", hostile[i].what,
+                       c->run_next);
+                check_heap(h, hostile[i].what);
+        }
+        CHECK(heap_slot_reclaim(h, s) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
+/*
+ * A chunk of its own is worth growing the heap for only while it fills
+ * up: a warm heap whose free pages are fragments (half of it free, in
+ * 64-page holes) gives a new thread's runs a hole, not a new chunk.
+ */
+static void test_run_region_fragmented(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        enum { BLOCK = 64, MAX = 64 * MiB / PAGE / BLOCK };
+        static uint64_t offs[MAX];
+        unsigned n = 0;
+        uint64_t off;
+        uint32_t s[2];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
+        /* Sixteen chunks or more, every page in use, then every other block freed. */
+        while (n < MAX && (n * BLOCK < 16 * HEAP_CHUNK_PAGES || inuse_pages(h) < heap_nchunks(h) * HEAP_CHUNK_PAGES))
+                CHECK(heap_alloc(h, s[0], BLOCK, 0, &offs[n++]) == 0);
+        CHECKF(inuse_pages(h) == heap_nchunks(h) * HEAP_CHUNK_PAGES, "%" PRIu64 " pages in use of %" PRIu64,
+               inuse_pages(h), heap_nchunks(h) * HEAP_CHUNK_PAGES);
+        for (unsigned i = 0; i < n; i += 2)
+                CHECK(heap_free(h, s[0], 0, offs[i]) == 0);
+        uint64_t chunks = heap_nchunks(h);
+        CHECK(heap_cache_alloc(h, s[1], 0, 2, 0, &off) == 0);
+        CHECKF(heap_nchunks(h) == chunks, "the heap grew from %" PRIu64 " to %" PRIu64 " chunks", chunks,
+               heap_nchunks(h));
+        check_heap(h, "fragmented");
         CHECK(heap_slot_reclaim(h, s[0]) >= 0);
         CHECK(heap_slot_reclaim(h, s[1]) >= 0);
         CHECK_EQ_U64(inuse_pages(h), 0);
@@ -676,6 +774,8 @@ int main(void) {
         test_lifo();
         test_run_refill();
         test_run_lines();
+        test_run_hint();
+        test_run_region_fragmented();
         test_reap();
         test_reap_deferred();
         storm_against_reaper(false);
