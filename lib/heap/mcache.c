@@ -189,22 +189,28 @@ static bool mcache_region_may_grow(heap *h) {
 
 /*
  * Where a small-class run of len pages of thread cache t goes, in a chunk
- * of its own: right after its last run while that chunk has room there
- * (t->run_next, shared memory: checked), else at the start of a chunk with
- * len free pages, growing the heap for one while it fills up. 1 with
- * *ret_run and *ret_search (0: the search address stays as it is), 0 when
- * neither (the caller takes any aligned run), or -EUCLEAN. Heap lock.
+ * of its own: the first fit, on four lines, in the chunk of its last run
+ * (t->run_next, shared memory: only a hint, every page checked), so that
+ * what its lists gave back there comes first (a run right after the last
+ * one would walk the heap, through cold records and released pages); else
+ * at the start of a chunk with len free pages, growing the heap for one
+ * while it fills up. 1 with *ret_run and *ret_search (0: the search
+ * address stays as it is), 0 when neither (the caller takes any aligned
+ * run), or -EUCLEAN. Heap lock.
  */
 static int mcache_region_find_locked(heap *h, const struct heap_tcache *t, uint64_t len, uint64_t *ret_run,
                                      uint64_t *ret_search, uint64_t *grown) {
         uint64_t next = t->run_next, padded = len + HEAP_CHUNK_PAGES - 1, run;
         int r;
 
-        if (next && next % HEAP_MCACHE_RUN_ALIGN == 0 && next % HEAP_CHUNK_PAGES + len <= HEAP_CHUNK_PAGES &&
-            heap_pa_range_free(h, next, len)) {
-                *ret_run = next;
-                *ret_search = 0; /* still a lower bound on the free pages */
-                return 1;
+        if (next > 0) {
+                uint64_t base = ALIGN_DOWN(next - 1, HEAP_CHUNK_PAGES);
+                for (run = base; run + len <= base + HEAP_CHUNK_PAGES; run += HEAP_MCACHE_RUN_ALIGN)
+                        if (heap_pa_range_free(h, run, len)) {
+                                *ret_run = run;
+                                *ret_search = 0; /* still a lower bound on the free pages */
+                                return 1;
+                        }
         }
         r = heap_pa_alloc_find(h, padded, &run, ret_search);
         if (r == 0 && mcache_region_may_grow(h) && heap_grow_locked(h, padded, grown) == 0)

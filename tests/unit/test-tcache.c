@@ -209,14 +209,19 @@ static void test_run_lines(void) {
 }
 
 /*
- * A thread cache's small-class runs follow each other in a chunk of its
- * own: the next run starts where the last one ended (run_next). The hint
- * lies in shared memory, so one past the heap, off the alignment or over
- * allocated pages is ignored: the run goes elsewhere, over free pages.
+ * A thread cache's small-class runs go to the first fit in the chunk of
+ * its last run (run_next): after its first run, the next; after its lists
+ * gave the blocks back, the chunk's first pages again, not pages further
+ * on. The hint lies in shared memory: one past the heap or in a chunk
+ * whose first pages are allocated gives a run over free pages only.
  */
 static void test_run_hint(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 64 * MiB, .max_slots = 4 };
+        struct {
+                uint64_t off, n;
+        } live[8];
+        unsigned nlive = 0;
         uint64_t off, first;
         uint32_t s;
 
@@ -230,30 +235,38 @@ static void test_run_hint(void) {
                first / PAGE);
         CHECK(heap_cache_alloc(h, s, 0, 3, 0, &off) == 0);
         CHECK_EQ_U64(off / PAGE, next);
+        CHECK(heap_free(h, s, 0, first) == 0);
+        CHECK(heap_free(h, s, 0, off) == 0);
+        CHECK(heap_cache_flush(h, s, 0) == 0);
+        CHECK(heap_cache_alloc(h, s, 0, 5, 0, &off) == 0);
+        CHECKF(off == first, "after the lists gave back, a run at page %" PRIu64 ", not %" PRIu64, off / PAGE,
+               first / PAGE);
+        live[nlive].off = off, live[nlive++].n = 5;
 
         const uint32_t grown = (uint32_t) (heap_nchunks(h) * HEAP_CHUNK_PAGES);
         const struct {
                 uint32_t next;
-                bool unusable; /* else it may become free pages after the heap grows */
                 const char *what;
         } hostile[] = {
-                { UINT32_MAX, true, "past the capacity" },
-                { grown, false, "past the grown heap" },
-                { next + 1, true, "off the alignment" },
-                { (uint32_t) (first / PAGE), true, "over the first run" },
-                { next, true, "over the second run" },
+                { UINT32_MAX, "past the capacity" },
+                { grown + 1, "past the grown heap" },
+                { (uint32_t) (first / PAGE) + 1, "in a chunk whose first pages are allocated" },
+                { 1, "in the first chunk" },
         };
         for (unsigned i = 0; i < ELEMENTSOF(hostile); i++) {
-                uint64_t n = 4 + i; /* a class without blocks: a refill */
+                uint64_t n = 6 + i; /* a class without blocks: a refill */
                 c->run_next = hostile[i].next;
                 CHECK(heap_cache_alloc(h, s, 0, n, 0, &off) == 0);
-                CHECKF(!hostile[i].unusable || off / PAGE != hostile[i].next, "run_next %s was followed",
-                       hostile[i].what);
                 CHECKF(off / PAGE + n <= heap_nchunks(h) * HEAP_CHUNK_PAGES, "run_next %s: block past the heap",
                        hostile[i].what);
+                for (unsigned j = 0; j < nlive; j++)
+                        CHECKF(off + n * PAGE <= live[j].off || live[j].off + live[j].n * PAGE <= off,
+                               "run_next %s: block at page %" PRIu64 " over one at %" PRIu64, hostile[i].what,
+                               off / PAGE, live[j].off / PAGE);
                 CHECKF(c->run_next % 32 == 0 && c->run_next > off / PAGE, "run_next %s: then %u", hostile[i].what,
                        c->run_next);
                 check_heap(h, hostile[i].what);
+                live[nlive].off = off, live[nlive++].n = n;
         }
         CHECK(heap_slot_reclaim(h, s) >= 0);
         CHECK_EQ_U64(inuse_pages(h), 0);
