@@ -251,7 +251,7 @@ static void test_run_hint(void) {
                 { UINT32_MAX, "past the capacity" },
                 { grown + 1, "past the grown heap" },
                 { (uint32_t) (first / PAGE) + 1, "in a chunk whose first pages are allocated" },
-                { 1, "in the first chunk" },
+                { grown - 1, "in the last grown chunk" },
         };
         for (unsigned i = 0; i < ELEMENTSOF(hostile); i++) {
                 uint64_t n = 6 + i; /* a class without blocks: a refill */
