@@ -268,14 +268,10 @@ static bool bits_clear(heap *h, uint64_t page, uint64_t npages, bool scav) {
 }
 
 /* Whether [page, page+npages) lies in the grown heap and is free: summaries are shared memory. */
-static bool range_free(heap *h, uint64_t page, uint64_t npages) {
+bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages) {
         if (page + npages > heap_nchunks(h) * HEAP_CHUNK_PAGES || page + npages < page)
                 return false;
         return bits_clear(h, page, npages, false);
-}
-
-bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages) {
-        return range_free(h, page, npages);
 }
 
 /* Whether no page of [page, page+npages), in the grown heap, is released. Called with heap lock held. */
@@ -313,7 +309,7 @@ int heap_pa_alloc_find(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *r
         r = heap_pa_find(h, npages, ret_page, ret_search);
         if (r == 0 && npages == 1)
                 heap_store(&h->hdr->search_page, HEAP_PAGE_NONE);
-        if (r > 0 && !range_free(h, *ret_page, npages)) {
+        if (r > 0 && !heap_pa_range_free(h, *ret_page, npages)) {
                 mark_corrupt(h, "summaries point at allocated pages");
                 return -EUCLEAN;
         }
