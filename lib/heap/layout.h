@@ -210,7 +210,7 @@ struct heap_tcache {
         uint32_t reap_mode;                      /* what HEAP_TC_REAP asks (reap.c) */
         uint32_t reap_seq;                       /* seq when last reaped: unchanged since = idle */
         uint32_t fenced;                         /* the owner fences every operation (no membarrier) */
-        uint32_t run_next;                       /* page after its last small-class run; 0: none (mcache.c) */
+        uint32_t run_chunk;                      /* chunk of its last small-class run + 1; 0: none (mcache.c) */
         /* Other threads' frees of this cache's list allocations (heap lock; mcache.c). */
         alignas(64) uint32_t norphans;
         uint32_t orphans_lost;                   /* ORPHAN records not in orphan[]: found by their records */

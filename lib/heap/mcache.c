@@ -190,7 +190,7 @@ static bool mcache_region_may_grow(heap *h) {
 /*
  * Where a small-class run of len pages of thread cache t goes, in a chunk
  * of its own: the first fit, on four lines, in the chunk of its last run
- * (t->run_next, shared memory: only a hint, every page checked), so that
+ * (t->run_chunk, shared memory: only a hint, every page checked), so that
  * what its lists gave back there comes first (a run right after the last
  * one would walk the heap, through cold records and released pages); else
  * at the start of a chunk with len free pages, growing the heap for one
@@ -200,11 +200,11 @@ static bool mcache_region_may_grow(heap *h) {
  */
 static int mcache_region_find_locked(heap *h, const struct heap_tcache *t, uint64_t len, uint64_t *ret_run,
                                      uint64_t *ret_search, uint64_t *grown) {
-        uint64_t next = t->run_next, padded = len + HEAP_CHUNK_PAGES - 1, run;
+        uint64_t chunk = t->run_chunk, padded = len + HEAP_CHUNK_PAGES - 1, run;
         int r;
 
-        if (next > 0) {
-                uint64_t base = ALIGN_DOWN(next - 1, HEAP_CHUNK_PAGES);
+        if (chunk > 0) {
+                uint64_t base = (chunk - 1) * HEAP_CHUNK_PAGES;
                 for (run = base; run + len <= base + HEAP_CHUNK_PAGES; run += HEAP_MCACHE_RUN_ALIGN)
                         if (heap_pa_range_free(h, run, len)) {
                                 *ret_run = run;
@@ -284,7 +284,7 @@ static int mcache_refill_run_locked(heap *h, uint32_t slot, uint32_t cache, unsi
         }
         if (r <= 0)
                 return r < 0 ? r : -ENOMEM;
-        t->run_next = (uint32_t) ALIGN_UP(run + len, HEAP_MCACHE_RUN_ALIGN);
+        t->run_chunk = (uint32_t) (run / HEAP_CHUNK_PAGES + 1);
         (void) heap_alloc_commit_locked(h, slot, run, n, flags, HEAP_REC_MEDIUM | HEAP_REC_CACHE(cache), search, zp);
         *ret_unbacked = false;
         for (unsigned i = 1; i <= extras; i++) {

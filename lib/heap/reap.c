@@ -133,7 +133,7 @@ void heap_tc_reset_locked(heap *h, uint32_t slot) {
                 t->pages = 0;
                 for (unsigned k = 0; k < HEAP_MCACHE_CLASSES; k++)
                         t->count[k] = t->low[k] = 0;
-                t->reap_mode = t->reap_seq = t->fenced = t->run_next = 0;
+                t->reap_mode = t->reap_seq = t->fenced = t->run_chunk = 0;
                 t->norphans = t->orphans_lost = 0;
         }
         sl->tc_mask = 0;

@@ -210,7 +210,7 @@ static void test_run_lines(void) {
 
 /*
  * A thread cache's small-class runs go to the first fit in the chunk of
- * its last run (run_next): after its first run, the next; after its lists
+ * its last run (run_chunk): after its first run, the next; after its lists
  * gave the blocks back, the chunk's first pages again, not pages further
  * on. The hint lies in shared memory: one past the heap or in a chunk
  * whose first pages are allocated gives a run over free pages only.
@@ -230,11 +230,11 @@ static void test_run_hint(void) {
         CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
         struct heap_tcache *c = tc(h, s, 0);
         CHECK(heap_cache_alloc(h, s, 0, 2, 0, &first) == 0);
-        uint32_t next = c->run_next;
-        CHECKF(next > first / PAGE && next % 32 == 0, "run_next %u after a run at page %" PRIu64, next,
-               first / PAGE);
+        const uint32_t chunk = (uint32_t) (first / PAGE / HEAP_CHUNK_PAGES);
+        CHECK_EQ_U64(c->run_chunk, chunk + 1);
         CHECK(heap_cache_alloc(h, s, 0, 3, 0, &off) == 0);
-        CHECK_EQ_U64(off / PAGE, next);
+        CHECKF(off > first && off / PAGE / HEAP_CHUNK_PAGES == chunk, "second run at page %" PRIu64 ", first at %" PRIu64,
+               off / PAGE, first / PAGE);
         CHECK(heap_free(h, s, 0, first) == 0);
         CHECK(heap_free(h, s, 0, off) == 0);
         CHECK(heap_cache_flush(h, s, 0) == 0);
@@ -243,28 +243,28 @@ static void test_run_hint(void) {
                first / PAGE);
         live[nlive].off = off, live[nlive++].n = 5;
 
-        const uint32_t grown = (uint32_t) (heap_nchunks(h) * HEAP_CHUNK_PAGES);
+        const uint32_t grown = (uint32_t) heap_nchunks(h);
         const struct {
-                uint32_t next;
+                uint32_t chunk;
                 const char *what;
         } hostile[] = {
                 { UINT32_MAX, "past the capacity" },
                 { grown + 1, "past the grown heap" },
-                { (uint32_t) (first / PAGE) + 1, "in a chunk whose first pages are allocated" },
-                { grown - 1, "in the last grown chunk" },
+                { chunk + 1, "a chunk whose first pages are allocated" },
+                { grown, "the last grown chunk" },
         };
         for (unsigned i = 0; i < ELEMENTSOF(hostile); i++) {
                 uint64_t n = 6 + i; /* a class without blocks: a refill */
-                c->run_next = hostile[i].next;
+                c->run_chunk = hostile[i].chunk;
                 CHECK(heap_cache_alloc(h, s, 0, n, 0, &off) == 0);
-                CHECKF(off / PAGE + n <= heap_nchunks(h) * HEAP_CHUNK_PAGES, "run_next %s: block past the heap",
+                CHECKF(off / PAGE + n <= heap_nchunks(h) * HEAP_CHUNK_PAGES, "run_chunk %s: block past the heap",
                        hostile[i].what);
                 for (unsigned j = 0; j < nlive; j++)
                         CHECKF(off + n * PAGE <= live[j].off || live[j].off + live[j].n * PAGE <= off,
-                               "run_next %s: block at page %" PRIu64 " over one at %" PRIu64, hostile[i].what,
+                               "run_chunk %s: block at page %" PRIu64 " over one at %" PRIu64, hostile[i].what,
                                off / PAGE, live[j].off / PAGE);
-                CHECKF(c->run_next % 32 == 0 && c->run_next > off / PAGE, "run_next %s: then %u", hostile[i].what,
-                       c->run_next);
+                CHECKF(c->run_chunk == off / PAGE / HEAP_CHUNK_PAGES + 1, "run_chunk %s: then %u", hostile[i].what,
+                       c->run_chunk);
                 check_heap(h, hostile[i].what);
                 live[nlive].off = off, live[nlive++].n = n;
         }
