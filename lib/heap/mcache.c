@@ -188,6 +188,22 @@ static bool mcache_region_may_grow(heap *h) {
 }
 
 /*
+ * A run of len pages starting on a multiple of align pages: the first fit
+ * of len + align - 1, after growing the heap for one when grow allows.
+ * 1 with *ret_run and *ret_search, 0 when none fits, or -EUCLEAN.
+ */
+static int mcache_find_aligned_locked(heap *h, uint64_t len, uint64_t align, bool grow, uint64_t *ret_run,
+                                      uint64_t *ret_search, uint64_t *grown) {
+        uint64_t padded = len + align - 1, run;
+        int r = heap_pa_alloc_find(h, padded, &run, ret_search);
+        if (r == 0 && grow && heap_grow_locked(h, padded, grown) == 0)
+                r = heap_pa_alloc_find(h, padded, &run, ret_search);
+        if (r > 0)
+                *ret_run = ALIGN_UP(run, align);
+        return r;
+}
+
+/*
  * Where a small-class run of len pages of thread cache t goes, in a chunk
  * of its own: the first fit, on four lines, in the chunk of its last run
  * (t->run_chunk, shared memory: only a hint, every page checked), so that
@@ -200,24 +216,19 @@ static bool mcache_region_may_grow(heap *h) {
  */
 static int mcache_region_find_locked(heap *h, const struct heap_tcache *t, uint64_t len, uint64_t *ret_run,
                                      uint64_t *ret_search, uint64_t *grown) {
-        uint64_t chunk = t->run_chunk, padded = len + HEAP_CHUNK_PAGES - 1, run;
-        int r;
+        uint64_t chunk = t->run_chunk;
 
         if (chunk > 0) {
                 uint64_t base = (chunk - 1) * HEAP_CHUNK_PAGES;
-                for (run = base; run + len <= base + HEAP_CHUNK_PAGES; run += HEAP_MCACHE_RUN_ALIGN)
+                for (uint64_t run = base; run + len <= base + HEAP_CHUNK_PAGES; run += HEAP_MCACHE_RUN_ALIGN)
                         if (heap_pa_range_free(h, run, len)) {
                                 *ret_run = run;
                                 *ret_search = 0; /* still a lower bound on the free pages */
                                 return 1;
                         }
         }
-        r = heap_pa_alloc_find(h, padded, &run, ret_search);
-        if (r == 0 && mcache_region_may_grow(h) && heap_grow_locked(h, padded, grown) == 0)
-                r = heap_pa_alloc_find(h, padded, &run, ret_search);
-        if (r > 0)
-                *ret_run = ALIGN_UP(run, HEAP_CHUNK_PAGES);
-        return r;
+        return mcache_find_aligned_locked(h, len, HEAP_CHUNK_PAGES, mcache_region_may_grow(h), ret_run, ret_search,
+                                          grown);
 }
 
 /*
@@ -271,17 +282,12 @@ static int mcache_refill_run_locked(heap *h, uint32_t slot, uint32_t cache, unsi
                         extras = m - 1;
                         break;
                 }
-        uint64_t len = (extras + 1) * n, padded = len + HEAP_MCACHE_RUN_ALIGN - 1;
+        uint64_t len = (extras + 1) * n;
         int r = mcache_region_find_locked(h, t, len, &run, &search, grown);
-        if (r == 0) {
-                r = heap_pa_alloc_find(h, padded, &run, &search);
-                if (r == 0 && heap_grow_locked(h, padded, grown) == 0)
-                        r = heap_pa_alloc_find(h, padded, &run, &search);
-                if (r > 0)
-                        run = ALIGN_UP(run, HEAP_MCACHE_RUN_ALIGN);
-                else if (r == 0) /* the heap is full: any run will do */
-                        r = heap_pa_alloc_find(h, len, &run, &search);
-        }
+        if (r == 0)
+                r = mcache_find_aligned_locked(h, len, HEAP_MCACHE_RUN_ALIGN, true, &run, &search, grown);
+        if (r == 0) /* the heap is full: any run will do */
+                r = heap_pa_alloc_find(h, len, &run, &search);
         if (r <= 0)
                 return r < 0 ? r : -ENOMEM;
         t->run_chunk = (uint32_t) (run / HEAP_CHUNK_PAGES + 1);
