@@ -285,6 +285,23 @@ uint64_t pacer_refaults(uint64_t faults, uint64_t grown_bytes, uint32_t phys_pag
         return faults > grown ? faults - grown : 0;
 }
 
+/*
+ * The counter lives in the heap's header, which every client may write: a
+ * value that went down (or a client's scribble) counts nothing, and what it
+ * can do at worst is raise its own pool's goal, which is capped
+ * (PACER_REFAULT_EXTRA_MAX).
+ */
+uint64_t pacer_reused_since(uint64_t *mark, bool *known, uint64_t now) {
+        uint64_t d;
+
+        assert(mark);
+        assert(known);
+        d = *known && now > *mark ? now - *mark : 0;
+        *mark = now;
+        *known = true;
+        return d;
+}
+
 int64_t pacer_pressure_next(int64_t start, int64_t worked, double percent) {
         double pause;
 

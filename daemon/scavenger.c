@@ -76,6 +76,8 @@ struct pool_scav {
         int64_t last_wake;         /* CLOCK_MONOTONIC ns of the last scavenger_wake() */
         uint64_t fault_mark;       /* kernel_watch_faults_since() */
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
+        uint64_t reused_mark;      /* the heap's released_reused then, when reused_known */
+        bool reused_known;
         struct pacer_refault rf;
         bool tc_held;              /* thread caches held free pages at the last reap (issue 13) */
         unsigned reaps_left;       /* reaps of thread caches alone before the next generation... */
@@ -350,7 +352,7 @@ static void gen_run(struct pool_job *pj) {
 static void generation_ended(struct pool_scav *ps, const struct heap_gen_report *rep, const struct heap_stats *st) {
         scavenger *s = ps->s;
         struct pool *p = ps->pool;
-        uint64_t goal, work, faults = 0, refaulted = 0;
+        uint64_t goal, work, grown, reused, faults = 0, refaulted = 0;
         unsigned extra;
 
         /* Forced scavenges of the generation were traced on their own lines. */
@@ -368,14 +370,18 @@ static void generation_ended(struct pool_scav *ps, const struct heap_gen_report 
 
         /* Refaults: faults of the ended generation beyond what the heap's
          * growth explains. Released memory that comes back at once earns the
-         * pool a higher goal (pacer_refault_update). */
+         * pool a higher goal (pacer_refault_update). Without BPF, the heap's
+         * own count of released pages that allocation took back stands in
+         * for them: each of those faults when first written. */
+        grown = st->heap_sys > ps->fault_heap_sys ? st->heap_sys - ps->fault_heap_sys : 0;
+        ps->fault_heap_sys = st->heap_sys;
+        reused = pacer_reused_since(&ps->reused_mark, &ps->reused_known, st->released_reused);
         if (s->kernel && kernel_watch_has_bpf(s->kernel)) {
                 faults = kernel_watch_faults_since(s->kernel, p->id, &ps->fault_mark);
-                refaulted = pacer_refaults(faults, st->heap_sys > ps->fault_heap_sys ? st->heap_sys - ps->fault_heap_sys : 0,
-                                           s->phys_page_size);
-                ps->fault_heap_sys = st->heap_sys;
-                p->refaults += refaulted;
-        }
+                refaulted = pacer_refaults(faults, grown, s->phys_page_size);
+        } else
+                refaulted = pacer_refaults(reused / s->phys_page_size, grown, s->phys_page_size);
+        p->refaults += refaulted;
         extra = pacer_refault_update(&ps->rf, rep->released, refaulted * s->phys_page_size);
 
         goal = heap_retained_goal(rep->peak_inuse, st->retained, p->cfg.retain_extra_percent + extra,

@@ -158,6 +158,7 @@ uint64_t heap_alloc_commit_locked(heap *h, uint32_t slot, uint64_t page, uint64_
         uint64_t scav = heap_pa_alloc_commit(h, page, npages, search);
         heap_test_point(h, HEAP_OP_ALLOC, HEAP_STAGE_MID);
         heap_stats_released_add(h, -(int64_t) scav);
+        heap_stats_reused_add(h, (int64_t) scav);
         heap_stats_inuse_add(h, (int64_t) npages);
         atomic_store_explicit(&h->records[page], rec, memory_order_release);
         heap_intent_end(h);

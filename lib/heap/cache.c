@@ -77,6 +77,7 @@ static uint64_t block_flush_locked(heap *h, uint32_t slot, uint32_t cache, uint3
         heap_test_point(h, HEAP_OP_CACHE_FLUSH, HEAP_STAGE_MID);
         heap_stats_inuse_add(h, -(int64_t) heap_popcount64(tofree));
         heap_stats_released_add(h, heap_popcount64(tofree & scav));
+        heap_stats_reused_add(h, -(int64_t) heap_popcount64(tofree & scav)); /* never handed out */
         heap_cache_block_clear(c, b);
         heap_intent_end(h);
         return (uint64_t) heap_popcount64(tofree);
@@ -214,6 +215,7 @@ static int cache_fill_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t *g
         heap_store(&h->hdr->search_page, base + HEAP_CACHE_PAGES - 1);
         heap_stats_inuse_add(h, heap_popcount64(owned));
         heap_stats_released_add(h, -(int64_t) heap_popcount64(scav));
+        heap_stats_reused_add(h, heap_popcount64(scav));
         /* Joining a block we hold keeps its masks; an empty position starts from nothing. */
         uint64_t keep = atomic_load_explicit(&c->owned[b], memory_order_relaxed) ? UINT64_MAX : 0;
         atomic_store_explicit(&c->free_mask[b],

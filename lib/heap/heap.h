@@ -96,6 +96,8 @@ struct heap_stats {
         uint64_t gen_released;    /* bytes released this generation (Go's p.scav.released) */
         uint64_t released_total;  /* bytes released since the heap was created */
         uint64_t growth_scavenged;/* bytes released synchronously on heap growth */
+        uint64_t released_reused; /* bytes of released memory allocation took back since
+                                   * the heap was created (a client may write it: a hint) */
         uint64_t clients;         /* live client slots, the daemon's excluded */
         uint64_t recoveries;      /* EOWNERDEAD recoveries completed */
         uint64_t shared;          /* allocations with a share entry */

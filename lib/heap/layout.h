@@ -304,6 +304,10 @@ struct heap_hdr {
         uint64_t refs_total;              /* their references */
         uint32_t name_hwm, name_free;
         uint64_t names_bound;
+        /* Pages of released memory that allocation took back, each to fault
+         * when first written: the refaults the scavenger caused, counted
+         * without BPF (in former padding: 0 on an older heap is right). */
+        uint64_t released_reused;
 
         alignas(64) pthread_mutex_t scav_lock;
 
@@ -435,6 +439,8 @@ int heap_check_summaries_locked(heap *h, char *buf, size_t len);
 /* stats.c */
 void heap_stats_inuse_add(heap *h, int64_t pages);
 void heap_stats_released_add(heap *h, int64_t pages);
+/* Released pages taken back by allocation (pages > 0), or given back untouched (< 0). Heap lock. */
+void heap_stats_reused_add(heap *h, int64_t pages);
 
 /* Test hooks (tests only). */
 void heap_set_test_hook(heap *h, heap_test_hook_fn fn, void *userdata);

@@ -22,6 +22,11 @@ void heap_stats_released_add(heap *h, int64_t pages) {
         heap_store(&h->hdr->released_pages, h->hdr->released_pages + (uint64_t) pages);
 }
 
+/* Called with heap lock held. */
+void heap_stats_reused_add(heap *h, int64_t pages) {
+        heap_store(&h->hdr->released_reused, h->hdr->released_reused + (uint64_t) pages);
+}
+
 /* Ports heapRetained: what the heap may have backed. */
 uint64_t heap_retained(heap *h) {
         uint64_t sys = heap_nchunks(h) * h->chunk_bytes;
@@ -59,6 +64,8 @@ int heap_get_stats(heap *h, struct heap_stats *ret) {
                 .gen_released = atomic_load_explicit(&hd->gen_released, memory_order_relaxed),
                 .released_total = heap_load(&hd->released_total),
                 .growth_scavenged = heap_load(&hd->growth_scavenged),
+                .released_reused = heap_load(&hd->released_reused) > UINT64_MAX >> sh ? UINT64_MAX
+                                   : heap_load(&hd->released_reused) << sh,
                 .clients = clients,
                 .recoveries = heap_load(&hd->recoveries),
                 .shared = heap_load(&hd->shares_live),

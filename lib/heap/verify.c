@@ -92,6 +92,7 @@ enum stat_rule {
         STAT_GEN,      /* bytes released this generation: at most released_total */
         STAT_SLOTS,    /* a count of client slots, the daemon's excluded */
         STAT_DAEMON,   /* written by the daemon, which keeps its own value: reported as read */
+        STAT_HINT,     /* goes up and down (released_reused), only a hint to the daemon: as read */
         STAT_SHARED,   /* allocations with share entries: at most max_shares */
         STAT_REFS,     /* their references: at most what their counts can hold */
         STAT_NAMES,    /* names bound: at most max_names */
@@ -116,6 +117,7 @@ static const struct {
         R(gen_released, STAT_GEN),
         R(released_total, STAT_COUNTER),
         R(growth_scavenged, STAT_COUNTER),
+        R(released_reused, STAT_HINT),
         R(clients, STAT_SLOTS),
         R(recoveries, STAT_COUNTER),
         R(shared, STAT_SHARED),
@@ -137,7 +139,7 @@ static uint64_t stat_at(const struct heap_stats *st, size_t off) {
 int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_stats *ret, char *buf, size_t len) {
         struct heap_hdr *hd = h->hdr;
         uint64_t nchunks, inuse, released, peak, released_total, growth, gen, gen_released, recoveries;
-        uint64_t shared, refs, names;
+        uint64_t shared, refs, names, reused;
         uint64_t clients = 0, grown;
         unsigned sh = h->page_shift;
         struct heap_stats st;
@@ -165,6 +167,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
         shared = heap_load(&hd->shares_live);
         refs = heap_load(&hd->refs_total);
         names = heap_load(&hd->names_bound);
+        reused = heap_load(&hd->released_reused);
         heap_unlock(h);
         for (uint32_t s = 1; s < h->max_slots; s++)
                 clients += atomic_load_explicit(&h->slots[s].state, memory_order_relaxed) == HEAP_SLOT_LIVE;
@@ -193,6 +196,8 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
                 .gen_released = gen_released,
                 .released_total = released_total,
                 .growth_scavenged = growth,
+                /* Any value is possible (a hint): in bytes, saturated. */
+                .released_reused = reused > UINT64_MAX >> sh ? UINT64_MAX : reused << sh,
                 .clients = clients,
                 .recoveries = recoveries,
                 .shared = shared,
@@ -236,6 +241,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
                         ok = v < h->max_slots;
                         break;
                 case STAT_DAEMON:
+                case STAT_HINT:
                         break;
                 }
                 if (!ok)

@@ -355,11 +355,14 @@ static void test_scavenge(void) {
         check_heap(h, "scavenged all");
         CHECK(heap_scavenge(h, 0, UINT64_MAX) == 0);
 
-        /* Scavenged pages come back zeroed and count as not released once used. */
+        /* Scavenged pages come back zeroed and count as not released once
+         * used, and as reused (the daemon's refaults without BPF). */
+        uint64_t reused = st.released_reused;
         CHECK(heap_alloc(h, s1, 256, 0, &a[0]) == 0);
         CHECK(base[a[0]] == 0);
         CHECK(heap_get_stats(h, &st) == 0);
         CHECK_EQ_U64(st.retained, st.inuse);
+        CHECK_EQ_U64(st.released_reused - reused, MiB);
 
         /* A new generation finds what was freed since. */
         CHECK(heap_free(h, s1, 0, a[1]) == 0);

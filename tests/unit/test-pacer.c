@@ -440,6 +440,21 @@ static void test_refaults_count(void) {
         CHECK_EQ_U64(pacer_refaults(UINT64_MAX, 0, PHYS), UINT64_MAX);
 }
 
+static void test_reused_since(void) {
+        uint64_t mark = 0;
+        bool known = false;
+
+        /* The first reading only sets the mark: a heap restored with a big count is not a refault. */
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 64 * MiB), 0);
+        CHECK(known && mark == 64 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 80 * MiB), 16 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 80 * MiB), 0);
+        /* Down (pages given back untouched, or a client's scribble): nothing, and counting goes on from there. */
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 8 * MiB), 0);
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 12 * MiB), 4 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, &known, UINT64_MAX), UINT64_MAX - 12 * MiB);
+}
+
 static void test_refault_goal(void) {
         struct pacer_refault rf = {};
         unsigned extra;
@@ -507,6 +522,7 @@ int main(void) {
         test_pool_share();
         test_sim_reset();
         test_refaults_count();
+        test_reused_since();
         test_refault_goal();
         test_pressure_cap();
         return TEST_END();
