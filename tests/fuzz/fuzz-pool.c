@@ -173,7 +173,8 @@ static uint8_t *field_at(heap *d, unsigned field, uint64_t idx, unsigned *width)
         /* Sharing: the header's state, share entries, the share map, names and their index. */
         case 24: *width = 4; return idx & 1 ? (uint8_t *) &h->share_hwm : (uint8_t *) &h->share_free;
         case 25: *width = 4; return idx & 1 ? (uint8_t *) &h->name_hwm : (uint8_t *) &h->name_free;
-        case 26: return idx & 1 ? (uint8_t *) &h->refs_total : (uint8_t *) &h->share_tag;
+        case 26: return idx & 1 ? (uint8_t *) &h->refs_total
+                      : idx & 2 ? (uint8_t *) &h->released_reused : (uint8_t *) &h->share_tag;
         case 27: return entry + ((idx >> 1) & 1) * 8; /* tag, or page and refs */
         case 28: *width = 4; return idx & 1 ? entry + 16 : entry + 20; /* name_refs, pool_refs and pad */
         case 29: *width = 2; return entry + sizeof(struct heap_share) + ((idx >> 1) % SLOTS) * 2;
