@@ -3,30 +3,26 @@
  * Refaults without BPF: the heap itself counts the released pages that
  * allocation takes back (each faults when first written), and the daemon
  * takes that count where BPF cannot count faults (bpf = off, no privileges,
- * an old kernel). The same workload as test-kernel-daemon-refaults: a
- * client keeps 16 MiB and, round after round, allocates, touches and frees
- * 16 MiB more, pausing long enough between rounds for the daemon
- * (generation_interval 100 ms, 50% budget) to release what it freed. The
- * refaults must be counted (scav_stats, scavctl status) and must raise the
- * pool's goal ("goal +" on a pacing line), with no page fault counted.
+ * an old kernel), with the workload of test-kernel-daemon-refaults
+ * (refault-rounds.h). The refaults must be counted (scav_stats, scavctl
+ * status) and must raise the pool's goal ("goal +" on a pacing line), with
+ * no page fault counted.
  */
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../lib/daemon.h"
 #include "../lib/test.h"
+#include "refault-rounds.h"
 #include "scav.h"
 
 TEST_DEFINE_GLOBALS;
 
-#define MiB (UINT64_C(1) << 20)
+#define MiB REFAULT_MiB
 #define POOL "rf"
-#define KEEP_MIB 16
-#define CYCLE_MIB 16
 #define ROUNDS 8
 
 static const char config[] =
@@ -44,7 +40,7 @@ int main(void) {
         struct test_daemon d;
         struct scav_stats st;
         scav_pool *p = NULL;
-        uint64_t keep[KEEP_MIB], cyc[CYCLE_MIB], released_before;
+        uint64_t released_before;
         char out[8192];
         unsigned raised;
         int r;
@@ -57,45 +53,23 @@ int main(void) {
         }
         r = scav_open(POOL, &p);
         CHECKF(r == 0, "scav_open: %s", strerror(-r));
-        if (r < 0)
+        if (r < 0 || refault_rounds(p, ROUNDS, &released_before) < 0)
                 goto out;
-        for (int i = 0; i < KEEP_MIB; i++) {
-                CHECK(scav_alloc(p, MiB, 0, &keep[i]) == 0);
-                memset(scav_ptr(p, keep[i]), 1, MiB);
-        }
-        CHECK(scav_stats(p, &st) == 0);
-        released_before = st.released_total;
-
-        for (int round = 0; round < ROUNDS; round++) {
-                for (int i = 0; i < CYCLE_MIB; i++) {
-                        r = scav_alloc(p, MiB, 0, &cyc[i]);
-                        CHECKF(r == 0, "scav_alloc: %s", strerror(-r));
-                        if (r < 0)
-                                goto out;
-                        memset(scav_ptr(p, cyc[i]), 2, MiB);
-                }
-                usleep(50000);
-                for (int i = 0; i < CYCLE_MIB; i++)
-                        CHECK(scav_free(p, cyc[i]) == 0);
-                usleep(400000);
-        }
-        /* The last generations' pacing lines. */
-        usleep(300000);
 
         CHECK(scav_stats(p, &st) == 0);
         raised = test_daemon_log_count(&d, "pacing:", "goal +");
         printf("%d rounds of %d MiB: released %" PRIu64 " MiB, faults %" PRIu64 ", refaults %" PRIu64
-               " pages (%.1f MiB), %u pacing lines with a raised goal\n", ROUNDS, CYCLE_MIB,
+               " pages (%.1f MiB), %u pacing lines with a raised goal\n", ROUNDS, REFAULT_CYCLE_MIB,
                (st.released_total - released_before) / MiB, st.faults, st.refaults,
                (double) st.refaults * 4096 / MiB, raised);
         CHECKF(st.released_total > released_before, "nothing released between rounds");
         CHECKF(st.faults == 0, "faults %" PRIu64 " counted with bpf = off", st.faults);
         /* Each round after the first takes back what the daemon released. */
-        CHECKF(st.refaults * 4096 >= CYCLE_MIB * MiB, "refaults %" PRIu64 " pages: less than one round",
+        CHECKF(st.refaults * 4096 >= REFAULT_CYCLE_MIB * MiB, "refaults %" PRIu64 " pages: less than one round",
                st.refaults);
         /* Not more than the rounds allocated (growth is not a refault). */
-        CHECKF(st.refaults * 4096 <= (uint64_t) ROUNDS * CYCLE_MIB * MiB, "refaults %" PRIu64 " pages: more than allocated",
-               st.refaults);
+        CHECKF(st.refaults * 4096 <= (uint64_t) ROUNDS * REFAULT_CYCLE_MIB * MiB,
+               "refaults %" PRIu64 " pages: more than allocated", st.refaults);
         CHECKF(raised > 0, "no pacing line raised the goal for refaults");
 
         CHECK(test_scavctl(&d, out, sizeof(out), "--json", "status", POOL, NULL) == 0);

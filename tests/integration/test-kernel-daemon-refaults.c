@@ -13,14 +13,12 @@
 
 #include "test-kernel-daemon.h"
 #include <systemd/sd-event.h>
-#include <unistd.h>
 
 #include "../../daemon/kernel.h"
+#include "refault-rounds.h"
 
 TEST_DEFINE_GLOBALS;
 
-#define KEEP_MIB 16
-#define CYCLE_MIB 16
 #define ROUNDS 12
 
 static const char config[] =
@@ -40,7 +38,7 @@ int main(void) {
         struct test_daemon d;
         struct scav_stats st;
         scav_pool *p = NULL;
-        uint64_t keep[KEEP_MIB], cyc[CYCLE_MIB], released_before;
+        uint64_t released_before;
         char out[8192];
         unsigned raised;
         int r;
@@ -61,35 +59,13 @@ int main(void) {
         }
         r = scav_open(KD_POOL, &p);
         CHECKF(r == 0, "scav_open: %s", strerror(-r));
-        if (r < 0)
+        if (r < 0 || refault_rounds(p, ROUNDS, &released_before) < 0)
                 goto out;
-        for (int i = 0; i < KEEP_MIB; i++) {
-                CHECK(scav_alloc(p, MiB, 0, &keep[i]) == 0);
-                memset(scav_ptr(p, keep[i]), 1, MiB);
-        }
-        CHECK(scav_stats(p, &st) == 0);
-        released_before = st.released_total;
-
-        for (int round = 0; round < ROUNDS; round++) {
-                for (int i = 0; i < CYCLE_MIB; i++) {
-                        r = scav_alloc(p, MiB, 0, &cyc[i]);
-                        CHECKF(r == 0, "scav_alloc: %s", strerror(-r));
-                        if (r < 0)
-                                goto out;
-                        memset(scav_ptr(p, cyc[i]), 2, MiB);
-                }
-                usleep(50000);
-                for (int i = 0; i < CYCLE_MIB; i++)
-                        CHECK(scav_free(p, cyc[i]) == 0);
-                usleep(400000);
-        }
-        /* The last generations' pacing lines. */
-        usleep(300000);
 
         CHECK(scav_stats(p, &st) == 0);
         raised = test_daemon_log_count(&d, "pacing:", "goal +");
         printf("%d rounds of %d MiB: released %" PRIu64 " MiB, faults %" PRIu64 ", refaults %" PRIu64
-               " pages (%.1f MiB), %u pacing lines with a raised goal\n", ROUNDS, CYCLE_MIB,
+               " pages (%.1f MiB), %u pacing lines with a raised goal\n", ROUNDS, REFAULT_CYCLE_MIB,
                (st.released_total - released_before) / MiB, st.faults, st.refaults,
                (double) st.refaults * 4096 / MiB, raised);
         CHECKF(st.released_total > released_before, "nothing released between rounds");
