@@ -4,9 +4,15 @@
  * storms (cached and locked paths, so some die inside the heap lock or with
  * a half-updated page cache). Afterwards in-use is exactly what the
  * survivors hold, and `scavctl check` passes (also while the storm runs).
+ *
+ * The children are this program again (fork, then exec at once): a child
+ * forked from the parent's threads (libscav's watcher among them) and left
+ * running may inherit a lock that one of them held, and under
+ * AddressSanitizer its allocator then hung once in CI, forever.
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -134,6 +140,26 @@ static int survivor(int to_parent, int from_parent) {
         return 0;
 }
 
+static const char *self_exe; /* this program, for spawn_self */
+
+/* This program as a child: `ROLE A B`, with fd (inherited, the others are
+ * close-on-exec) as A. Only async-signal-safe calls between fork and exec. */
+static pid_t spawn_self(const char *role, int fd, unsigned long b) {
+        char a_str[16], b_str[24];
+        pid_t pid;
+
+        snprintf(a_str, sizeof(a_str), "%d", fd);
+        snprintf(b_str, sizeof(b_str), "%lu", b);
+        pid = fork();
+        if (pid == 0) {
+                if (fcntl(fd, F_SETFD, 0) < 0)
+                        _exit(126);
+                execl(self_exe, self_exe, role, a_str, b_str, (char *) NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
 /* Starts a stormer. Most are killed only once they storm; one in eight at
  * once, so that some die inside scav_open() (HELLO, mapping, MAPPED). */
 static pid_t spawn_stormer(unsigned seed, int *ready_fd) {
@@ -141,13 +167,9 @@ static pid_t spawn_stormer(unsigned seed, int *ready_fd) {
         pid_t pid;
         char c;
 
-        if (pipe(pfd) < 0)
+        if (pipe2(pfd, O_CLOEXEC) < 0)
                 return -1;
-        pid = fork();
-        if (pid == 0) {
-                close(pfd[0]);
-                stormer(pfd[1], seed);
-        }
+        pid = spawn_self("stormer", pfd[1], seed);
         close(pfd[1]);
         if (seed % 8 != 0 && read(pfd[0], &c, 1) != 1)
                 fprintf(stderr, "stormer %d died before storming\n", pid);
@@ -166,7 +188,7 @@ static bool wait_clients(scav_pool *p, uint64_t want, struct scav_stats *st) {
         return false;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
         struct test_daemon d;
         struct scav_stats st;
         pid_t storm[STORMERS], surv;
@@ -175,6 +197,12 @@ int main(void) {
         uint64_t mine[3];
         scav_pool *p;
         char c, out[8192];
+
+        self_exe = "/proc/self/exe";
+        if (argc == 4 && strcmp(argv[1], "stormer") == 0)
+                stormer(atoi(argv[2]), (unsigned) strtoul(argv[3], NULL, 10));
+        if (argc == 4 && strcmp(argv[1], "survivor") == 0)
+                _exit(survivor(atoi(argv[2]), atoi(argv[3])));
 
         CHECK(test_daemon_start(&d, config) == 0);
         if (d.pid <= 0)
@@ -185,10 +213,12 @@ int main(void) {
         for (int i = 0; i < 3; i++)
                 CHECK(scav_alloc(p, 1 << 20, 0, &mine[i]) == 0);
 
-        CHECK(pipe(up) == 0 && pipe(down) == 0);
-        surv = fork();
-        if (surv == 0)
-                _exit(survivor(up[1], down[0]));
+        CHECK(pipe2(up, O_CLOEXEC) == 0 && pipe2(down, O_CLOEXEC) == 0);
+        /* The survivor reads its other pipe, down, as B: keep it open across the exec. */
+        CHECK(fcntl(down[0], F_SETFD, 0) == 0);
+        surv = spawn_self("survivor", up[1], (unsigned long) down[0]);
+        CHECK(surv > 0);
+        CHECK(fcntl(down[0], F_SETFD, FD_CLOEXEC) == 0);
         CHECK(read(up[0], &c, 1) == 1);
 
         for (int i = 0; i < STORMERS; i++)
