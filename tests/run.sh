@@ -31,7 +31,9 @@ run_limited() { # log cmd...
         local log=$1 limit=${TEST_TIMEOUT:-600} pid sp ended rc; shift
         set +m # no job control: setsid then makes the test's own pid the session (no fork)
         : >"$log" # appended to, by the test and by what a timeout adds
-        setsid "$@" >>"$log" 2>&1 &
+        # A background job of a shell without job control starts with SIGINT
+        # and SIGQUIT ignored; a test that interrupts its children needs them.
+        env --default-signal=INT,QUIT setsid "$@" >>"$log" 2>&1 &
         pid=$!
         sleep "$limit" &
         sp=$!
