@@ -22,9 +22,11 @@ void heap_stats_released_add(heap *h, int64_t pages) {
         heap_store(&h->hdr->released_pages, h->hdr->released_pages + (uint64_t) pages);
 }
 
-/* Called with heap lock held. */
+/* Called with heap lock held. Most allocations reuse nothing released: they
+ * leave the word's line (the sharing counters') alone. */
 void heap_stats_reused_add(heap *h, int64_t pages) {
-        heap_store(&h->hdr->released_reused, h->hdr->released_reused + (uint64_t) pages);
+        if (pages)
+                heap_store(&h->hdr->released_reused, h->hdr->released_reused + (uint64_t) pages);
 }
 
 /* Ports heapRetained: what the heap may have backed. */
