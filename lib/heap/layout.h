@@ -442,6 +442,11 @@ void heap_stats_released_add(heap *h, int64_t pages);
 /* Released pages taken back by allocation (pages > 0), or given back untouched (< 0). Heap lock. */
 void heap_stats_reused_add(heap *h, int64_t pages);
 
+/* A page count of shared memory in bytes, saturated: any value may be there (released_reused). */
+static inline uint64_t heap_pages_to_bytes_sat(uint64_t pages, unsigned shift) {
+        return pages > UINT64_MAX >> shift ? UINT64_MAX : pages << shift;
+}
+
 /* Test hooks (tests only). */
 void heap_set_test_hook(heap *h, heap_test_hook_fn fn, void *userdata);
 static inline void heap_test_point(heap *h, enum heap_op op, enum heap_stage stage) {

@@ -66,8 +66,7 @@ int heap_get_stats(heap *h, struct heap_stats *ret) {
                 .gen_released = atomic_load_explicit(&hd->gen_released, memory_order_relaxed),
                 .released_total = heap_load(&hd->released_total),
                 .growth_scavenged = heap_load(&hd->growth_scavenged),
-                .released_reused = heap_load(&hd->released_reused) > UINT64_MAX >> sh ? UINT64_MAX
-                                   : heap_load(&hd->released_reused) << sh,
+                .released_reused = heap_pages_to_bytes_sat(heap_load(&hd->released_reused), sh),
                 .clients = clients,
                 .recoveries = heap_load(&hd->recoveries),
                 .shared = heap_load(&hd->shares_live),

@@ -91,8 +91,8 @@ enum stat_rule {
         STAT_COUNTER,  /* never decreases */
         STAT_GEN,      /* bytes released this generation: at most released_total */
         STAT_SLOTS,    /* a count of client slots, the daemon's excluded */
-        STAT_DAEMON,   /* written by the daemon, which keeps its own value: reported as read */
-        STAT_HINT,     /* goes up and down (released_reused), only a hint to the daemon: as read */
+        STAT_AS_READ,  /* no bound: written by the daemon, which keeps its own value
+                        * (goal, limit), or a hint that goes up and down (released_reused) */
         STAT_SHARED,   /* allocations with share entries: at most max_shares */
         STAT_REFS,     /* their references: at most what their counts can hold */
         STAT_NAMES,    /* names bound: at most max_names */
@@ -110,14 +110,14 @@ static const struct {
         R(inuse, STAT_GROWN),
         R(released, STAT_GROWN),
         R(retained, STAT_GROWN),
-        R(retained_goal, STAT_DAEMON),
-        R(memory_limit, STAT_DAEMON),
+        R(retained_goal, STAT_AS_READ),
+        R(memory_limit, STAT_AS_READ),
         R(peak_inuse, STAT_GROWN),
         R(gen, STAT_COUNTER),
         R(gen_released, STAT_GEN),
         R(released_total, STAT_COUNTER),
         R(growth_scavenged, STAT_COUNTER),
-        R(released_reused, STAT_HINT),
+        R(released_reused, STAT_AS_READ),
         R(clients, STAT_SLOTS),
         R(recoveries, STAT_COUNTER),
         R(shared, STAT_SHARED),
@@ -196,8 +196,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
                 .gen_released = gen_released,
                 .released_total = released_total,
                 .growth_scavenged = growth,
-                /* Any value is possible (a hint): in bytes, saturated. */
-                .released_reused = reused > UINT64_MAX >> sh ? UINT64_MAX : reused << sh,
+                .released_reused = heap_pages_to_bytes_sat(reused, sh),
                 .clients = clients,
                 .recoveries = recoveries,
                 .shared = shared,
@@ -240,8 +239,7 @@ int heap_get_stats_checked(heap *h, const struct heap_stats *prev, struct heap_s
                 case STAT_SLOTS:
                         ok = v < h->max_slots;
                         break;
-                case STAT_DAEMON:
-                case STAT_HINT:
+                case STAT_AS_READ:
                         break;
                 }
                 if (!ok)
