@@ -306,6 +306,8 @@ int heap_attach(void *meta, uint64_t meta_size, void *base, uint64_t base_size, 
 }
 
 void heap_detach(heap *h) {
+        for (unsigned c = 0; c < HEAP_SLOT_CACHES; c++)
+                free(h->home[c].chunks);
         free(h);
 }
 

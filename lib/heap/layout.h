@@ -374,6 +374,15 @@ struct heap {
         /* This process could not register for membarrier's global expedited
          * barrier: its threads fence every thread cache operation (reap.c). */
         bool tc_fenced;
+        /* Home sets: the chunks thread cache (slot, i) of this process took
+         * its lists' blocks from (a bit per chunk, nchunks_max bits; NULL
+         * until its first refill), where its next refills look first
+         * (mcache.c). One slot per cache index: another slot's refill
+         * starts the set afresh (a client has one slot; tests have more). */
+        struct {
+                uint32_t slot;
+                uint64_t *chunks;
+        } home[HEAP_SLOT_CACHES];
         /* heap_set_untrusted(): locks on the lock word alone (lock.c), waits published here. */
         struct heap_lock_wait *untrusted;
         /* Why this process's last recovery after a dead lock holder failed

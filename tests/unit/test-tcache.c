@@ -309,6 +309,87 @@ static void test_run_region_fragmented(void) {
         heap_test_free(&t);
 }
 
+/* Chunks of h holding blocks (live or listed) of slot a and of slot b, by their records. */
+static unsigned chunks_shared(heap *h, uint32_t a, uint32_t b, unsigned *ret_a, unsigned *ret_b) {
+        unsigned shared = 0, na = 0, nb = 0;
+        for (uint64_t c = 0; c < heap_nchunks(h); c++) {
+                bool in_a = false, in_b = false;
+                for (uint64_t pg = c * HEAP_CHUNK_PAGES; pg < (c + 1) * HEAP_CHUNK_PAGES; pg++) {
+                        uint64_t rec = atomic_load(&h->records[pg]);
+                        if (!HEAP_REC_NPAGES(rec))
+                                continue;
+                        in_a |= HEAP_REC_OWNER(rec) == a + 1;
+                        in_b |= HEAP_REC_OWNER(rec) == b + 1;
+                }
+                shared += in_a && in_b;
+                na += in_a;
+                nb += in_b;
+        }
+        if (ret_a)
+                *ret_a = na;
+        if (ret_b)
+                *ret_b = nb;
+        return shared;
+}
+
+/*
+ * Home chunks (mcache.c): clients whose lists refill from one heap at once,
+ * while their frees overflow the lists back into it, keep their blocks in
+ * chunks of their own, where first fit alone put the blocks of both in
+ * most chunks. A client alone still gets a heap as compact as the first
+ * fit's (no more free pages than half of those in use).
+ */
+static void churn(heap *h, const uint32_t *s, unsigned clients, uint64_t (*live)[128], uint64_t *rnd) {
+        for (unsigned step = 0; step < 128 + 6000; step++)
+                for (unsigned j = 0; j < clients; j++) {
+                        unsigned i = step;
+                        *rnd = *rnd * 6364136223846793005u + 1442695040888963407u;
+                        if (step >= 128) {
+                                i = (unsigned) (*rnd >> 33) % 128;
+                                CHECK(heap_free(h, s[j], j, live[j][i]) == 0);
+                        }
+                        uint64_t n = 16 + (*rnd >> 40) % 113;
+                        CHECK(heap_cache_alloc(h, s[j], j, n, 0, &live[j][i]) == 0);
+                }
+}
+
+static void test_home_chunks(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 1024 * MiB, .max_slots = 4 };
+        static uint64_t live[2][128];
+        uint64_t rnd = 1;
+        unsigned na, nb;
+        uint32_t s[2];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
+        churn(h, s, 2, live, &rnd);
+        unsigned shared = chunks_shared(h, s[0], s[1], &na, &nb);
+        printf("home chunks, two clients: %u and %u chunks, %u of them shared, heap %" PRIu64 " chunks, %" PRIu64
+               " pages in use\n", na, nb, shared, heap_nchunks(h), inuse_pages(h));
+        CHECKF(shared * 20 <= na + nb, "%u of %u chunks hold blocks of both clients", shared, na + nb - shared);
+        check_heap(h, "home chunks, two clients");
+        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
+        CHECK(heap_slot_reclaim(h, s[1]) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
+        churn(h, s, 1, live, &rnd);
+        uint64_t inuse = inuse_pages(h), pages = heap_nchunks(h) * HEAP_CHUNK_PAGES;
+        printf("home chunks, one client: heap %" PRIu64 " chunks, %" PRIu64 " pages in use\n", heap_nchunks(h), inuse);
+        CHECKF(pages <= inuse + inuse / 2 + 4 * HEAP_CHUNK_PAGES, "one client: %" PRIu64 " pages for %" PRIu64 " in use",
+               pages, inuse);
+        check_heap(h, "home chunks, one client");
+        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
 /*
  * The reaper: a thread that did nothing since the last reap gives back
  * everything and its cache becomes inactive; one that did gives back what
@@ -789,6 +870,7 @@ int main(void) {
         test_run_lines();
         test_run_hint();
         test_run_region_fragmented();
+        test_home_chunks();
         test_reap();
         test_reap_deferred();
         storm_against_reaper(false);
