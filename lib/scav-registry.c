@@ -122,10 +122,41 @@ static void note_hangups(const struct pollfd *pfds, const uint64_t *ids, size_t 
         }
 }
 
+/* Under the registry lock: room for n entries in the watcher's arrays. */
+static int watcher_reserve_locked(struct pollfd **pfds, uint64_t **ids, size_t *cap, size_t n) {
+        struct pollfd *np;
+        uint64_t *ni;
+
+        if (n <= *cap)
+                return 0;
+        n = MAX(n, 2 * *cap);
+        np = realloc(*pfds, n * sizeof(**pfds));
+        if (!np)
+                return -ENOMEM;
+        *pfds = np;
+        ni = realloc(*ids, n * sizeof(**ids));
+        if (!ni)
+                return -ENOMEM;
+        *ids = ni;
+        *cap = n;
+        return 0;
+}
+
+/*
+ * The arrays live as long as the thread and grow under the registry lock,
+ * which pthread_atfork takes around fork(): so the watcher never holds an
+ * allocator lock when the application forks. (A child forked from a
+ * threaded process inherits every lock another thread held; glibc's
+ * malloc takes its own around fork, but not every allocator does:
+ * AddressSanitizer's in GCC 12 does not, and a child then hung in its
+ * first malloc.)
+ */
 static void *watcher(void *unused) {
+        struct pollfd *pfds = NULL;
+        uint64_t *ids = NULL;
+        size_t cap = 0;
+
         for (;;) {
-                _cleanup_free_ struct pollfd *pfds = NULL;
-                _cleanup_free_ uint64_t *ids = NULL;
                 scav_pool *target = NULL;
                 struct scav_reconnect rc = {};
                 struct scav_session s;
@@ -137,9 +168,7 @@ static void *watcher(void *unused) {
                 scav_registry_lock();
                 for (scav_pool *p = registry; p; p = p->next)
                         max++;
-                pfds = calloc(max, sizeof(*pfds));
-                ids = calloc(max, sizeof(*ids));
-                if (!pfds || !ids) {
+                if (watcher_reserve_locked(&pfds, &ids, &cap, max) < 0) {
                         scav_registry_unlock();
                         sleep(1);
                         continue;
