@@ -291,14 +291,12 @@ uint64_t pacer_refaults(uint64_t faults, uint64_t grown_bytes, uint32_t phys_pag
  * can do at worst is raise its own pool's goal, which is capped
  * (PACER_REFAULT_EXTRA_MAX).
  */
-uint64_t pacer_reused_since(uint64_t *mark, bool *known, uint64_t now) {
+uint64_t pacer_reused_since(uint64_t *mark, uint64_t now) {
         uint64_t d;
 
         assert(mark);
-        assert(known);
-        d = *known && now > *mark ? now - *mark : 0;
+        d = *mark != PACER_REUSED_UNKNOWN && now > *mark ? now - *mark : 0;
         *mark = now;
-        *known = true;
         return d;
 }
 

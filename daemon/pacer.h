@@ -159,8 +159,10 @@ unsigned pacer_refault_update(struct pacer_refault *rf, uint64_t released, uint6
 uint64_t pacer_refaults(uint64_t faults, uint64_t grown_bytes, uint32_t phys_page_size);
 
 /* Bytes the heap's released_reused counter (now) rose by since *mark, which
- * it then becomes; 0 the first time (!*known) and when it went down. */
-uint64_t pacer_reused_since(uint64_t *mark, bool *known, uint64_t now);
+ * it then becomes; 0 the first time (*mark PACER_REUSED_UNKNOWN) and when
+ * it went down. */
+#define PACER_REUSED_UNKNOWN UINT64_MAX
+uint64_t pacer_reused_since(uint64_t *mark, uint64_t now);
 
 /*
  * The CPU cap of release under pressure (pressure_cpu_percent): after a

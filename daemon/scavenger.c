@@ -76,8 +76,7 @@ struct pool_scav {
         int64_t last_wake;         /* CLOCK_MONOTONIC ns of the last scavenger_wake() */
         uint64_t fault_mark;       /* kernel_watch_faults_since() */
         uint64_t fault_heap_sys;   /* heap_sys when faults were last counted */
-        uint64_t reused_mark;      /* the heap's released_reused then, when reused_known */
-        bool reused_known;
+        uint64_t reused_mark;      /* the heap's released_reused then (pacer_reused_since) */
         struct pacer_refault rf;
         bool tc_held;              /* thread caches held free pages at the last reap (issue 13) */
         unsigned reaps_left;       /* reaps of thread caches alone before the next generation... */
@@ -375,7 +374,7 @@ static void generation_ended(struct pool_scav *ps, const struct heap_gen_report 
          * for them: each of those faults when first written. */
         grown = st->heap_sys > ps->fault_heap_sys ? st->heap_sys - ps->fault_heap_sys : 0;
         ps->fault_heap_sys = st->heap_sys;
-        reused = pacer_reused_since(&ps->reused_mark, &ps->reused_known, st->released_reused);
+        reused = pacer_reused_since(&ps->reused_mark, st->released_reused);
         if (s->kernel && kernel_watch_has_bpf(s->kernel)) {
                 faults = kernel_watch_faults_since(s->kernel, p->id, &ps->fault_mark);
                 refaulted = pacer_refaults(faults, grown, s->phys_page_size);
@@ -720,6 +719,7 @@ int scavenger_add_pool(scavenger *s, struct pool *p) {
                 return -ENOMEM;
         ps->s = s;
         ps->pool = p;
+        ps->reused_mark = PACER_REUSED_UNKNOWN;
         ps->pp = (struct pacer_pool) {
                 .goal = HEAP_GOAL_NONE,
                 .share = pacer_pool_share(p->cfg.scavenge_percent, s->percent),

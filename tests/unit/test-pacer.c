@@ -441,18 +441,20 @@ static void test_refaults_count(void) {
 }
 
 static void test_reused_since(void) {
-        uint64_t mark = 0;
-        bool known = false;
+        uint64_t mark = PACER_REUSED_UNKNOWN;
 
         /* The first reading only sets the mark: a heap restored with a big count is not a refault. */
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 64 * MiB), 0);
-        CHECK(known && mark == 64 * MiB);
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 80 * MiB), 16 * MiB);
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 80 * MiB), 0);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 64 * MiB), 0);
+        CHECK_EQ_U64(mark, 64 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 80 * MiB), 16 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 80 * MiB), 0);
         /* Down (pages given back untouched, or a client's scribble): nothing, and counting goes on from there. */
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 8 * MiB), 0);
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, 12 * MiB), 4 * MiB);
-        CHECK_EQ_U64(pacer_reused_since(&mark, &known, UINT64_MAX), UINT64_MAX - 12 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 8 * MiB), 0);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 12 * MiB), 4 * MiB);
+        /* A saturated count (a scribble) counts once, and the next reading starts afresh. */
+        CHECK_EQ_U64(pacer_reused_since(&mark, UINT64_MAX), UINT64_MAX - 12 * MiB);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 20 * MiB), 0);
+        CHECK_EQ_U64(pacer_reused_since(&mark, 24 * MiB), 4 * MiB);
 }
 
 static void test_refault_goal(void) {
