@@ -140,8 +140,6 @@ static int survivor(int to_parent, int from_parent) {
         return 0;
 }
 
-static const char *self_exe; /* this program, for spawn_self */
-
 /* This program as a child: `ROLE A B`, with fd (inherited, the others are
  * close-on-exec) as A. Only async-signal-safe calls between fork and exec. */
 static pid_t spawn_self(const char *role, int fd, unsigned long b) {
@@ -154,7 +152,7 @@ static pid_t spawn_self(const char *role, int fd, unsigned long b) {
         if (pid == 0) {
                 if (fcntl(fd, F_SETFD, 0) < 0)
                         _exit(126);
-                execl(self_exe, self_exe, role, a_str, b_str, (char *) NULL);
+                execl("/proc/self/exe", "/proc/self/exe", role, a_str, b_str, (char *) NULL);
                 _exit(127);
         }
         return pid;
@@ -198,7 +196,6 @@ int main(int argc, char **argv) {
         scav_pool *p;
         char c, out[8192];
 
-        self_exe = "/proc/self/exe";
         if (argc == 4 && strcmp(argv[1], "stormer") == 0)
                 stormer(atoi(argv[2]), (unsigned) strtoul(argv[3], NULL, 10));
         if (argc == 4 && strcmp(argv[1], "survivor") == 0)
