@@ -145,11 +145,11 @@ static int watcher_reserve_locked(struct pollfd **pfds, uint64_t **ids, size_t *
 /*
  * The arrays live as long as the thread and grow under the registry lock,
  * which pthread_atfork takes around fork(): so the watcher never holds an
- * allocator lock when the application forks. (A child forked from a
- * threaded process inherits every lock another thread held; glibc's
- * malloc takes its own around fork, but not every allocator does:
- * AddressSanitizer's in GCC 12 does not, and a child then hung in its
- * first malloc.)
+ * allocator lock of its own making when the application forks. (A child
+ * forked from a threaded process inherits every lock another thread held;
+ * glibc's malloc takes its own around fork. Under GCC 12's
+ * AddressSanitizer, test-client-kill's child hung in its allocator, on a
+ * lock it had inherited held.)
  */
 static void *watcher(void *unused) {
         struct pollfd *pfds = NULL;

@@ -210,7 +210,7 @@ static int mcache_find_aligned_locked(heap *h, uint64_t len, uint64_t align, boo
  * blocks from, where one has room, so that a client's blocks stay together
  * and apart from other clients'. Two processes that refilled by first fit
  * alone each ended up with blocks in nearly every chunk of the pool (in
- * 340 of 390, 320 of them shared, after 1.5 s of the mixed benchmark):
+ * about 342 of 370, 314 of them shared, after 1.5 s of the mixed benchmark):
  * each then mapped twice the address space it used (page tables of 1.6
  * MB against 0.8 MB in a pool of its own), its page walks crossed it, and
  * every operation of both took about 1.5 times as long as in two pools.
@@ -314,7 +314,7 @@ static bool mcache_home_has(heap *h, uint32_t slot, uint32_t cache, uint64_t ci)
  * a chunk of its own rather than take a hole among other clients' blocks:
  * while the heap's free pages are fewer than half of those in use (plus
  * four chunks). Looser than mcache_region_may_grow: with one eighth, two
- * clients of the mixed benchmark still shared 80-150 of 360 chunks, with
+ * clients of the mixed benchmark still shared 78-147 of 359 chunks, with
  * one half 6-14 of 366. It costs address space, not memory: free pages
  * are the scavenger's to release. Shared counters: a hint.
  */
