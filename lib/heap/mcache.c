@@ -223,7 +223,7 @@ static int mcache_find_aligned_locked(heap *h, uint64_t len, uint64_t align, boo
  * chunk in it, and every run found in it is checked against the bitmaps.
  * A refill that finds no room at home takes the first fit if that lies at
  * home, else a wholly free chunk, else grows the heap for one while the
- * heap is not much larger than what is in use (mcache_home_may_grow), and
+ * heap is not much larger than what is in use (heap_mcache_may_grow_apart), and
  * only then a hole among other clients' blocks.
  */
 
@@ -310,15 +310,16 @@ static bool mcache_home_has(heap *h, uint32_t slot, uint32_t cache, uint64_t ci)
 }
 
 /*
- * Whether a thread cache that found no room at home may grow the heap for
- * a chunk of its own rather than take a hole among other clients' blocks:
- * while the heap's free pages are fewer than half of those in use (plus
- * four chunks). Looser than mcache_region_may_grow: with one eighth, two
- * clients of the mixed benchmark still shared 78-147 of 359 chunks, with
- * one half 6-14 of 366. It costs address space, not memory: free pages
- * are the scavenger's to release. Shared counters: a hint.
+ * Whether a thread cache that found no room of its own may grow the heap
+ * for a chunk rather than take a hole among other clients' blocks (lists
+ * here, page-cache fills in cache.c): while the heap's free pages are
+ * fewer than half of those in use (plus four chunks). Looser than
+ * mcache_region_may_grow: with one eighth, two clients of the mixed
+ * benchmark still shared 78-147 of 359 chunks, with one half 6-14 of 366.
+ * It costs address space, not memory: free pages are the scavenger's to
+ * release. Shared counters: a hint.
  */
-static bool mcache_home_may_grow(heap *h) {
+bool heap_mcache_may_grow_apart(heap *h) {
         uint64_t pages = heap_nchunks(h) * HEAP_CHUNK_PAGES, inuse = heap_load(&h->hdr->inuse_pages);
         return pages < inuse + inuse / 2 + 4 * HEAP_CHUNK_PAGES;
 }
@@ -343,7 +344,7 @@ static int mcache_free_chunk_locked(heap *h, uint64_t *ret_page) {
  * of thread cache (slot, cache) goes: in its lowest home chunk
  * with room; else at the first fit, if that lies at home; else at the
  * start of a wholly free chunk; else, while the heap may grow for it
- * (grown non-NULL and mcache_home_may_grow), at the start of a chunk of
+ * (grown non-NULL and heap_mcache_may_grow_apart), at the start of a chunk of
  * its own; else at the first fit anywhere, growing the heap for it (grown
  * non-NULL) as heap_alloc_locked does. An extra block (grown NULL) takes
  * no hole among other clients' blocks. backed: backed pages only. 1 with
@@ -366,7 +367,7 @@ static int mcache_home_place_locked(heap *h, uint32_t slot, uint32_t cache, uint
         if (!at_home) {
                 uint64_t chunk, chunk_search = 0;
                 int c = mcache_free_chunk_locked(h, &chunk);
-                if (c == 0 && grown && mcache_home_may_grow(h)) {
+                if (c == 0 && grown && heap_mcache_may_grow_apart(h)) {
                         c = mcache_find_aligned_locked(h, HEAP_CHUNK_PAGES, HEAP_CHUNK_PAGES, true, &chunk,
                                                        &chunk_search, grown);
                         if (c < 0)

@@ -44,6 +44,9 @@ static inline unsigned heap_mcache_class(uint64_t npages, uint64_t *ret_pages) {
 
 /* The owner's operations, inside its bracket (tcache.h). */
 int heap_mcache_alloc(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags, uint64_t *ret_off);
+/* Whether a thread cache may grow the heap to keep its blocks apart from
+ * other clients' (a hint from shared counters). Heap lock. */
+bool heap_mcache_may_grow_apart(heap *h);
 bool heap_mcache_free(heap *h, uint32_t slot, uint32_t cache, uint64_t page, uint64_t rec, int *ret);
 int heap_alloc_flushing_mcache(heap *h, uint32_t slot, uint32_t cache, uint64_t npages, unsigned flags,
                                uint64_t rec_bits, uint64_t *ret_off);

@@ -390,6 +390,74 @@ static void test_home_chunks(void) {
         heap_test_free(&t);
 }
 
+/* 64-page blocks (their records: eight lines) holding live records of
+ * both a and b; *ret_used: blocks holding any. */
+static unsigned page_blocks_shared(heap *h, uint32_t a, uint32_t b, unsigned *ret_used) {
+        unsigned shared = 0, used = 0;
+        for (uint64_t base = 0; base < heap_nchunks(h) * HEAP_CHUNK_PAGES; base += HEAP_CACHE_PAGES) {
+                bool in_a = false, in_b = false;
+                for (uint64_t pg = base; pg < base + HEAP_CACHE_PAGES; pg++) {
+                        uint64_t rec = atomic_load(&h->records[pg]);
+                        if (!HEAP_REC_NPAGES(rec))
+                                continue;
+                        in_a |= HEAP_REC_OWNER(rec) == a + 1;
+                        in_b |= HEAP_REC_OWNER(rec) == b + 1;
+                }
+                shared += in_a && in_b;
+                used += in_a || in_b;
+        }
+        *ret_used = used;
+        return shared;
+}
+
+/*
+ * Page-cache fills (cache.c) keep clients' single pages apart. After a
+ * reap took both clients' caches back, their frees leave holes in their
+ * own blocks; a fill that took whichever block held the first free page
+ * put each client's next pages among the other's live ones, and both then
+ * wrote the same record lines on every operation (two processes at 4 KiB
+ * in one pool made less than half the pairs they made in two pools). A
+ * fill passes over blocks that hold another thread cache's records.
+ */
+static void test_page_blocks_apart(void) {
+        struct heap_test t;
+        struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
+        struct heap_reap_report rr;
+        static uint64_t live[2][1000];
+        uint64_t rnd = 7;
+        unsigned used, shared;
+        uint32_t s[2];
+
+        CHECK(heap_test_new(&p, &t) == 0);
+        heap *h = t.h;
+        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
+        CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
+        for (unsigned i = 0; i < 1000; i++)
+                for (unsigned j = 0; j < 2; j++)
+                        CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
+        shared = page_blocks_shared(h, s[0], s[1], &used);
+        CHECKF(shared == 0, "filled: %u of %u blocks hold pages of both clients", shared, used);
+
+        CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
+        CHECK_EQ_U64(rr.held_pages, 0);
+        for (unsigned step = 0; step < 20000; step++)
+                for (unsigned j = 0; j < 2; j++) {
+                        rnd = rnd * 6364136223846793005u + 1442695040888963407u;
+                        unsigned i = (unsigned) (rnd >> 33) % 1000;
+                        CHECK(heap_free(h, s[j], j, live[j][i]) == 0);
+                        CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
+                }
+        shared = page_blocks_shared(h, s[0], s[1], &used);
+        printf("page blocks after a reap, two clients: %u blocks, %u of them shared, heap %" PRIu64 " chunks\n", used,
+               shared, heap_nchunks(h));
+        CHECKF(shared * 20 <= used, "%u of %u blocks hold pages of both clients", shared, used);
+        check_heap(h, "page blocks, two clients");
+        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
+        CHECK(heap_slot_reclaim(h, s[1]) >= 0);
+        CHECK_EQ_U64(inuse_pages(h), 0);
+        heap_test_free(&t);
+}
+
 /*
  * The reaper: a thread that did nothing since the last reap gives back
  * everything and its cache becomes inactive; one that did gives back what
@@ -871,6 +939,7 @@ int main(void) {
         test_run_hint();
         test_run_region_fragmented();
         test_home_chunks();
+        test_page_blocks_apart();
         test_reap();
         test_reap_deferred();
         storm_against_reaper(false);
