@@ -29,6 +29,13 @@ bench-peers: bench-peers-bins $(BUILD)/scavd $(BUILD)/scavctl
 
 bench-run: bench-peers
 
+# What each guarantee of libscav's fast path costs, against tcmalloc
+# (docs/bench-ablation.md, issue 13). Not part of bench-run: it builds
+# seven copies of the driver and runs each under callgrind.
+.PHONY: bench-ablation
+bench-ablation: bench-deps $(PEER_DIR)/alloc-tcmalloc $(BUILD)/scavd
+	/usr/bin/python3 tests/bench/fast-ablation.py --build $(BUILD) --out docs/bench-ablation.md
+
 PEER_LOOP_H := tests/bench/peer-alloc-loop.h
 
 $(PEER_DIR)/alloc-glibc: tests/bench/peer-alloc-glibc.c $(PEER_LOOP_H)
