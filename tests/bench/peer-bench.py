@@ -323,6 +323,7 @@ def row_two(args, bindir, daemon, res):
                 ratio.append(agg / v1 if agg and v1 else None)
             out[(name, size)] = {"one": one, "two": two, "ratio": ratio, "err": err}
     res["two"] = out
+    row_two_reaped(args, bindir, daemon, cpus, res)
 
     log("row 2b: two threads of one process on the two cores")
     thr = {}
@@ -338,6 +339,53 @@ def row_two(args, bindir, daemon, res):
                 ratio.append(v2 / v1 if v1 and v2 else None)
             thr[(name, size)] = {"one": one, "two": two, "ratio": ratio, "err": err}
     res["threads"] = thr
+
+
+def two_reaped_once(bindir, daemon, size, seconds, pools, cpus):
+    """Two libscav drivers (pools[i] on cpus[i]) fill their live sets, a
+    forced scavenge of their pools takes every thread cache back while they
+    wait, then both run `seconds`: the summed pairs per second, or None."""
+    scavctl = os.path.join(os.path.dirname(bindir), "scavctl")
+    start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(1.5e9)
+    procs = []
+    for pool, c in zip(pools, cpus):
+        cmd = [alloc_driver(bindir, "libscav"), size, "--seconds", str(seconds), "--cpu", str(c),
+               "--start-at", str(start_at)]
+        note_command(cmd, daemon.env(pool))
+        procs.append(subprocess.Popen(cmd, env=dict(os.environ, **daemon.env(pool)), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    time.sleep(1.0)
+    for pool in sorted(set(pools)):
+        cmd = [scavctl, "scavenge", pool]
+        note_command(cmd, daemon.env())
+        subprocess.run(cmd, env=dict(os.environ, **daemon.env()), capture_output=True, timeout=60)
+    vals = []
+    for p in procs:
+        o, _ = p.communicate(timeout=60)
+        vals.append(kv(o.strip().splitlines()[-1]).get("pairs_per_s") if p.returncode == 0 and o.strip() else None)
+    return sum(vals) if None not in vals else None
+
+
+def row_two_reaped(args, bindir, daemon, cpus, res):
+    """Two processes in one pool against two pools, each after a reap took
+    their caches back (a forced scavenge): what the blocks they then take
+    from the heap cost if they lie among each other's (cache.c's fills,
+    mcache.c's home chunks)."""
+    log("row 2c: two processes after their caches were taken back, one pool and two")
+    out = {}
+    if daemon is None or len(cpus) < 2:
+        res["two_reaped"] = out
+        return
+    for size in ["4k", "8k", "mixed"]:
+        one, two, ratio = [], [], []
+        for _ in range(args.runs2):
+            a = two_reaped_once(bindir, daemon, size, args.seconds, ["bench", "bench"], cpus)
+            b = two_reaped_once(bindir, daemon, size, args.seconds, ["bench", "bench2"], cpus)
+            one.append(a)
+            two.append(b)
+            ratio.append(a / b if a and b else None)
+        out[size] = {"one": one, "two": two, "ratio": ratio}
+    res["two_reaped"] = out
 
 
 def row_daemon_stopped(args, bindir, daemon, res):
@@ -1118,6 +1166,21 @@ def write_report(args, res, path):
           f"{fmt_x(median(d['ratio']))} |" + (f" failed: `{d['err']}`" if d.get("err") else ""))
     A("")
 
+    if res.get("two_reaped"):
+        A("The same two libscav processes (row-1 workload, `--seconds` as above) when a reap has just "
+          "taken their thread caches back: both fill their live sets, `scavctl scavenge` runs while they "
+          "wait for the common start, so that every block they take afterwards comes from holes among "
+          "both processes' live blocks. One pool (`bench` twice) against two pools (`bench` and `bench2`), "
+          "measured back to back; the ratio is one pool's sum over two pools' (1: sharing the pool costs "
+          "nothing):")
+        A("")
+        A("| size | one pool (sum) | two pools (sum) | one pool ÷ two pools |")
+        A("|---|---|---|---|")
+        for size, d in res["two_reaped"].items():
+            A(f"| {size} | {fmt_rate(median(d['one']))} | {fmt_rate(median(d['two']))} | "
+              f"{fmt_x(median(d['ratio']))} |")
+        A("")
+
     A("Two threads of one process, each pinned to its own core, each with its own live set "
       "(libscav: one pool, one client slot, a page cache per thread), against one thread pinned alone:")
     A("")
@@ -1555,7 +1618,8 @@ def main():
 
     daemon = None
     try:
-        daemon = Daemon(build, [("bench", "4G"), ("release", "4G"), ("cap1g", "1G"), ("cap1t", "1T")])
+        daemon = Daemon(build, [("bench", "4G"), ("bench2", "4G"), ("release", "4G"), ("cap1g", "1G"),
+                                ("cap1t", "1T")])
         res["config"] = daemon.config_text.replace(daemon.socket, "PRIVATE")
     except Exception as e:
         log(f"the daemon did not start: {e}; the scavd rows will say so")
