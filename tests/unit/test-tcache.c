@@ -416,8 +416,9 @@ static unsigned page_blocks_shared(heap *h, uint32_t a, uint32_t b, unsigned *re
  * own blocks; a fill that took whichever block held the first free page
  * put each client's next pages among the other's live ones, and both then
  * wrote the same record lines on every operation (two processes at 4 KiB
- * in one pool made less than half the pairs they made in two pools). A
- * fill passes over blocks that hold another thread cache's records.
+ * in one pool made 0.35-0.52 times the pairs they made in two pools in
+ * tests/bench/peer-bench.py's row 2c). A fill passes over blocks that hold
+ * another thread cache's records.
  */
 static void test_page_blocks_apart(void) {
         struct heap_test t;
