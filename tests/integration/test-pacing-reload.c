@@ -73,10 +73,13 @@ int main(void) {
 
         /* Budget 0: generations see the free and set a goal, nothing is
          * released. With nothing it may do (budget 0) and nothing changing,
-         * the pool then parks its generations: gen stops advancing. */
+         * the pool then parks its generations: gen stops advancing. One
+         * generation may be all it takes: when the frees came just before
+         * a generation ended, the next one already has the low peak, sets
+         * the goal at its end and parks (st0 then reads the new number). */
         sleep(3);
         CHECK(scav_stats(p, &st) == 0);
-        CHECKF(st.gen >= st0.gen + 2, "generations %" PRIu64 " -> %" PRIu64, st0.gen, st.gen);
+        CHECKF(st.gen >= st0.gen + 1, "generations %" PRIu64 " -> %" PRIu64, st0.gen, st.gen);
         CHECKF(st.retained_goal != UINT64_MAX && st.retained_goal < st.retained,
                "goal %" PRIu64 " KiB, retained %" PRIu64 " KiB", st.retained_goal >> 10, st.retained >> 10);
         CHECKF(st.released_total == st0.released_total, "released %" PRIu64 " bytes with scavenge_percent = 0",
