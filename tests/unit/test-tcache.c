@@ -309,12 +309,14 @@ static void test_run_region_fragmented(void) {
         heap_test_free(&t);
 }
 
-/* Chunks of h holding blocks (live or listed) of slot a and of slot b, by their records. */
-static unsigned chunks_shared(heap *h, uint32_t a, uint32_t b, unsigned *ret_a, unsigned *ret_b) {
+/* Regions of `pages` pages (chunks, page-cache blocks) of h holding
+ * allocations (live or listed) of slot a and of slot b, by their records;
+ * *ret_a, *ret_b: regions holding any of a's, of b's. */
+static unsigned regions_shared(heap *h, uint64_t pages, uint32_t a, uint32_t b, unsigned *ret_a, unsigned *ret_b) {
         unsigned shared = 0, na = 0, nb = 0;
-        for (uint64_t c = 0; c < heap_nchunks(h); c++) {
+        for (uint64_t base = 0; base < heap_nchunks(h) * HEAP_CHUNK_PAGES; base += pages) {
                 bool in_a = false, in_b = false;
-                for (uint64_t pg = c * HEAP_CHUNK_PAGES; pg < (c + 1) * HEAP_CHUNK_PAGES; pg++) {
+                for (uint64_t pg = base; pg < base + pages; pg++) {
                         uint64_t rec = atomic_load(&h->records[pg]);
                         if (!HEAP_REC_NPAGES(rec))
                                 continue;
@@ -366,7 +368,7 @@ static void test_home_chunks(void) {
         CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
         CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
         churn(h, s, 2, live, &rnd);
-        unsigned shared = chunks_shared(h, s[0], s[1], &na, &nb);
+        unsigned shared = regions_shared(h, HEAP_CHUNK_PAGES, s[0], s[1], &na, &nb);
         printf("home chunks, two clients: %u and %u chunks, %u of them shared, heap %" PRIu64 " chunks, %" PRIu64
                " pages in use\n", na, nb, shared, heap_nchunks(h), inuse_pages(h));
         CHECKF(shared * 20 <= na + nb, "%u of %u chunks hold blocks of both clients", shared, na + nb - shared);
@@ -390,26 +392,6 @@ static void test_home_chunks(void) {
         heap_test_free(&t);
 }
 
-/* 64-page blocks (their records: eight lines) holding live records of
- * both a and b; *ret_used: blocks holding any. */
-static unsigned page_blocks_shared(heap *h, uint32_t a, uint32_t b, unsigned *ret_used) {
-        unsigned shared = 0, used = 0;
-        for (uint64_t base = 0; base < heap_nchunks(h) * HEAP_CHUNK_PAGES; base += HEAP_CACHE_PAGES) {
-                bool in_a = false, in_b = false;
-                for (uint64_t pg = base; pg < base + HEAP_CACHE_PAGES; pg++) {
-                        uint64_t rec = atomic_load(&h->records[pg]);
-                        if (!HEAP_REC_NPAGES(rec))
-                                continue;
-                        in_a |= HEAP_REC_OWNER(rec) == a + 1;
-                        in_b |= HEAP_REC_OWNER(rec) == b + 1;
-                }
-                shared += in_a && in_b;
-                used += in_a || in_b;
-        }
-        *ret_used = used;
-        return shared;
-}
-
 /*
  * Page-cache fills (cache.c) keep clients' single pages apart. After a
  * reap took both clients' caches back, their frees leave holes in their
@@ -426,7 +408,7 @@ static void test_page_blocks_apart(void) {
         struct heap_reap_report rr;
         static uint64_t live[2][1000];
         uint64_t rnd = 7;
-        unsigned used, shared;
+        unsigned na, nb, shared;
         uint32_t s[2];
 
         CHECK(heap_test_new(&p, &t) == 0);
@@ -436,8 +418,8 @@ static void test_page_blocks_apart(void) {
         for (unsigned i = 0; i < 1000; i++)
                 for (unsigned j = 0; j < 2; j++)
                         CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
-        shared = page_blocks_shared(h, s[0], s[1], &used);
-        CHECKF(shared == 0, "filled: %u of %u blocks hold pages of both clients", shared, used);
+        shared = regions_shared(h, HEAP_CACHE_PAGES, s[0], s[1], &na, &nb);
+        CHECKF(shared == 0, "filled: %u of %u blocks hold pages of both clients", shared, na + nb - shared);
 
         CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
         CHECK_EQ_U64(rr.held_pages, 0);
@@ -448,10 +430,10 @@ static void test_page_blocks_apart(void) {
                         CHECK(heap_free(h, s[j], j, live[j][i]) == 0);
                         CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
                 }
-        shared = page_blocks_shared(h, s[0], s[1], &used);
-        printf("page blocks after a reap, two clients: %u blocks, %u of them shared, heap %" PRIu64 " chunks\n", used,
-               shared, heap_nchunks(h));
-        CHECKF(shared * 20 <= used, "%u of %u blocks hold pages of both clients", shared, used);
+        shared = regions_shared(h, HEAP_CACHE_PAGES, s[0], s[1], &na, &nb);
+        printf("page blocks after a reap, two clients: %u blocks, %u of them shared, heap %" PRIu64 " chunks\n",
+               na + nb - shared, shared, heap_nchunks(h));
+        CHECKF(shared * 20 <= na + nb - shared, "%u of %u blocks hold pages of both clients", shared, na + nb - shared);
         check_heap(h, "page blocks, two clients");
         CHECK(heap_slot_reclaim(h, s[0]) >= 0);
         CHECK(heap_slot_reclaim(h, s[1]) >= 0);
