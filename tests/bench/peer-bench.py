@@ -355,15 +355,19 @@ def two_reaped_once(bindir, daemon, size, seconds, pools, cpus):
         procs.append(subprocess.Popen(cmd, env=dict(os.environ, **daemon.env(pool)), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     time.sleep(1.0)
+    reaped = True
     for pool in sorted(set(pools)):
         cmd = [scavctl, "scavenge", pool]
         note_command(cmd, daemon.env())
-        subprocess.run(cmd, env=dict(os.environ, **daemon.env()), capture_output=True, timeout=60)
+        p = subprocess.run(cmd, env=dict(os.environ, **daemon.env()), capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            log(f"scavctl scavenge {pool}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
+            reaped = False
     vals = []
     for p in procs:
         o, _ = p.communicate(timeout=60)
         vals.append(kv(o.strip().splitlines()[-1]).get("pairs_per_s") if p.returncode == 0 and o.strip() else None)
-    return sum(vals) if None not in vals else None
+    return sum(vals) if reaped and None not in vals else None
 
 
 def row_two_reaped(args, bindir, daemon, cpus, res):
