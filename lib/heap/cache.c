@@ -191,20 +191,6 @@ static uint64_t next_free_page(heap *h, uint64_t page) {
         return HEAP_PAGE_NONE;
 }
 
-/* The first wholly free block from page's chunk on, within
- * HEAP_CACHE_FILL_SCAN chunks, or HEAP_PAGE_NONE. Heap lock. */
-static uint64_t free_block(heap *h, uint64_t page) {
-        uint64_t first = page / HEAP_CHUNK_PAGES, end = MIN(heap_nchunks(h), first + HEAP_CACHE_FILL_SCAN);
-        for (uint64_t ci = first; ci < end; ci++) {
-                if (heap_leaf(h)[ci].max < HEAP_CACHE_PAGES)
-                        continue;
-                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w++)
-                        if (!h->chunks[ci].alloc[w])
-                                return ci * HEAP_CHUNK_PAGES + w * 64;
-        }
-        return HEAP_PAGE_NONE;
-}
-
 /*
  * The block a fill of (slot, cache) takes, page being the first free page:
  * 0 with *ret_base, or a negative errno. Without a block of its own, it
@@ -223,14 +209,14 @@ static int fill_block_pick(heap *h, uint32_t slot, uint32_t cache, uint64_t page
                         base = next & ~(uint64_t) (HEAP_CACHE_PAGES - 1);
                         continue;
                 }
-                next = free_block(h, first);
+                next = heap_pa_find_free_aligned(h, first, HEAP_CACHE_PAGES, HEAP_CACHE_FILL_SCAN);
                 if (next == HEAP_PAGE_NONE && heap_mcache_may_grow_apart(h)) {
                         uint64_t end = heap_nchunks(h) * HEAP_CHUNK_PAGES;
                         int r = heap_grow_locked(h, HEAP_CACHE_PAGES, grown);
                         if (r < 0 && r != -ENOMEM)
                                 return r;
                         if (r == 0)
-                                next = free_block(h, end); /* the first new chunk */
+                                next = end; /* the first new chunk: wholly free */
                 }
                 base = next != HEAP_PAGE_NONE ? next : first;
                 break;

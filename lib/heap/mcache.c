@@ -327,16 +327,14 @@ bool heap_mcache_may_grow_apart(heap *h) {
 /* The first wholly free chunk within HEAP_MCACHE_FREE_CHUNK_SCAN chunks of
  * the search address: 1 with its first page, else 0. Heap lock. */
 static int mcache_free_chunk_locked(heap *h, uint64_t *ret_page) {
-        uint64_t search = heap_load(&h->hdr->search_page), nch = heap_nchunks(h);
+        uint64_t search = heap_load(&h->hdr->search_page), page;
         if (search == HEAP_PAGE_NONE)
                 return 0;
-        for (uint64_t ci = search / HEAP_CHUNK_PAGES, end = MIN(nch, ci + HEAP_MCACHE_FREE_CHUNK_SCAN); ci < end; ci++)
-                if (heap_leaf(h)[ci].start == HEAP_CHUNK_PAGES &&
-                    heap_pa_range_free(h, ci * HEAP_CHUNK_PAGES, HEAP_CHUNK_PAGES)) {
-                        *ret_page = ci * HEAP_CHUNK_PAGES;
-                        return 1;
-                }
-        return 0;
+        page = heap_pa_find_free_aligned(h, search, HEAP_CHUNK_PAGES, HEAP_MCACHE_FREE_CHUNK_SCAN);
+        if (page == HEAP_PAGE_NONE)
+                return 0;
+        *ret_page = page;
+        return 1;
 }
 
 /*

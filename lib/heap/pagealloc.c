@@ -8,10 +8,12 @@
  * search never leaves the grown heap.
  */
 
+#include <assert.h>
 #include <errno.h>
 
 #include "heap/pagealloc.h"
 #include "heap/palloc.h"
+#include "macro.h"
 
 static void mark_corrupt(heap *h, const char *why) {
         heap_mark_corrupt(h);
@@ -272,6 +274,37 @@ bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages) {
         if (page + npages > heap_nchunks(h) * HEAP_CHUNK_PAGES || page + npages < page)
                 return false;
         return bits_clear(h, page, npages, false);
+}
+
+/*
+ * The first wholly free run of npages pages aligned to npages (a divisor of
+ * a chunk, at least a bitmap word: a page-cache block, a chunk) in the
+ * chunks from page's on, at most scan_chunks of them, or HEAP_PAGE_NONE.
+ * The summaries are shared memory: they only skip chunks, the bitmaps say.
+ * Not in Go (mcache.c and cache.c keep clients apart with it). Called with
+ * heap lock held.
+ */
+uint64_t heap_pa_find_free_aligned(heap *h, uint64_t page, uint64_t npages, uint64_t scan_chunks) {
+        uint64_t first = page / HEAP_CHUNK_PAGES, end = heap_nchunks(h);
+        unsigned words = (unsigned) (npages / 64);
+
+        assert(npages >= 64 && npages <= HEAP_CHUNK_PAGES && HEAP_CHUNK_PAGES % npages == 0);
+        if (first >= end)
+                return HEAP_PAGE_NONE;
+        end = MIN(end, first + scan_chunks);
+        for (uint64_t ci = first; ci < end; ci++) {
+                if (heap_leaf(h)[ci].max < npages)
+                        continue;
+                const uint64_t *alloc = h->chunks[ci].alloc;
+                for (unsigned w = 0; w < HEAP_CHUNK_WORDS; w += words) {
+                        unsigned i = 0;
+                        while (i < words && !alloc[w + i])
+                                i++;
+                        if (i == words)
+                                return ci * HEAP_CHUNK_PAGES + (uint64_t) w * 64;
+                }
+        }
+        return HEAP_PAGE_NONE;
 }
 
 /* Whether no page of [page, page+npages), in the grown heap, is released. Called with heap lock held. */

@@ -24,6 +24,7 @@ bool heap_pa_range_backed(heap *h, uint64_t page, uint64_t npages);
 /* Whether [page, page+npages) lies in the grown heap and is free. */
 bool heap_pa_range_free(heap *h, uint64_t page, uint64_t npages);
 int heap_pa_alloc_find(heap *h, uint64_t npages, uint64_t *ret_page, uint64_t *ret_search);
+uint64_t heap_pa_find_free_aligned(heap *h, uint64_t page, uint64_t npages, uint64_t scan_chunks);
 uint64_t heap_pa_alloc_commit(heap *h, uint64_t page, uint64_t npages, uint64_t new_search);
 uint64_t heap_pa_alloc_range(heap *h, uint64_t base, uint64_t npages);
 void heap_pa_free(heap *h, uint64_t base, uint64_t npages, bool scavenged);

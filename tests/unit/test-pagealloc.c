@@ -23,7 +23,9 @@
 #include <string.h>
 
 #include "../lib/test.h"
+#include "heap/heap.h"
 #include "heap/layout.h"
+#include "heap/pagealloc.h"
 #include "heap/scavenge.h"
 #include "heap/testing.h"
 #include "macro.h"
@@ -335,7 +337,37 @@ static void run_grow_tests(void) {
         heap_test_free(&ht);
 }
 
+/* Not in Go: the first wholly free aligned block or chunk from a page on,
+ * within a number of chunks (what clients take to keep apart). */
+static void run_free_aligned_tests(void) {
+        struct heap_test ht;
+        struct heap_params p = { .capacity = 4 * (uint64_t) P * 4096, .max_slots = 2 };
+        uint64_t off;
+        uint32_t s;
+
+        CHECK(heap_test_new(&p, &ht) == 0);
+        heap *h = ht.h;
+        CHECK(heap_test_grow(h, 3) == 0);
+        CHECK(heap_slot_claim(h, 100, 0, &s) == 0);
+        CHECK(heap_alloc(h, s, 1, 0, &off) == 0); /* page 0 */
+        CHECK(heap_lock(h) == 0);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 0, 64, 8), 64);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 0, P, 8), P);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 100, 64, 8), 64);    /* from page 100's chunk on */
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, P + 5, 64, 8), P);   /* from the second chunk on */
+        heap_unlock(h);
+        CHECK(heap_alloc(h, s, 600, 0, &off) == 0); /* pages 1-600: into the second chunk */
+        CHECK(heap_lock(h) == 0);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 0, 64, 8), 640);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 0, P, 8), 2 * P);
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 0, P, 2), HEAP_PAGE_NONE);  /* only chunks 0 and 1 looked at */
+        CHECK_EQ_U64(heap_pa_find_free_aligned(h, 3 * P, 64, 8), HEAP_PAGE_NONE); /* past the grown heap */
+        heap_unlock(h);
+        heap_test_free(&ht);
+}
+
 int main(void) {
+        run_free_aligned_tests();
         run_alloc_tests();
         run_exhaust_tests();
         run_free_tests();
