@@ -260,9 +260,10 @@ static const uint64_t *mcache_home(heap *h, uint32_t slot, uint32_t cache) {
 
 /* A run as mcache_chunk_find_locked's in the lowest home chunk of thread
  * cache (slot, cache) that has one, from the search address on (the chunks
- * below it are full). Heap lock. */
+ * below it are full), but chunk skip (one the caller has searched already,
+ * or UINT64_MAX). Heap lock. */
 static int mcache_home_find_locked(heap *h, uint32_t slot, uint32_t cache, uint64_t n, uint64_t align, bool backed,
-                                   uint64_t *ret_page) {
+                                   uint64_t skip, uint64_t *ret_page) {
         const uint64_t *set = mcache_home(h, slot, cache);
         uint64_t search = heap_load(&h->hdr->search_page), nch = heap_nchunks(h);
         unsigned probes = 0;
@@ -277,7 +278,7 @@ static int mcache_home_find_locked(heap *h, uint32_t slot, uint32_t cache, uint6
                 for (; bits; bits &= bits - 1) {
                         uint64_t ci = wi * 64 + (unsigned) __builtin_ctzll(bits);
                         /* Most chunks are told by their summary alone. */
-                        if (ci >= nch || heap_leaf(h)[ci].max < n + align - 1)
+                        if (ci >= nch || ci == skip || heap_leaf(h)[ci].max < n + align - 1)
                                 continue;
                         if (mcache_chunk_find_locked(h, ci, n, align, backed, ret_page))
                                 return 1;
@@ -356,7 +357,7 @@ static int mcache_home_place_locked(heap *h, uint32_t slot, uint32_t cache, uint
 
         assert(!(backed && grown)); /* only extra blocks need backed pages, and those never grow the heap */
         *ret_search = 0; /* still a lower bound on the free pages, whatever is taken */
-        if (mcache_home_find_locked(h, slot, cache, n, 1, backed, ret_page))
+        if (mcache_home_find_locked(h, slot, cache, n, 1, backed, UINT64_MAX, ret_page))
                 return 1;
         r = heap_pa_alloc_find(h, n, &page, &search);
         if (r < 0)
@@ -436,7 +437,8 @@ static int mcache_region_find_locked(heap *h, uint32_t slot, uint32_t cache, uin
                                 return 1;
                         }
         }
-        if (mcache_home_find_locked(h, slot, cache, len, HEAP_MCACHE_RUN_ALIGN, false, ret_run)) {
+        /* The home set holds the last run's chunk too, searched above (none: 0 - 1 skips nothing). */
+        if (mcache_home_find_locked(h, slot, cache, len, HEAP_MCACHE_RUN_ALIGN, false, chunk - 1, ret_run)) {
                 *ret_search = 0;
                 return 1;
         }
