@@ -335,61 +335,75 @@ static unsigned regions_shared(heap *h, uint64_t pages, uint32_t a, uint32_t b, 
 }
 
 /*
+ * Clients s[0..clients) (client j on thread cache j) take turns: while
+ * filling, client j allocates its block `step`; then it frees one of its
+ * nlive blocks at random and allocates another in its place. Sizes are
+ * uniform in lo..hi pages. live[j * nlive + i]: client j's block i.
+ */
+static void churn(heap *h, const uint32_t *s, unsigned clients, uint64_t *live, unsigned nlive, bool fill,
+                  unsigned steps, uint64_t lo, uint64_t hi, uint64_t *rnd) {
+        for (unsigned step = 0; step < (fill ? nlive : 0) + steps; step++)
+                for (unsigned j = 0; j < clients; j++) {
+                        uint64_t *mine = live + (size_t) j * nlive;
+                        unsigned i = step;
+                        *rnd = *rnd * 6364136223846793005u + 1442695040888963407u;
+                        if (!fill || step >= nlive) {
+                                i = (unsigned) (*rnd >> 33) % nlive;
+                                CHECK(heap_free(h, s[j], j, mine[i]) == 0);
+                        }
+                        uint64_t n = lo + (*rnd >> 40) % (hi - lo + 1);
+                        CHECK(heap_cache_alloc(h, s[j], j, n, 0, &mine[i]) == 0);
+                }
+}
+
+/* A heap of p with the clients s[0..clients) claimed. */
+static heap *clients_new(const struct heap_params *p, struct heap_test *t, uint32_t *s, unsigned clients) {
+        CHECK(heap_test_new(p, t) == 0);
+        for (unsigned j = 0; j < clients; j++)
+                CHECK(heap_slot_claim(t->h, 100 + j, 0, &s[j]) == 0);
+        return t->h;
+}
+
+/* The clients' slots reclaimed: nothing is left in use; the heap freed. */
+static void clients_free(struct heap_test *t, const uint32_t *s, unsigned clients) {
+        for (unsigned j = 0; j < clients; j++)
+                CHECK(heap_slot_reclaim(t->h, s[j]) >= 0);
+        CHECK_EQ_U64(inuse_pages(t->h), 0);
+        heap_test_free(t);
+}
+
+/*
  * Home chunks (mcache.c): clients whose lists refill from one heap at once,
  * while their frees overflow the lists back into it, keep their blocks in
  * chunks of their own, where first fit alone put the blocks of both in
  * most chunks. A client alone still gets a heap as compact as the first
  * fit's (no more free pages than half of those in use).
  */
-static void churn(heap *h, const uint32_t *s, unsigned clients, uint64_t (*live)[128], uint64_t *rnd) {
-        for (unsigned step = 0; step < 128 + 6000; step++)
-                for (unsigned j = 0; j < clients; j++) {
-                        unsigned i = step;
-                        *rnd = *rnd * 6364136223846793005u + 1442695040888963407u;
-                        if (step >= 128) {
-                                i = (unsigned) (*rnd >> 33) % 128;
-                                CHECK(heap_free(h, s[j], j, live[j][i]) == 0);
-                        }
-                        uint64_t n = 16 + (*rnd >> 40) % 113;
-                        CHECK(heap_cache_alloc(h, s[j], j, n, 0, &live[j][i]) == 0);
-                }
-}
-
 static void test_home_chunks(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 1024 * MiB, .max_slots = 4 };
-        static uint64_t live[2][128];
+        static uint64_t live[2 * 128];
         uint64_t rnd = 1;
         unsigned na, nb;
         uint32_t s[2];
 
-        CHECK(heap_test_new(&p, &t) == 0);
-        heap *h = t.h;
-        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
-        CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
-        churn(h, s, 2, live, &rnd);
+        heap *h = clients_new(&p, &t, s, 2);
+        churn(h, s, 2, live, 128, true, 6000, 16, 128, &rnd);
         unsigned shared = regions_shared(h, HEAP_CHUNK_PAGES, s[0], s[1], &na, &nb);
         printf("home chunks, two clients: %u and %u chunks, %u of them shared, heap %" PRIu64 " chunks, %" PRIu64
                " pages in use\n", na, nb, shared, heap_nchunks(h), inuse_pages(h));
         CHECKF(shared * 20 <= na + nb, "%u of %u chunks hold blocks of both clients", shared, na + nb - shared);
         check_heap(h, "home chunks, two clients");
-        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
-        CHECK(heap_slot_reclaim(h, s[1]) >= 0);
-        CHECK_EQ_U64(inuse_pages(h), 0);
-        heap_test_free(&t);
+        clients_free(&t, s, 2);
 
-        CHECK(heap_test_new(&p, &t) == 0);
-        h = t.h;
-        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
-        churn(h, s, 1, live, &rnd);
+        h = clients_new(&p, &t, s, 1);
+        churn(h, s, 1, live, 128, true, 6000, 16, 128, &rnd);
         uint64_t inuse = inuse_pages(h), pages = heap_nchunks(h) * HEAP_CHUNK_PAGES;
         printf("home chunks, one client: heap %" PRIu64 " chunks, %" PRIu64 " pages in use\n", heap_nchunks(h), inuse);
         CHECKF(pages <= inuse + inuse / 2 + 4 * HEAP_CHUNK_PAGES, "one client: %" PRIu64 " pages for %" PRIu64 " in use",
                pages, inuse);
         check_heap(h, "home chunks, one client");
-        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
-        CHECK_EQ_U64(inuse_pages(h), 0);
-        heap_test_free(&t);
+        clients_free(&t, s, 1);
 }
 
 /*
@@ -406,39 +420,25 @@ static void test_page_blocks_apart(void) {
         struct heap_test t;
         struct heap_params p = { .capacity = 256 * MiB, .max_slots = 4 };
         struct heap_reap_report rr;
-        static uint64_t live[2][1000];
+        static uint64_t live[2 * 1000];
         uint64_t rnd = 7;
         unsigned na, nb, shared;
         uint32_t s[2];
 
-        CHECK(heap_test_new(&p, &t) == 0);
-        heap *h = t.h;
-        CHECK(heap_slot_claim(h, 100, 0, &s[0]) == 0);
-        CHECK(heap_slot_claim(h, 101, 0, &s[1]) == 0);
-        for (unsigned i = 0; i < 1000; i++)
-                for (unsigned j = 0; j < 2; j++)
-                        CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
+        heap *h = clients_new(&p, &t, s, 2);
+        churn(h, s, 2, live, 1000, true, 0, 1, 1, &rnd);
         shared = regions_shared(h, HEAP_CACHE_PAGES, s[0], s[1], &na, &nb);
         CHECKF(shared == 0, "filled: %u of %u blocks hold pages of both clients", shared, na + nb - shared);
 
         CHECK(heap_cache_reap(h, HEAP_REAP_ALL, &rr) == 0);
         CHECK_EQ_U64(rr.held_pages, 0);
-        for (unsigned step = 0; step < 20000; step++)
-                for (unsigned j = 0; j < 2; j++) {
-                        rnd = rnd * 6364136223846793005u + 1442695040888963407u;
-                        unsigned i = (unsigned) (rnd >> 33) % 1000;
-                        CHECK(heap_free(h, s[j], j, live[j][i]) == 0);
-                        CHECK(heap_cache_alloc(h, s[j], j, 1, 0, &live[j][i]) == 0);
-                }
+        churn(h, s, 2, live, 1000, false, 20000, 1, 1, &rnd);
         shared = regions_shared(h, HEAP_CACHE_PAGES, s[0], s[1], &na, &nb);
         printf("page blocks after a reap, two clients: %u blocks, %u of them shared, heap %" PRIu64 " chunks\n",
                na + nb - shared, shared, heap_nchunks(h));
         CHECKF(shared * 20 <= na + nb - shared, "%u of %u blocks hold pages of both clients", shared, na + nb - shared);
         check_heap(h, "page blocks, two clients");
-        CHECK(heap_slot_reclaim(h, s[0]) >= 0);
-        CHECK(heap_slot_reclaim(h, s[1]) >= 0);
-        CHECK_EQ_U64(inuse_pages(h), 0);
-        heap_test_free(&t);
+        clients_free(&t, s, 2);
 }
 
 /*
