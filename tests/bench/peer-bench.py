@@ -293,23 +293,12 @@ def row_two(args, bindir, daemon, res):
                 elif name == "boost":
                     env["PEER_SHM_NAME"] = shm_name
                     shown_env = {"PEER_SHM_NAME": "peer-bench-two-PID"}
-                procs = []
-                for c in cpus:
-                    cmd = [alloc_driver(bindir, name), size, "--seconds", str(args.seconds),
-                           "--cpu", str(c), "--start-at", str(start_at)]
-                    note_command(cmd, shown_env)
-                    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                                  stderr=subprocess.PIPE, text=True))
-                vals = []
-                for p in procs:
-                    o, e = p.communicate(timeout=60)
-                    if p.returncode != 0:
-                        err = f"exit {p.returncode}: {e.strip()[-200:]}"
-                        vals.append(None)
-                        if name == "libscav":
-                            daemon.restart()
-                    else:
-                        vals.append(kv(o.strip().splitlines()[-1]).get("pairs_per_s"))
+                vals, e2 = run_pair(alloc_driver(bindir, name), size, args.seconds, cpus, [env, env],
+                                    [shown_env, shown_env], start_at)
+                if e2:
+                    err = e2
+                    if name == "libscav":
+                        daemon.restart()
                 if e1:
                     err = e1
                 if name == "boost":
@@ -341,33 +330,53 @@ def row_two(args, bindir, daemon, res):
     res["threads"] = thr
 
 
+def run_pair(driver, size, seconds, cpus, envs, shown_envs, start_at, between=None):
+    """Runs `driver` on cpus[i] with envs[i], both measuring from start_at
+    (CLOCK_MONOTONIC ns), and between() while they get ready: the pairs per
+    second of each (None for one that failed) and the last failure's text."""
+    procs, vals, err = [], [], None
+    for c, env, shown in zip(cpus, envs, shown_envs):
+        cmd = [driver, size, "--seconds", str(seconds), "--cpu", str(c), "--start-at", str(start_at)]
+        note_command(cmd, shown)
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    if between:
+        between()
+    for p in procs:
+        o, e = p.communicate(timeout=60)
+        if p.returncode != 0 or not o.strip():
+            err = f"exit {p.returncode}: {e.strip()[-200:]}"
+            vals.append(None)
+        else:
+            vals.append(kv(o.strip().splitlines()[-1]).get("pairs_per_s"))
+    return vals, err
+
+
 def two_reaped_once(bindir, daemon, size, seconds, pools, cpus):
     """Two libscav drivers (pools[i] on cpus[i]) fill their live sets, a
     forced scavenge of their pools takes every thread cache back while they
     wait, then both run `seconds`: the summed pairs per second, or None."""
     scavctl = os.path.join(os.path.dirname(bindir), "scavctl")
-    start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(1.5e9)
-    procs = []
-    for pool, c in zip(pools, cpus):
-        cmd = [alloc_driver(bindir, "libscav"), size, "--seconds", str(seconds), "--cpu", str(c),
-               "--start-at", str(start_at)]
-        note_command(cmd, daemon.env(pool))
-        procs.append(subprocess.Popen(cmd, env=dict(os.environ, **daemon.env(pool)), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    time.sleep(1.0)
-    reaped = True
-    for pool in sorted(set(pools)):
-        cmd = [scavctl, "scavenge", pool]
-        note_command(cmd, daemon.env())
-        p = subprocess.run(cmd, env=dict(os.environ, **daemon.env()), capture_output=True, text=True, timeout=60)
-        if p.returncode != 0:
-            log(f"scavctl scavenge {pool}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
-            reaped = False
-    vals = []
-    for p in procs:
-        o, _ = p.communicate(timeout=60)
-        vals.append(kv(o.strip().splitlines()[-1]).get("pairs_per_s") if p.returncode == 0 and o.strip() else None)
-    return sum(vals) if reaped and None not in vals else None
+    reaped = []
+
+    def reap():
+        time.sleep(1.0)
+        for pool in sorted(set(pools)):
+            cmd = [scavctl, "scavenge", pool]
+            note_command(cmd, daemon.env())
+            p = subprocess.run(cmd, env=dict(os.environ, **daemon.env()), capture_output=True, text=True,
+                               timeout=60)
+            if p.returncode != 0:
+                log(f"scavctl scavenge {pool}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
+            reaped.append(p.returncode == 0)
+
+    envs = [daemon.env(pool) for pool in pools]
+    vals, err = run_pair(alloc_driver(bindir, "libscav"), size, seconds, cpus,
+                         [dict(os.environ, **e) for e in envs], envs,
+                         time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(1.5e9), reap)
+    if err:
+        log(f"row 2c, {size}: {err}")
+        daemon.restart()
+    return sum(vals) if all(reaped) and None not in vals else None
 
 
 def row_two_reaped(args, bindir, daemon, cpus, res):
