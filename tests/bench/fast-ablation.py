@@ -122,19 +122,6 @@ def make_variant(work, name):
     return os.path.join(src, target)
 
 
-def instructions(driver, size, env):
-    """Instructions per pair: callgrind's totals for 600,000 and 200,000 pairs, differenced."""
-    totals = []
-    for pairs in (200000, 600000):
-        p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", driver, size,
-                            "--pairs", str(pairs)], env=env, capture_output=True, text=True, timeout=300)
-        got = [ln for ln in p.stderr.splitlines() if "Collected :" in ln]
-        if p.returncode != 0 or not got:
-            return None
-        totals.append(int(got[-1].split(":")[-1].replace(",", "")))
-    return (totals[1] - totals[0]) / 400000
-
-
 def ns_per_pair(driver, size, seconds, env):
     p = subprocess.run([driver, size, "--seconds", str(seconds), "--cpu", "0"], env=env, capture_output=True,
                        text=True, timeout=60)
@@ -167,8 +154,9 @@ def main():
             log(f"variant {v}: building")
             driver = make_variant(work, v)
             for size in SIZES:
-                ins = instructions(driver, size, env)
-                ins_tc = instructions(tc, size, env)
+                vlog = os.path.join(work, "callgrind.log")
+                ins = pb.instructions_per_pair(driver, size, daemon.env("bench"), vlog)
+                ins_tc = pb.instructions_per_pair(tc, size, None, vlog)
                 mine, theirs, ratio = [], [], []
                 for _ in range(args.rounds):
                     a = ns_per_pair(driver, size, args.seconds, env)
@@ -188,7 +176,8 @@ def main():
            "Each row is the row-1 driver of docs/benchmarks.md (1,000 live blocks, the first byte written, "
            "one free and one allocation per step) built from a copy of the source with one guarantee cut out "
            "of the inline fast paths, measured against tcmalloc in the same rounds. Instructions per pair are "
-           "callgrind's totals for 600,000 pairs minus those for 200,000, over 400,000 (the driver's own loop "
+           f"callgrind's totals for {pb.INSTR_PAIRS[1]:,} pairs minus those for {pb.INSTR_PAIRS[0]:,}, per pair "
+           "(as for docs/benchmarks.md's count; the driver's own loop "
            "included, for both). The ratio is tcmalloc's time over the variant's, the median of "
            f"{args.rounds} rounds of {args.seconds} s each (above 1: the variant is faster). "
            "None of these variants is a configuration of libscav.",
@@ -220,7 +209,7 @@ def main():
             "```",
             "make bench-ablation    # = tests/bench/fast-ablation.py --build build",
             "PEER_POOL=bench SCAVD_SOCKET=PRIVATE valgrind --tool=callgrind --callgrind-out-file=/dev/null "
-            "VARIANT/build/bench-peers/alloc-scav SIZE --pairs 200000    # and 600000",
+            f"VARIANT/build/bench-peers/alloc-scav SIZE --pairs {pb.INSTR_PAIRS[0]}    # and {pb.INSTR_PAIRS[1]}",
             "PEER_POOL=bench SCAVD_SOCKET=PRIVATE VARIANT/build/bench-peers/alloc-scav SIZE "
             f"--seconds {args.seconds} --cpu 0    # ×{args.rounds}, alternated with",
             f"build/bench-peers/alloc-tcmalloc SIZE --seconds {args.seconds} --cpu 0",

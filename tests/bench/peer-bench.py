@@ -519,26 +519,31 @@ def count_instructions(bindir, daemon, outdir, res):
         if a == "libscav" and daemon is None:
             continue
         for size in INSTR_SIZES:
-            counts = []
-            for pairs in INSTR_PAIRS:
-                out, err = run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                                f"--log-file={vlog}", alloc_driver(bindir, a), size, "--pairs", str(pairs)],
-                               daemon.env("bench") if a == "libscav" else None, timeout=300)
-                m = None
-                if not err:
-                    with open(vlog) as f:
-                        m = re.search(r"Collected : (\d+)", f.read())
-                done = kv(out.strip().splitlines()[-1]).get("pairs") if m and out.strip() else None
-                if not done:
-                    counts = None
-                    if a == "libscav":
-                        daemon.restart()
-                    break
-                counts.append((int(m.group(1)), int(done)))
-            if counts:
-                (i1, p1), (i2, p2) = counts
-                out_res[(a, size)] = (i2 - i1) / (p2 - p1)
+            v = instructions_per_pair(alloc_driver(bindir, a), size, daemon.env("bench") if a == "libscav" else None,
+                                      vlog)
+            if v is None and a == "libscav":
+                daemon.restart()
+            if v is not None:
+                out_res[(a, size)] = v
     res["instr"] = out_res
+
+
+def instructions_per_pair(driver, size, env_add, vlog):
+    """One driver's count for count_instructions (also tests/bench/fast-ablation.py's), or None."""
+    counts = []
+    for pairs in INSTR_PAIRS:
+        out, err = run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={vlog}",
+                        driver, size, "--pairs", str(pairs)], env_add, timeout=300)
+        m = None
+        if not err:
+            with open(vlog) as f:
+                m = re.search(r"Collected : (\d+)", f.read())
+        done = kv(out.strip().splitlines()[-1]).get("pairs") if m and out.strip() else None
+        if not done:
+            return None
+        counts.append((int(m.group(1)), int(done)))
+    (i1, p1), (i2, p2) = counts
+    return (i2 - i1) / (p2 - p1)
 
 
 # --------------------------------------------------------------------------
